@@ -1,0 +1,14 @@
+//! kvs: a durable, replicated key-value store on one io_uring loop per core.
+//!
+//! Data flows one way: `protocol` (bytes to requests) → `command` (a request's effect on the
+//! engine, and the reply) → `engine` (the index and the rules of visibility and order) →
+//! `wal` (records on disk). `server` wires them to sockets and files; it and `wal::file`
+//! are the only places that name the io_uring runtime.
+//!
+//! - `limits`: every limit and default, units last.
+//! - `protocol`: frames, requests, responses. Pure.
+//! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
+
+pub mod client;
+pub mod limits;
+pub mod protocol;

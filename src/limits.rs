@@ -1,0 +1,71 @@
+//! Every limit and default of kvs, in one place, units last.
+//!
+//! Flags may move a default within its ceiling; the ceilings bound what recovery will
+//! ever believe a length on disk or on the wire can be, whatever the flags say today.
+
+/// The TCP port kvsd listens on when `--port` is not given.
+pub const PORT_DEFAULT: u16 = 7379;
+
+/// Keys: 1 to `key_bytes_max` bytes.
+pub const KEY_BYTES_MAX_DEFAULT: u32 = 4 * 1024;
+pub const KEY_BYTES_MAX_CEILING: u32 = 64 * 1024;
+
+/// Values: 0 to `value_bytes_max` bytes.
+pub const VALUE_BYTES_MAX_DEFAULT: u32 = 1024 * 1024;
+pub const VALUE_BYTES_MAX_CEILING: u32 = 64 * 1024 * 1024;
+
+/// A frame's `len` field (bytes after it): 10 to `frame_bytes_max`.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 1024 * 1024 + 64 * 1024;
+pub const FRAME_BYTES_MAX_CEILING: u32 =
+    VALUE_BYTES_MAX_CEILING + KEY_BYTES_MAX_CEILING + 64 * 1024;
+
+/// The header of a SET request after `len`: kind, flags, id, klen.
+pub const SET_OVERHEAD_BYTES: u32 = 1 + 1 + 8 + 4;
+
+/// Client connections served at once; one more is answered ERROR and closed.
+pub const CONNECTIONS_MAX_DEFAULT: u32 = 1024;
+
+/// Requests read from one connection and not yet answered. Past either cap the server stops
+/// reading from that connection until its replies drain, so a client that sends but never
+/// reads costs at most this much memory.
+pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+pub const CONNECTION_BYTES_IN_FLIGHT_MAX: usize = 8 * 1024 * 1024;
+
+/// Bytes asked of the kernel per read on a connection.
+pub const CONNECTION_READ_BYTES: usize = 64 * 1024;
+
+/// Replies gathered into one write on a connection before it is sent.
+pub const CONNECTION_WRITE_BYTES_MAX: usize = 256 * 1024;
+
+/// A log segment is sealed and a new one started once it reaches this size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+/// Offsets inside a segment are u32 in the index.
+pub const SEGMENT_BYTES_CEILING: u64 = 1 << 31;
+
+/// A batch (one write + one fdatasync) takes new records while it is smaller than this; more
+/// wait for the next batch. Bounds the memory of the open batch under any load (one record
+/// larger than this still goes, alone).
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How long a GET with `min_seq` waits for the server to apply that seq.
+pub const MIN_SEQ_WAIT_MS_DEFAULT: u64 = 5_000;
+
+/// How long a graceful shutdown waits for in-flight replies to drain.
+pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
+/// Default `--fsync interval=<ms>` when no number is given.
+pub const FSYNC_INTERVAL_MS_DEFAULT: u64 = 100;
+
+// The relations the code relies on.
+const _: () = assert!(
+    FRAME_BYTES_MAX_DEFAULT >= SET_OVERHEAD_BYTES + KEY_BYTES_MAX_DEFAULT + VALUE_BYTES_MAX_DEFAULT
+);
+const _: () = assert!(
+    FRAME_BYTES_MAX_CEILING >= SET_OVERHEAD_BYTES + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING
+);
+const _: () = assert!(KEY_BYTES_MAX_DEFAULT <= KEY_BYTES_MAX_CEILING);
+const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_MAX_CEILING);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);
+const _: () = assert!(CONNECTION_BYTES_IN_FLIGHT_MAX >= CONNECTION_READ_BYTES);
+const _: () = assert!(BATCH_BYTES_MAX >= FRAME_BYTES_MAX_DEFAULT as usize);

@@ -1,0 +1,10 @@
+//! The wire protocol of `shared/PROTOCOL.md` and `docs/protocol.md`: frames, requests and
+//! responses as values, and their byte layouts. Pure: no I/O, no knowledge of the engine.
+
+pub mod frame;
+pub mod request;
+pub mod response;
+
+pub use frame::{Frame, FrameError, Header};
+pub use request::{Request, RequestError, RequestLimits};
+pub use response::{Response, Status};

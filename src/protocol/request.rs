@@ -1,0 +1,401 @@
+//! Requests, client to server: op codes, flags and body layouts (see `docs/protocol.md`).
+//!
+//! | op   | name  | body                                                            |
+//! |------|-------|-----------------------------------------------------------------|
+//! | 0x01 | GET   | key; flag 0x01: `min_seq` u64 LE, then key                      |
+//! | 0x02 | SET   | `klen` u32 LE, key (`klen` bytes), value (rest)                 |
+//! | 0x03 | DEL   | key                                                             |
+//! | 0x04 | KEYS  | prefix; flag 0x01: `plen` u32 LE, prefix, `start_after` (rest)  |
+//! | 0x05 | PING  | any bytes                                                       |
+//! | 0x06 | STATS | empty                                                           |
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::{self, Frame, Header};
+
+pub mod op {
+    pub const GET: u8 = 0x01;
+    pub const SET: u8 = 0x02;
+    pub const DEL: u8 = 0x03;
+    pub const KEYS: u8 = 0x04;
+    pub const PING: u8 = 0x05;
+    pub const STATS: u8 = 0x06;
+}
+
+pub mod flag {
+    /// GET: the body starts with `min_seq` (read-your-writes).
+    pub const GET_MIN_SEQ: u8 = 0x01;
+    /// KEYS: the body is `plen`, prefix, then the key to continue after.
+    pub const KEYS_START_AFTER: u8 = 0x01;
+}
+
+const U32_BYTES: usize = 4;
+const U64_BYTES: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Get {
+        key: Bytes,
+        min_seq: Option<u64>,
+    },
+    Set {
+        key: Bytes,
+        value: Bytes,
+    },
+    Del {
+        key: Bytes,
+    },
+    Keys {
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+    },
+    Ping {
+        payload: Bytes,
+    },
+    Stats,
+}
+
+/// What the server accepts; checked while decoding so no later layer sees an oversized key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+}
+
+/// A readable frame with a bad request: answered ERROR with the request's id, and the
+/// connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown op 0x{op:02x}")]
+    UnknownOp { op: u8 },
+    #[error("unknown flag bits 0x{flags:02x} for {name}")]
+    UnknownFlags { name: &'static str, flags: u8 },
+    #[error("{name} body is {len} bytes, too short: {need}")]
+    BodyTooShort {
+        name: &'static str,
+        len: usize,
+        need: &'static str,
+    },
+    #[error("the key is empty: keys are 1 to {max} bytes")]
+    KeyEmpty { max: u32 },
+    #[error("the key is {len} bytes, over this server's limit of {max} (--max-key-bytes)")]
+    KeyTooLong { len: usize, max: u32 },
+    #[error("the value is {len} bytes, over this server's limit of {max} (--max-value-bytes)")]
+    ValueTooLong { len: usize, max: u32 },
+    #[error("{name} takes an empty body, got {len} bytes")]
+    BodyNotEmpty { name: &'static str, len: usize },
+}
+
+impl Request {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Get { .. } => "GET",
+            Request::Set { .. } => "SET",
+            Request::Del { .. } => "DEL",
+            Request::Keys { .. } => "KEYS",
+            Request::Ping { .. } => "PING",
+            Request::Stats => "STATS",
+        }
+    }
+
+    /// True for the requests that change the store.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Request::Set { .. } | Request::Del { .. })
+    }
+
+    pub fn decode(frame: &Frame, limits: RequestLimits) -> Result<Request, RequestError> {
+        let Header { kind, flags, .. } = frame.header;
+        let body = &frame.body;
+        let request = match kind {
+            op::GET => {
+                known_flags("GET", flags, flag::GET_MIN_SEQ)?;
+                if flags & flag::GET_MIN_SEQ != 0 {
+                    if body.len() < U64_BYTES {
+                        return Err(short("GET", body, "min_seq needs 8 bytes"));
+                    }
+                    let min_seq = u64::from_le_bytes(body[..U64_BYTES].try_into().expect("8"));
+                    Request::Get {
+                        key: body.slice(U64_BYTES..),
+                        min_seq: Some(min_seq),
+                    }
+                } else {
+                    Request::Get {
+                        key: body.clone(),
+                        min_seq: None,
+                    }
+                }
+            }
+            op::SET => {
+                known_flags("SET", flags, 0)?;
+                let klen =
+                    read_u32(body).ok_or_else(|| short("SET", body, "klen needs 4 bytes"))?;
+                let key_end = U32_BYTES
+                    .checked_add(klen as usize)
+                    .filter(|end| *end <= body.len());
+                let key_end =
+                    key_end.ok_or_else(|| short("SET", body, "klen runs past the end"))?;
+                let value = body.slice(key_end..);
+                if value.len() > limits.value_bytes_max as usize {
+                    return Err(RequestError::ValueTooLong {
+                        len: value.len(),
+                        max: limits.value_bytes_max,
+                    });
+                }
+                Request::Set {
+                    key: body.slice(U32_BYTES..key_end),
+                    value,
+                }
+            }
+            op::DEL => {
+                known_flags("DEL", flags, 0)?;
+                Request::Del { key: body.clone() }
+            }
+            op::KEYS => {
+                known_flags("KEYS", flags, flag::KEYS_START_AFTER)?;
+                if flags & flag::KEYS_START_AFTER != 0 {
+                    let plen =
+                        read_u32(body).ok_or_else(|| short("KEYS", body, "plen needs 4 bytes"))?;
+                    let end = U32_BYTES
+                        .checked_add(plen as usize)
+                        .filter(|end| *end <= body.len());
+                    let end = end.ok_or_else(|| short("KEYS", body, "plen runs past the end"))?;
+                    Request::Keys {
+                        prefix: body.slice(U32_BYTES..end),
+                        start_after: Some(body.slice(end..)),
+                    }
+                } else {
+                    Request::Keys {
+                        prefix: body.clone(),
+                        start_after: None,
+                    }
+                }
+            }
+            op::PING => {
+                known_flags("PING", flags, 0)?;
+                Request::Ping {
+                    payload: body.clone(),
+                }
+            }
+            op::STATS => {
+                known_flags("STATS", flags, 0)?;
+                if !body.is_empty() {
+                    return Err(RequestError::BodyNotEmpty {
+                        name: "STATS",
+                        len: body.len(),
+                    });
+                }
+                Request::Stats
+            }
+            _ => return Err(RequestError::UnknownOp { op: kind }),
+        };
+        if let Request::Get { key, .. } | Request::Set { key, .. } | Request::Del { key } = &request
+        {
+            check_key(key, limits)?;
+        }
+        Ok(request)
+    }
+
+    /// Appends this request as one frame with `id`.
+    pub fn encode(&self, id: u64, dst: &mut BytesMut) {
+        let header = |kind, flags| Header { kind, flags, id };
+        match self {
+            Request::Get { key, min_seq: None } => frame::encode(dst, header(op::GET, 0), &[key]),
+            Request::Get {
+                key,
+                min_seq: Some(seq),
+            } => frame::encode(
+                dst,
+                header(op::GET, flag::GET_MIN_SEQ),
+                &[&seq.to_le_bytes(), key],
+            ),
+            Request::Set { key, value } => {
+                let klen = u32::try_from(key.len())
+                    .expect("key fits u32")
+                    .to_le_bytes();
+                frame::encode(dst, header(op::SET, 0), &[&klen, key, value])
+            }
+            Request::Del { key } => frame::encode(dst, header(op::DEL, 0), &[key]),
+            Request::Keys {
+                prefix,
+                start_after: None,
+            } => frame::encode(dst, header(op::KEYS, 0), &[prefix]),
+            Request::Keys {
+                prefix,
+                start_after: Some(after),
+            } => {
+                let plen = u32::try_from(prefix.len())
+                    .expect("prefix fits u32")
+                    .to_le_bytes();
+                frame::encode(
+                    dst,
+                    header(op::KEYS, flag::KEYS_START_AFTER),
+                    &[&plen, prefix, after],
+                )
+            }
+            Request::Ping { payload } => frame::encode(dst, header(op::PING, 0), &[payload]),
+            Request::Stats => frame::encode(dst, header(op::STATS, 0), &[]),
+        }
+    }
+}
+
+/// Builds the body of a KEYS OK response: `count` u32 LE, then per key `klen` u32 LE and key.
+pub fn put_key_entry(dst: &mut BytesMut, key: &[u8]) {
+    dst.put_u32_le(u32::try_from(key.len()).expect("key fits u32"));
+    dst.put_slice(key);
+}
+
+fn known_flags(name: &'static str, flags: u8, known: u8) -> Result<(), RequestError> {
+    match flags & !known {
+        0 => Ok(()),
+        unknown => Err(RequestError::UnknownFlags {
+            name,
+            flags: unknown,
+        }),
+    }
+}
+
+fn check_key(key: &[u8], limits: RequestLimits) -> Result<(), RequestError> {
+    if key.is_empty() {
+        return Err(RequestError::KeyEmpty {
+            max: limits.key_bytes_max,
+        });
+    }
+    if key.len() > limits.key_bytes_max as usize {
+        return Err(RequestError::KeyTooLong {
+            len: key.len(),
+            max: limits.key_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn read_u32(body: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(body.get(..U32_BYTES)?.try_into().ok()?))
+}
+
+fn short(name: &'static str, body: &[u8], need: &'static str) -> RequestError {
+    RequestError::BodyTooShort {
+        name,
+        len: body.len(),
+        need,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        key_bytes_max: 8,
+        value_bytes_max: 16,
+    };
+
+    fn decode_one(request: &Request) -> Result<Request, RequestError> {
+        let mut buf = BytesMut::new();
+        request.encode(42, &mut buf);
+        let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(frame.header.id, 42);
+        Request::decode(&frame, LIMITS)
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let b = Bytes::from_static;
+        for request in [
+            Request::Get {
+                key: b(b"k"),
+                min_seq: None,
+            },
+            Request::Get {
+                key: b(b"k"),
+                min_seq: Some(9),
+            },
+            Request::Set {
+                key: b(b"k"),
+                value: b(b""),
+            },
+            Request::Set {
+                key: b(b"key\0\xff"),
+                value: b(b"v a l"),
+            },
+            Request::Del { key: b(b"k") },
+            Request::Keys {
+                prefix: b(b""),
+                start_after: None,
+            },
+            Request::Keys {
+                prefix: b(b"p"),
+                start_after: Some(b(b"pq")),
+            },
+            Request::Ping { payload: b(b"") },
+            Request::Ping { payload: b(b"hi") },
+            Request::Stats,
+        ] {
+            assert_eq!(decode_one(&request).as_ref(), Ok(&request));
+        }
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let b = Bytes::from_static;
+        let err = |r: Request| decode_one(&r).unwrap_err();
+        assert_eq!(
+            err(Request::Get {
+                key: b(b""),
+                min_seq: None
+            }),
+            RequestError::KeyEmpty { max: 8 }
+        );
+        assert_eq!(
+            err(Request::Del {
+                key: b(b"123456789")
+            }),
+            RequestError::KeyTooLong { len: 9, max: 8 }
+        );
+        assert_eq!(
+            err(Request::Set {
+                key: b(b"k"),
+                value: Bytes::from(vec![0; 17])
+            }),
+            RequestError::ValueTooLong { len: 17, max: 16 }
+        );
+        let raw = |kind, flags, body: &[u8]| {
+            let frame = Frame {
+                header: Header { kind, flags, id: 1 },
+                body: Bytes::copy_from_slice(body),
+            };
+            Request::decode(&frame, LIMITS).unwrap_err()
+        };
+        assert_eq!(raw(0x07, 0, b""), RequestError::UnknownOp { op: 7 });
+        assert_eq!(
+            raw(op::GET, 0x02, b"k"),
+            RequestError::UnknownFlags {
+                name: "GET",
+                flags: 2
+            }
+        );
+        assert!(matches!(
+            raw(op::SET, 0, b"\x01\x00"),
+            RequestError::BodyTooShort { .. }
+        ));
+        assert!(matches!(
+            raw(op::SET, 0, b"\x05\x00\x00\x00ab"),
+            RequestError::BodyTooShort { .. }
+        ));
+        assert!(matches!(
+            raw(op::SET, 0, b"\xff\xff\xff\xffab"),
+            RequestError::BodyTooShort { .. }
+        ));
+        assert!(matches!(
+            raw(op::GET, 1, b"1234567"),
+            RequestError::BodyTooShort { .. }
+        ));
+        assert_eq!(
+            raw(op::STATS, 0, b"x"),
+            RequestError::BodyNotEmpty {
+                name: "STATS",
+                len: 1
+            }
+        );
+    }
+}
