@@ -12,3 +12,5 @@
 pub mod client;
 pub mod limits;
 pub mod protocol;
+pub mod engine;
+pub mod wal;

@@ -1,0 +1,204 @@
+//! The store's state and its rules of visibility and order. Pure: no I/O.
+//!
+//! - The **index** maps each key to where its value lives in the log, for durable writes only:
+//!   a read never sees what a crash could take back.
+//! - **Pending** writes (accepted, not yet durable) are remembered per key so that writes
+//!   decide against the newest state: a DEL right after an unacknowledged SET finds it.
+//! - The **open batch** is the encoded records waiting for the next write + fdatasync.
+//!
+//! The engine never sees sockets or files: the server takes batches from it, makes them
+//! durable through the log, and hands them back with `apply_durable`.
+
+pub mod batch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+pub use batch::Batch;
+
+use crate::wal::record::{Op, Record};
+use crate::wal::Location;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingWrite {
+    seq: u64,
+    op: Op,
+}
+
+/// What a DEL decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// A tombstone was written with this seq.
+    Written { seq: u64 },
+    /// The key does not exist; the answer may be given once `after_seq` is durable (it is
+    /// the pending DEL that removed the key, or 0).
+    NotFound { after_seq: u64 },
+}
+
+/// Writes are refused after a failed write or fsync of the log, until a restart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("writes are refused since a log write failed ({0}); reads go on; restart kvsd once the disk is fixed")]
+pub struct WriteFailed(pub String);
+
+pub struct Engine {
+    index: BTreeMap<Box<[u8]>, Location>,
+    pending: HashMap<Box<[u8]>, PendingWrite>,
+    open: Batch,
+    /// The newest seq accepted into a batch.
+    last_seq: u64,
+    /// The newest seq made durable (or, under a relaxed fsync policy, written).
+    durable_seq: u64,
+    term: u64,
+    write_failed: Option<WriteFailed>,
+}
+
+impl Engine {
+    /// An engine whose log ends at `last_seq`, all of it durable.
+    pub fn new(last_seq: u64) -> Engine {
+        Engine {
+            index: BTreeMap::new(),
+            pending: HashMap::new(),
+            open: Batch::default(),
+            last_seq,
+            durable_seq: last_seq,
+            term: 0,
+            write_failed: None,
+        }
+    }
+
+    /// Recovery: a record read back from the log is durable by definition.
+    pub fn recover(&mut self, op: Op, key: &[u8], location: Location) {
+        match op {
+            Op::Set => match self.index.get_mut(key) {
+                Some(slot) => *slot = location,
+                None => {
+                    self.index.insert(key.into(), location);
+                }
+            },
+            Op::Del => {
+                self.index.remove(key);
+            }
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn write_failed(&self) -> Option<&WriteFailed> {
+        self.write_failed.as_ref()
+    }
+
+    /// The durable location of `key`'s value.
+    pub fn get(&self, key: &[u8]) -> Option<Location> {
+        self.index.get(key).copied()
+    }
+
+    /// Durable keys starting with `prefix`, after `start_after` if given, in order.
+    pub fn keys<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        start_after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.index
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .map(|(key, _)| &key[..])
+            .take_while(move |key| key.starts_with(prefix))
+    }
+
+    /// Accepts a SET into the open batch; returns its seq.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, WriteFailed> {
+        self.write(Op::Set, key, value)
+    }
+
+    /// Decides a DEL against the newest state, pending writes included.
+    pub fn del(&mut self, key: &[u8]) -> Result<Deleted, WriteFailed> {
+        if let Some(failed) = &self.write_failed {
+            return Err(failed.clone());
+        }
+        let exists = match self.pending.get(key) {
+            Some(PendingWrite { op: Op::Del, seq }) => return Ok(Deleted::NotFound { after_seq: *seq }),
+            Some(PendingWrite { op: Op::Set, .. }) => true,
+            None => self.index.contains_key(key),
+        };
+        if !exists {
+            return Ok(Deleted::NotFound { after_seq: 0 });
+        }
+        self.write(Op::Del, key, &[]).map(|seq| Deleted::Written { seq })
+    }
+
+    fn write(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<u64, WriteFailed> {
+        if let Some(failed) = &self.write_failed {
+            return Err(failed.clone());
+        }
+        let seq = self.last_seq + 1;
+        self.open.push(&Record { seq, term: self.term, op, key, value });
+        match self.pending.get_mut(key) {
+            Some(pending) => *pending = PendingWrite { seq, op },
+            None => {
+                self.pending.insert(key.into(), PendingWrite { seq, op });
+            }
+        }
+        self.last_seq = seq;
+        Ok(seq)
+    }
+
+    /// Bytes waiting in the open batch.
+    pub fn open_batch_bytes(&self) -> usize {
+        self.open.bytes()
+    }
+
+    /// Takes the open batch for writing, leaving `spare` (an emptied earlier batch, to reuse
+    /// its memory) open in its place. None if nothing waits.
+    pub fn take_batch(&mut self, spare: Batch) -> Result<Batch, Batch> {
+        if self.open.is_empty() {
+            return Err(spare);
+        }
+        Ok(std::mem::replace(&mut self.open, spare))
+    }
+
+    /// The batch is durable at `segment`, starting at `offset`: its writes become visible.
+    pub fn apply_durable(&mut self, batch: &Batch, segment: u32, offset: u64) {
+        for entry in batch.entries() {
+            let key = batch.key(entry);
+            if let Some(pending) = self.pending.get(key) {
+                if pending.seq == entry.seq {
+                    self.pending.remove(key);
+                }
+            }
+            let location = Location {
+                segment,
+                value_offset: u32::try_from(offset + entry.value_offset as u64)
+                    .expect("segment offsets fit u32"),
+                value_len: entry.value_len,
+            };
+            self.recover(entry.op, key, location);
+        }
+        if let Some(last) = batch.last_seq() {
+            self.durable_seq = last;
+        }
+    }
+
+    /// A write or fsync of the log failed: nothing pending will ever become durable in this
+    /// process, and no further write is accepted.
+    pub fn fail(&mut self, error: String) {
+        self.write_failed.get_or_insert(WriteFailed(error));
+        self.open.clear();
+        self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

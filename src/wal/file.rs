@@ -1,0 +1,136 @@
+//! The open log on the io_uring: appends batches to the newest segment, fdatasyncs it, starts
+//! a new segment when one is full, and reads values back. With `server`, the one place that
+//! names `tokio_uring`.
+//!
+//! Only the committer appends and syncs, one operation at a time; reads run concurrently.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tokio_uring::fs::File;
+
+use super::recovery::Recovered;
+use super::segment::{self, SegmentHeader};
+use super::{Location, LogId};
+
+pub struct LogFile {
+    dir: PathBuf,
+    log_id: LogId,
+    segment_bytes_max: u64,
+    /// Every segment, open for reading values.
+    segments: RefCell<BTreeMap<u32, Rc<File>>>,
+    active_id: Cell<u32>,
+    active_bytes: Cell<u64>,
+    /// Bytes of all segments.
+    log_bytes: Cell<u64>,
+}
+
+impl LogFile {
+    /// Opens the segments that recovery found. Must run inside the io_uring runtime.
+    pub fn open(dir: &Path, recovered: &Recovered, segment_bytes_max: u64) -> io::Result<LogFile> {
+        let mut segments = BTreeMap::new();
+        let last = recovered.segments.last().expect("recovery leaves a segment");
+        for info in &recovered.segments {
+            let path = segment::path(dir, info.id);
+            let std_file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(info.id == last.id)
+                .open(&path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            segments.insert(info.id, Rc::new(File::from_std(std_file)));
+        }
+        Ok(LogFile {
+            dir: dir.to_path_buf(),
+            log_id: recovered.log_id,
+            segment_bytes_max,
+            segments: RefCell::new(segments),
+            active_id: Cell::new(last.id),
+            active_bytes: Cell::new(last.bytes),
+            log_bytes: Cell::new(recovered.segments.iter().map(|s| s.bytes).sum()),
+        })
+    }
+
+    pub fn log_id(&self) -> LogId {
+        self.log_id
+    }
+
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.get()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+
+    /// Where the next append will start, if it goes into the active segment.
+    pub fn needs_rotation(&self) -> bool {
+        self.active_bytes.get() >= self.segment_bytes_max
+    }
+
+    fn active(&self) -> Rc<File> {
+        self.segments.borrow()[&self.active_id.get()].clone()
+    }
+
+    /// Writes `batch` at the end of the log (first starting a new segment whose first record
+    /// will be `first_seq`, if the active one is full). Returns the segment and offset it
+    /// starts at, and the buffer for reuse. Not durable until `sync`.
+    pub async fn append(&self, batch: Vec<u8>, first_seq: u64) -> (io::Result<(u32, u64)>, Vec<u8>) {
+        if self.needs_rotation() {
+            if let Err(error) = self.rotate(first_seq).await {
+                return (Err(error), batch);
+            }
+        }
+        let offset = self.active_bytes.get();
+        let len = batch.len() as u64;
+        let (result, batch) = self.active().write_all_at(batch, offset).await;
+        if result.is_ok() {
+            self.active_bytes.set(offset + len);
+            self.log_bytes.set(self.log_bytes.get() + len);
+        }
+        (result.map(|()| (self.active_id.get(), offset)), batch)
+    }
+
+    /// fdatasync of the active segment: everything appended so far is on stable storage.
+    pub async fn sync(&self) -> io::Result<()> {
+        self.active().sync_data().await
+    }
+
+    /// Seals the active segment (fsynced, so a sealed segment never has a torn tail) and starts
+    /// the next one durably: temp name, fsync, rename, fsync the dir.
+    async fn rotate(&self, first_seq: u64) -> io::Result<()> {
+        self.active().sync_data().await?;
+        let segment_id = self.active_id.get() + 1;
+        let header = SegmentHeader { log_id: self.log_id, segment_id, first_seq };
+        let tmp = segment::tmp_path(&self.dir, segment_id);
+        let file = File::create(&tmp).await?;
+        let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
+        result?;
+        file.sync_all().await?;
+        let path = segment::path(&self.dir, segment_id);
+        tokio_uring::fs::rename(&tmp, &path).await?;
+        File::open(&self.dir).await?.sync_all().await?;
+        self.segments.borrow_mut().insert(segment_id, Rc::new(file));
+        self.active_id.set(segment_id);
+        self.active_bytes.set(segment::HEADER_BYTES as u64);
+        self.log_bytes.set(self.log_bytes.get() + segment::HEADER_BYTES as u64);
+        tracing::info!(segment = %path.display(), first_seq, "started a new log segment");
+        Ok(())
+    }
+
+    /// Reads the value at `location` from the log (the page cache, usually).
+    pub async fn read_value(&self, location: Location) -> io::Result<Vec<u8>> {
+        let file = self.segments.borrow().get(&location.segment).cloned();
+        let file = file.ok_or_else(|| {
+            io::Error::other(format!("segment {} is not open", location.segment))
+        })?;
+        let buf = Vec::with_capacity(location.value_len as usize);
+        if location.value_len == 0 {
+            return Ok(buf);
+        }
+        let (result, buf) = file.read_exact_at(buf, location.value_offset as u64).await;
+        result.map(|()| buf)
+    }
+}

@@ -1,0 +1,142 @@
+//! A segment file: a fixed header, then records back to back.
+//!
+//! Named `<id>.wal` with the id in 10 decimal digits, so names sort in log order. A segment is
+//! written to `<id>.wal.tmp`, fsynced, renamed into place and the directory fsynced, so a
+//! segment either exists with a whole header or not at all.
+//!
+//! | offset | size | field                                                   |
+//! |--------|------|---------------------------------------------------------|
+//! | 0      | 8    | magic `KVSWAL\0\0`                                      |
+//! | 8      | 4    | `version` u32 LE: 1                                     |
+//! | 12     | 4    | `crc` u32 LE: CRC32 of bytes 0..12 and 16..64           |
+//! | 16     | 16   | `log_id`: the data dir's log id                         |
+//! | 32     | 4    | `segment_id` u32 LE: the same number as the file name   |
+//! | 36     | 8    | `first_seq` u64 LE: the seq the first record will have  |
+//! | 44     | 20   | reserved, zero                                          |
+
+use std::path::{Path, PathBuf};
+
+use super::LogId;
+
+pub const MAGIC: [u8; 8] = *b"KVSWAL\0\0";
+pub const VERSION: u32 = 1;
+pub const MAGIC_OFFSET: usize = 0;
+pub const VERSION_OFFSET: usize = 8;
+pub const CRC_OFFSET: usize = 12;
+pub const LOG_ID_OFFSET: usize = 16;
+pub const SEGMENT_ID_OFFSET: usize = 32;
+pub const FIRST_SEQ_OFFSET: usize = 36;
+pub const RESERVED_OFFSET: usize = 44;
+pub const HEADER_BYTES: usize = 64;
+
+pub const EXTENSION: &str = "wal";
+pub const TMP_SUFFIX: &str = ".wal.tmp";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub log_id: LogId,
+    pub segment_id: u32,
+    pub first_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("the file is shorter than a segment header ({len} of {HEADER_BYTES} bytes)")]
+    Short { len: usize },
+    #[error("not a kvs log segment (bad magic)")]
+    BadMagic,
+    #[error("segment format version {version} is not supported (this kvsd reads {VERSION})")]
+    BadVersion { version: u32 },
+    #[error("segment header checksum mismatch")]
+    BadChecksum,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut buf = [0u8; HEADER_BYTES];
+        buf[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&MAGIC);
+        buf[VERSION_OFFSET..CRC_OFFSET].copy_from_slice(&VERSION.to_le_bytes());
+        buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET].copy_from_slice(&self.log_id.0);
+        buf[SEGMENT_ID_OFFSET..FIRST_SEQ_OFFSET].copy_from_slice(&self.segment_id.to_le_bytes());
+        buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET].copy_from_slice(&self.first_seq.to_le_bytes());
+        let crc = checksum(&buf);
+        buf[CRC_OFFSET..LOG_ID_OFFSET].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let buf: &[u8; HEADER_BYTES] = buf
+            .get(..HEADER_BYTES)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(HeaderError::Short { len: buf.len() })?;
+        if buf[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        let version = u32::from_le_bytes(buf[VERSION_OFFSET..CRC_OFFSET].try_into().expect("4"));
+        if version != VERSION {
+            return Err(HeaderError::BadVersion { version });
+        }
+        let crc = u32::from_le_bytes(buf[CRC_OFFSET..LOG_ID_OFFSET].try_into().expect("4"));
+        if crc != checksum(buf) {
+            return Err(HeaderError::BadChecksum);
+        }
+        Ok(SegmentHeader {
+            log_id: LogId(buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET].try_into().expect("16")),
+            segment_id: u32::from_le_bytes(
+                buf[SEGMENT_ID_OFFSET..FIRST_SEQ_OFFSET].try_into().expect("4"),
+            ),
+            first_seq: u64::from_le_bytes(
+                buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET].try_into().expect("8"),
+            ),
+        })
+    }
+}
+
+fn checksum(buf: &[u8; HEADER_BYTES]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&buf[..CRC_OFFSET]);
+    hasher.update(&buf[LOG_ID_OFFSET..]);
+    hasher.finalize()
+}
+
+pub fn path(dir: &Path, segment_id: u32) -> PathBuf {
+    dir.join(format!("{segment_id:010}.{EXTENSION}"))
+}
+
+pub fn tmp_path(dir: &Path, segment_id: u32) -> PathBuf {
+    dir.join(format!("{segment_id:010}{TMP_SUFFIX}"))
+}
+
+/// The segment id in a file name like `0000000001.wal`; None for any other name.
+pub fn parse_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".wal")?;
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_catches_damage() {
+        let header = SegmentHeader { log_id: LogId([7; 16]), segment_id: 3, first_seq: 99 };
+        let buf = header.encode();
+        assert_eq!(SegmentHeader::decode(&buf), Ok(header));
+        for byte in 0..HEADER_BYTES {
+            let mut bad = buf;
+            bad[byte] ^= 0x10;
+            assert!(SegmentHeader::decode(&bad).is_err(), "byte {byte}");
+        }
+        assert_eq!(SegmentHeader::decode(&buf[..10]), Err(HeaderError::Short { len: 10 }));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("0000000012.wal"), Some(12));
+        assert_eq!(parse_name("12.wal"), None);
+        assert_eq!(parse_name("0000000012.wal.tmp"), None);
+        assert_eq!(path(Path::new("d"), 5), PathBuf::from("d/0000000005.wal"));
+    }
+}
