@@ -10,7 +10,9 @@
 //! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
 
 pub mod client;
+pub mod command;
+pub mod engine;
 pub mod limits;
 pub mod protocol;
-pub mod engine;
+pub mod server;
 pub mod wal;

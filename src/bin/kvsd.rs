@@ -1,1 +1,130 @@
-fn main() {}
+//! kvsd: the kvs server. Parses flags, starts logging, runs the server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kvs::limits;
+use kvs::protocol::RequestLimits;
+use kvs::server::{self, Config, FsyncPolicy};
+
+/// kvsd: a durable key-value server on one io_uring loop pinned to one core.
+///
+/// Every write goes to a CRC-checked write-ahead log in --data-dir; writes that arrive while a
+/// flush is in flight are batched into the next write + fdatasync (group commit), and with the
+/// default --fsync always a client hears OK only once its write is on stable storage. Restart
+/// replays the log. Stop with SIGINT or SIGTERM: kvsd finishes what is in flight and exits 0.
+///
+/// Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Run as the leader: accept writes and (with replication) feed followers. The default
+    /// role when no leader address is given.
+    #[arg(long)]
+    leader: bool,
+
+    /// This node's name, shown in STATS and logs.
+    #[arg(long, default_value = "node1")]
+    node_id: String,
+
+    /// Address to listen on. Keep 127.0.0.1 unless clients on other machines must reach kvsd
+    /// (there is no authentication yet).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+
+    /// TCP port for clients (0: pick a free one; the "kvsd ready" log line names it).
+    #[arg(long, default_value_t = limits::PORT_DEFAULT)]
+    port: u16,
+
+    /// Directory of the write-ahead log; created if missing.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// Pin the event loop to this CPU (0-based). Default: not pinned.
+    #[arg(long)]
+    core: Option<usize>,
+
+    /// When a write is made durable before its OK.
+    /// `always`: write + fdatasync before the OK; nothing acknowledged is lost, even on power loss.
+    /// `interval=<ms>`: OK once written to the OS, fdatasync every <ms>; a machine crash or
+    /// power loss can lose the last <ms> of acknowledged writes (a kvsd crash alone loses nothing).
+    /// `never`: OK once written to the OS; fdatasync only when a segment fills and at shutdown.
+    #[arg(long, default_value = "always", verbatim_doc_comment)]
+    fsync: FsyncPolicy,
+
+    /// Client connections served at once; one more gets an ERROR and is closed.
+    #[arg(long, default_value_t = limits::CONNECTIONS_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+
+    /// Largest key, in bytes.
+    #[arg(long, default_value_t = limits::KEY_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=limits::KEY_BYTES_MAX_CEILING as i64))]
+    max_key_bytes: u32,
+
+    /// Largest value, in bytes.
+    #[arg(long, default_value_t = limits::VALUE_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=limits::VALUE_BYTES_MAX_CEILING as i64))]
+    max_value_bytes: u32,
+
+    /// Largest frame (the `len` field: everything after it), in bytes. Must hold the largest
+    /// SET: 14 + --max-key-bytes + --max-value-bytes. A longer frame gets an ERROR and the
+    /// connection is closed.
+    #[arg(long, default_value_t = limits::FRAME_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(64..=limits::FRAME_BYTES_MAX_CEILING as i64))]
+    max_frame_bytes: u32,
+
+    /// A log segment is sealed and a new one started at this size, in bytes.
+    #[arg(long, default_value_t = limits::SEGMENT_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_CEILING))]
+    segment_bytes: u64,
+
+    /// How long a GET with min_seq waits for that seq to be applied, in milliseconds.
+    #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
+    min_seq_wait_ms: u64,
+
+    /// Start even if the log is corrupt before its tail: cut it at the first bad record and
+    /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
+    #[arg(long)]
+    repair_truncate: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    let config = Config {
+        node_id: args.node_id,
+        listen: SocketAddr::new(args.bind, args.port),
+        data_dir: args.data_dir,
+        core: args.core,
+        fsync: args.fsync,
+        connections_max: args.max_connections,
+        limits: RequestLimits {
+            key_bytes_max: args.max_key_bytes,
+            value_bytes_max: args.max_value_bytes,
+        },
+        frame_bytes_max: args.max_frame_bytes,
+        segment_bytes: args.segment_bytes,
+        repair_truncate: args.repair_truncate,
+        min_seq_wait: Duration::from_millis(args.min_seq_wait_ms),
+    };
+    let _ = args.leader; // the only role until replication lands
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kvsd: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

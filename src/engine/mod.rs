@@ -81,6 +81,12 @@ impl Engine {
         }
     }
 
+    /// Recovery is over: the log ended at `last_seq`, all of it durable.
+    pub fn recovered(&mut self, last_seq: u64) {
+        self.last_seq = last_seq;
+        self.durable_seq = last_seq;
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
@@ -129,14 +135,17 @@ impl Engine {
             return Err(failed.clone());
         }
         let exists = match self.pending.get(key) {
-            Some(PendingWrite { op: Op::Del, seq }) => return Ok(Deleted::NotFound { after_seq: *seq }),
+            Some(PendingWrite { op: Op::Del, seq }) => {
+                return Ok(Deleted::NotFound { after_seq: *seq })
+            }
             Some(PendingWrite { op: Op::Set, .. }) => true,
             None => self.index.contains_key(key),
         };
         if !exists {
             return Ok(Deleted::NotFound { after_seq: 0 });
         }
-        self.write(Op::Del, key, &[]).map(|seq| Deleted::Written { seq })
+        self.write(Op::Del, key, &[])
+            .map(|seq| Deleted::Written { seq })
     }
 
     fn write(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<u64, WriteFailed> {
@@ -144,7 +153,13 @@ impl Engine {
             return Err(failed.clone());
         }
         let seq = self.last_seq + 1;
-        self.open.push(&Record { seq, term: self.term, op, key, value });
+        self.open.push(&Record {
+            seq,
+            term: self.term,
+            op,
+            key,
+            value,
+        });
         match self.pending.get_mut(key) {
             Some(pending) => *pending = PendingWrite { seq, op },
             None => {

@@ -33,7 +33,9 @@ struct Disk {
 
 impl Disk {
     fn commit(&mut self, engine: &mut Engine) {
-        let Ok(mut batch) = engine.take_batch(Batch::default()) else { return };
+        let Ok(mut batch) = engine.take_batch(Batch::default()) else {
+            return;
+        };
         let offset = self.bytes.len() as u64;
         let buf = batch.take_buf();
         self.bytes.extend_from_slice(&buf);
@@ -131,5 +133,8 @@ fn after_a_failure_writes_are_refused_and_reads_go_on() {
     assert!(engine.set(b"c", b"3").is_err());
     assert!(engine.del(b"a").is_err());
     assert!(engine.get(b"a").is_some());
-    assert!(engine.take_batch(Batch::default()).is_err(), "the failed batch is dropped");
+    assert!(
+        engine.take_batch(Batch::default()).is_err(),
+        "the failed batch is dropped"
+    );
 }

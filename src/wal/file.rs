@@ -32,7 +32,10 @@ impl LogFile {
     /// Opens the segments that recovery found. Must run inside the io_uring runtime.
     pub fn open(dir: &Path, recovered: &Recovered, segment_bytes_max: u64) -> io::Result<LogFile> {
         let mut segments = BTreeMap::new();
-        let last = recovered.segments.last().expect("recovery leaves a segment");
+        let last = recovered
+            .segments
+            .last()
+            .expect("recovery leaves a segment");
         for info in &recovered.segments {
             let path = segment::path(dir, info.id);
             let std_file = std::fs::OpenOptions::new()
@@ -77,7 +80,11 @@ impl LogFile {
     /// Writes `batch` at the end of the log (first starting a new segment whose first record
     /// will be `first_seq`, if the active one is full). Returns the segment and offset it
     /// starts at, and the buffer for reuse. Not durable until `sync`.
-    pub async fn append(&self, batch: Vec<u8>, first_seq: u64) -> (io::Result<(u32, u64)>, Vec<u8>) {
+    pub async fn append(
+        &self,
+        batch: Vec<u8>,
+        first_seq: u64,
+    ) -> (io::Result<(u32, u64)>, Vec<u8>) {
         if self.needs_rotation() {
             if let Err(error) = self.rotate(first_seq).await {
                 return (Err(error), batch);
@@ -103,7 +110,11 @@ impl LogFile {
     async fn rotate(&self, first_seq: u64) -> io::Result<()> {
         self.active().sync_data().await?;
         let segment_id = self.active_id.get() + 1;
-        let header = SegmentHeader { log_id: self.log_id, segment_id, first_seq };
+        let header = SegmentHeader {
+            log_id: self.log_id,
+            segment_id,
+            first_seq,
+        };
         let tmp = segment::tmp_path(&self.dir, segment_id);
         let file = File::create(&tmp).await?;
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
@@ -115,7 +126,8 @@ impl LogFile {
         self.segments.borrow_mut().insert(segment_id, Rc::new(file));
         self.active_id.set(segment_id);
         self.active_bytes.set(segment::HEADER_BYTES as u64);
-        self.log_bytes.set(self.log_bytes.get() + segment::HEADER_BYTES as u64);
+        self.log_bytes
+            .set(self.log_bytes.get() + segment::HEADER_BYTES as u64);
         tracing::info!(segment = %path.display(), first_seq, "started a new log segment");
         Ok(())
     }
@@ -123,9 +135,8 @@ impl LogFile {
     /// Reads the value at `location` from the log (the page cache, usually).
     pub async fn read_value(&self, location: Location) -> io::Result<Vec<u8>> {
         let file = self.segments.borrow().get(&location.segment).cloned();
-        let file = file.ok_or_else(|| {
-            io::Error::other(format!("segment {} is not open", location.segment))
-        })?;
+        let file = file
+            .ok_or_else(|| io::Error::other(format!("segment {} is not open", location.segment)))?;
         let buf = Vec::with_capacity(location.value_len as usize);
         if location.value_len == 0 {
             return Ok(buf);

@@ -130,7 +130,10 @@ pub fn decode(buf: &[u8]) -> Result<(RecordHeader, Record<'_>), DecodeError> {
 /// Checks the record at the start of `buf` (length, checksum, layout) and reads its header.
 pub fn decode_header(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
     if buf.len() < SEQ_OFFSET {
-        return Err(DecodeError::Incomplete { have: buf.len(), need: SEQ_OFFSET });
+        return Err(DecodeError::Incomplete {
+            have: buf.len(),
+            need: SEQ_OFFSET,
+        });
     }
     let len = read_u32(buf, LEN_OFFSET);
     if !(LEN_MIN..=LEN_MAX).contains(&len) {
@@ -138,7 +141,10 @@ pub fn decode_header(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
     }
     let total_bytes = SEQ_OFFSET + len as usize;
     if buf.len() < total_bytes {
-        return Err(DecodeError::Incomplete { have: buf.len(), need: total_bytes });
+        return Err(DecodeError::Incomplete {
+            have: buf.len(),
+            need: total_bytes,
+        });
     }
     let record = &buf[..total_bytes];
     if read_u32(record, CRC_OFFSET) != checksum(record) {
@@ -210,9 +216,18 @@ mod tests {
 
     #[test]
     fn every_cut_is_incomplete() {
-        let buf = encoded(&Record { seq: 1, term: 0, op: Op::Set, key: b"k", value: b"v" });
+        let buf = encoded(&Record {
+            seq: 1,
+            term: 0,
+            op: Op::Set,
+            key: b"k",
+            value: b"v",
+        });
         for cut in 0..buf.len() {
-            assert!(matches!(decode(&buf[..cut]), Err(DecodeError::Incomplete { .. })), "cut {cut}");
+            assert!(
+                matches!(decode(&buf[..cut]), Err(DecodeError::Incomplete { .. })),
+                "cut {cut}"
+            );
         }
     }
 

@@ -43,18 +43,28 @@ pub struct Recovered {
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "log corruption in {path} at byte {offset}: {reason}. This is not a torn write at the \
          end of the log: acknowledged data after this point would be lost by cutting here. \
          Restore the data dir from a replica or a backup, or start kvsd with --repair-truncate \
          to cut the log at this point and lose every record after it."
     )]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
-    move |source| RecoveryError::Io { path: path.to_path_buf(), source }
+    move |source| RecoveryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Scans `dir` (creating it and a new log if it holds none) and calls `visit` for every valid
@@ -67,7 +77,11 @@ pub fn recover(
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         if let Some(parent) = dir.parent() {
-            sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
+            sync_dir(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })?;
         }
     }
     let mut ids = Vec::new();
@@ -85,11 +99,19 @@ pub fn recover(
     ids.sort_unstable();
     if ids.is_empty() {
         let log_id = LogId::random().map_err(io_error(Path::new("/dev/urandom")))?;
-        let first = SegmentHeader { log_id, segment_id: 1, first_seq: 1 };
+        let first = SegmentHeader {
+            log_id,
+            segment_id: 1,
+            first_seq: 1,
+        };
         create_segment(dir, &first)?;
         return Ok(Recovered {
             log_id,
-            segments: vec![SegmentInfo { id: 1, first_seq: 1, bytes: segment::HEADER_BYTES as u64 }],
+            segments: vec![SegmentInfo {
+                id: 1,
+                first_seq: 1,
+                bytes: segment::HEADER_BYTES as u64,
+            }],
             last_seq: 0,
             records: 0,
             truncated_bytes: 0,
@@ -112,14 +134,20 @@ pub fn recover(
         };
         let header = SegmentHeader::decode(&buf).map_err(|e| corrupt(0, e.to_string()))?;
         if header.segment_id != id {
-            return Err(corrupt(0, format!("the header names segment {}", header.segment_id)));
+            return Err(corrupt(
+                0,
+                format!("the header names segment {}", header.segment_id),
+            ));
         }
         match log_id {
             None => log_id = Some(header.log_id),
             Some(ours) if ours != header.log_id => {
                 return Err(corrupt(
                     0,
-                    format!("it belongs to log {} but this dir holds log {ours}", header.log_id),
+                    format!(
+                        "it belongs to log {} but this dir holds log {ours}",
+                        header.log_id
+                    ),
                 ))
             }
             Some(_) => {}
@@ -127,7 +155,10 @@ pub fn recover(
         if index > 0 && header.first_seq != last_seq + 1 {
             return Err(corrupt(
                 0,
-                format!("it starts at seq {} but the log before it ends at seq {last_seq}", header.first_seq),
+                format!(
+                    "it starts at seq {} but the log before it ends at seq {last_seq}",
+                    header.first_seq
+                ),
             ));
         }
         last_seq = header.first_seq - 1;
@@ -146,13 +177,21 @@ pub fn recover(
                         value_offset: key_end as u32,
                         value_len: record.value_len,
                     };
-                    visit(&record, &buf[offset + record::KEY_OFFSET..key_end], location);
+                    visit(
+                        &record,
+                        &buf[offset + record::KEY_OFFSET..key_end],
+                        location,
+                    );
                     last_seq = record.seq;
                     records += 1;
                     offset += record.total_bytes;
                 }
                 Ok(record) => {
-                    break Some(format!("record seq {} where {} was due", record.seq, last_seq + 1))
+                    break Some(format!(
+                        "record seq {} where {} was due",
+                        record.seq,
+                        last_seq + 1
+                    ))
                 }
                 Err(error) => break Some(error.to_string()),
             }
@@ -182,11 +221,19 @@ pub fn recover(
                     fs::remove_file(&later_path).map_err(io_error(&later_path))?;
                 }
                 sync_dir(dir)?;
-                segments.push(SegmentInfo { id, first_seq: header.first_seq, bytes });
+                segments.push(SegmentInfo {
+                    id,
+                    first_seq: header.first_seq,
+                    bytes,
+                });
                 break;
             }
         }
-        segments.push(SegmentInfo { id, first_seq: header.first_seq, bytes });
+        segments.push(SegmentInfo {
+            id,
+            first_seq: header.first_seq,
+            bytes,
+        });
     }
     Ok(Recovered {
         log_id: log_id.expect("at least one segment"),
@@ -205,14 +252,19 @@ fn valid_record_after(buf: &[u8], from: usize, last_seq: u64) -> bool {
     let seq_max = last_seq + (buf.len() - from) as u64;
     (from + 1..buf.len().saturating_sub(record::HEADER_BYTES)).any(|at| {
         let seq = u64::from_le_bytes(
-            buf[at + record::SEQ_OFFSET..at + record::TERM_OFFSET].try_into().expect("8"),
+            buf[at + record::SEQ_OFFSET..at + record::TERM_OFFSET]
+                .try_into()
+                .expect("8"),
         );
         seq > last_seq && seq <= seq_max && record::decode_header(&buf[at..]).is_ok()
     })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), RecoveryError> {
-    let file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
     file.set_len(len).map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))
 }
@@ -229,7 +281,9 @@ pub fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(), Recovery
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), RecoveryError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 #[cfg(test)]
@@ -248,7 +302,16 @@ mod tests {
             let value = format!("value-{seq}");
             let op = if seq % 5 == 0 { Op::Del } else { Op::Set };
             let value = if op == Op::Del { "" } else { &value };
-            record::encode(&mut buf, &Record { seq, term: 0, op, key: key.as_bytes(), value: value.as_bytes() });
+            record::encode(
+                &mut buf,
+                &Record {
+                    seq,
+                    term: 0,
+                    op,
+                    key: key.as_bytes(),
+                    value: value.as_bytes(),
+                },
+            );
             ends.push(buf.len());
         }
         fs::write(&path, &buf).unwrap();
@@ -284,7 +347,11 @@ mod tests {
             let recovered = seqs(dir.path(), false).unwrap();
             assert_eq!(recovered, (1..=whole).collect::<Vec<_>>(), "cut at {cut}");
             let len = fs::metadata(&path).unwrap().len() as usize;
-            assert_eq!(len, ends[whole as usize - 1], "file truncated to the last whole record");
+            assert_eq!(
+                len,
+                ends[whole as usize - 1],
+                "file truncated to the last whole record"
+            );
         }
     }
 
@@ -307,7 +374,9 @@ mod tests {
         buf[at] ^= 0x04;
         fs::write(&path, &buf).unwrap();
         match seqs(dir.path(), false) {
-            Err(RecoveryError::Corrupt { offset, path: bad, .. }) => {
+            Err(RecoveryError::Corrupt {
+                offset, path: bad, ..
+            }) => {
                 assert_eq!(offset, ends[2] as u64);
                 assert_eq!(bad, path);
             }
@@ -324,18 +393,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
         let log_id = recover(dir.path(), false, |_, _, _| {}).unwrap().log_id;
-        create_segment(dir.path(), &SegmentHeader { log_id, segment_id: 2, first_seq: 4 }).unwrap();
+        create_segment(
+            dir.path(),
+            &SegmentHeader {
+                log_id,
+                segment_id: 2,
+                first_seq: 4,
+            },
+        )
+        .unwrap();
         let mut buf = fs::read(&path).unwrap();
         buf[ends[2] - 1] ^= 1; // the last record of the sealed segment
         fs::write(&path, &buf).unwrap();
-        assert!(matches!(seqs(dir.path(), false), Err(RecoveryError::Corrupt { .. })));
+        assert!(matches!(
+            seqs(dir.path(), false),
+            Err(RecoveryError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn a_segment_of_another_log_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 3);
-        let other = SegmentHeader { log_id: LogId([9; 16]), segment_id: 2, first_seq: 4 };
+        let other = SegmentHeader {
+            log_id: LogId([9; 16]),
+            segment_id: 2,
+            first_seq: 4,
+        };
         create_segment(dir.path(), &other).unwrap();
         let error = seqs(dir.path(), false).unwrap_err().to_string();
         assert!(error.contains("belongs to log 0909"), "{error}");

@@ -81,12 +81,20 @@ impl SegmentHeader {
             return Err(HeaderError::BadChecksum);
         }
         Ok(SegmentHeader {
-            log_id: LogId(buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET].try_into().expect("16")),
+            log_id: LogId(
+                buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET]
+                    .try_into()
+                    .expect("16"),
+            ),
             segment_id: u32::from_le_bytes(
-                buf[SEGMENT_ID_OFFSET..FIRST_SEQ_OFFSET].try_into().expect("4"),
+                buf[SEGMENT_ID_OFFSET..FIRST_SEQ_OFFSET]
+                    .try_into()
+                    .expect("4"),
             ),
             first_seq: u64::from_le_bytes(
-                buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET].try_into().expect("8"),
+                buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET]
+                    .try_into()
+                    .expect("8"),
             ),
         })
     }
@@ -121,7 +129,11 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_catches_damage() {
-        let header = SegmentHeader { log_id: LogId([7; 16]), segment_id: 3, first_seq: 99 };
+        let header = SegmentHeader {
+            log_id: LogId([7; 16]),
+            segment_id: 3,
+            first_seq: 99,
+        };
         let buf = header.encode();
         assert_eq!(SegmentHeader::decode(&buf), Ok(header));
         for byte in 0..HEADER_BYTES {
@@ -129,7 +141,10 @@ mod tests {
             bad[byte] ^= 0x10;
             assert!(SegmentHeader::decode(&bad).is_err(), "byte {byte}");
         }
-        assert_eq!(SegmentHeader::decode(&buf[..10]), Err(HeaderError::Short { len: 10 }));
+        assert_eq!(
+            SegmentHeader::decode(&buf[..10]),
+            Err(HeaderError::Short { len: 10 })
+        );
     }
 
     #[test]

@@ -82,8 +82,7 @@ impl Server {
     /// SIGTERM, and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id(), "TERM");
-        let status = self.child.wait().expect("wait");
-        status
+        self.child.wait().expect("wait")
     }
 
     /// Lines kvsd logged since the last call (waits up to `wait` for the first one).
@@ -108,13 +107,24 @@ impl Drop for Server {
 
 /// Sends a signal by name through the `kill` command, to keep libc out of the tests.
 pub fn unsafe_kill(pid: u32, signal: &str) {
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-    assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{signal} {pid}");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        status.map(|s| s.success()).unwrap_or(false),
+        "kill -{signal} {pid}"
+    );
 }
 
 /// The value of `name=value` in a log line.
 pub fn field(line: &str, name: &str) -> Option<String> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     let rest = &line[start..];
-    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+    Some(
+        rest.split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_string(),
+    )
 }

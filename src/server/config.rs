@@ -1,0 +1,86 @@
+//! What kvsd runs with: the flags, checked, as one value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::protocol::RequestLimits;
+
+/// When a write is made durable before its OK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// write + fdatasync before the OK (the default): an OK survives power loss.
+    Always,
+    /// OK once written to the OS; fdatasync every so often: a crash of the machine may lose
+    /// up to that much acknowledged time; a crash of kvsd alone loses nothing.
+    Interval(Duration),
+    /// OK once written to the OS; fdatasync only when a segment is sealed and at shutdown.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            "interval" => Ok(FsyncPolicy::Interval(Duration::from_millis(
+                crate::limits::FSYNC_INTERVAL_MS_DEFAULT,
+            ))),
+            _ => match text.strip_prefix("interval=").map(|ms| ms.trim_end_matches("ms").parse()) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "'{text}' is not a fsync policy: use always, interval=<ms> (e.g. interval=100) or never"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => write!(f, "always"),
+            FsyncPolicy::Interval(every) => write!(f, "interval={}", every.as_millis()),
+            FsyncPolicy::Never => write!(f, "never"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub core: Option<usize>,
+    pub fsync: FsyncPolicy,
+    pub connections_max: u32,
+    pub limits: RequestLimits,
+    pub frame_bytes_max: u32,
+    pub segment_bytes: u64,
+    pub repair_truncate: bool,
+    pub min_seq_wait: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_parse_and_print() {
+        for text in ["always", "never", "interval=250"] {
+            assert_eq!(text.parse::<FsyncPolicy>().unwrap().to_string(), text);
+        }
+        assert_eq!(
+            "interval".parse::<FsyncPolicy>().unwrap().to_string(),
+            "interval=100"
+        );
+        assert!("interval=0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes"
+            .parse::<FsyncPolicy>()
+            .unwrap_err()
+            .contains("always, interval"));
+    }
+}

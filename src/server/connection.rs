@@ -1,0 +1,381 @@
+//! One client connection: a reader that cuts frames and hands requests to the engine, and a
+//! writer that sends replies in request order as soon as each may go.
+//!
+//! The two share a queue of pending replies. Writes join the open batch the moment they are
+//! read, so a pipelining client fills a batch by itself; their replies wait until the batch is
+//! durable. Reads wait for the connection's earlier writes, so one connection's requests take
+//! effect in the order sent. The queue is capped in requests and bytes: past either cap the
+//! reader stops reading until the writer drains it, so a client that never reads its replies
+//! costs bounded memory.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use crate::command::{self, Pending, Read};
+use crate::limits::{
+    BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BYTES,
+    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
+};
+use crate::protocol::frame::{self, BODY_OFFSET};
+use crate::protocol::response::{self, encode_error};
+use crate::protocol::{Request, Status};
+
+use super::{stats, Shared};
+
+/// How long a connection closed for a bad frame keeps reading (and dropping) what the client
+/// still sends, so the ERROR reaches it instead of being lost to a TCP reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+struct Queued {
+    id: u64,
+    pending: Pending,
+    /// Bytes of the request, counted against the connection's cap until answered.
+    cost: usize,
+    /// GET with `min_seq`: when to give up waiting.
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Conn {
+    queue: RefCell<VecDeque<Queued>>,
+    bytes_in_flight: Cell<usize>,
+    /// The newest write this connection sent: its later reads wait for it.
+    last_write_seq: Cell<u64>,
+    reader_done: Cell<bool>,
+    writer_dead: Cell<bool>,
+    /// A frame could not be read: answer, then close.
+    fatal: Cell<bool>,
+    writer_wake: tokio::sync::Notify,
+    reader_wake: tokio::sync::Notify,
+}
+
+impl Conn {
+    fn push(&self, queued: Queued) {
+        self.bytes_in_flight
+            .set(self.bytes_in_flight.get() + queued.cost);
+        self.queue.borrow_mut().push_back(queued);
+    }
+
+    fn full(&self) -> bool {
+        self.queue.borrow().len() >= CONNECTION_REQUESTS_IN_FLIGHT_MAX
+            || self.bytes_in_flight.get() >= CONNECTION_BYTES_IN_FLIGHT_MAX
+    }
+}
+
+pub async fn serve(shared: Rc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(stream);
+    let conn = Rc::new(Conn::default());
+    let writer = tokio_uring::spawn(write_replies(shared.clone(), stream.clone(), conn.clone()));
+    read_requests(&shared, &stream, &conn).await;
+    conn.reader_done.set(true);
+    conn.writer_wake.notify_one();
+    let _ = writer.await;
+    if conn.fatal.get() {
+        linger(&stream).await;
+    }
+    shared.connections.set(shared.connections.get() - 1);
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn read_requests(shared: &Shared, stream: &TcpStream, conn: &Conn) {
+    let config = &shared.config;
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut buf = BytesMut::with_capacity(CONNECTION_READ_BYTES);
+    loop {
+        let mut wrote = false;
+        loop {
+            let frame = match frame::decode(&mut buf, config.frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let message = format!("{error}; closing the connection");
+                    let reply = Pending::Reply {
+                        status: Status::Error,
+                        body: Bytes::from(message),
+                    };
+                    conn.push(Queued {
+                        id: 0,
+                        pending: reply,
+                        cost: 0,
+                        deadline: None,
+                    });
+                    conn.fatal.set(true);
+                    return;
+                }
+            };
+            let id = frame.header.id;
+            let cost = BODY_OFFSET + frame.body.len();
+            let pending = match Request::decode(&frame, config.limits) {
+                Err(error) => command::error(error.to_string()),
+                Ok(request) => {
+                    if request.is_write() {
+                        wait_for_batch_room(shared).await;
+                    }
+                    let deadline = match &request {
+                        Request::Get {
+                            min_seq: Some(_), ..
+                        } => Some(Instant::now() + config.min_seq_wait),
+                        _ => None,
+                    };
+                    let after = conn.last_write_seq.get();
+                    let pending = command::accept(&mut shared.engine.borrow_mut(), request, after);
+                    if let Pending::Write { seq } = pending {
+                        conn.last_write_seq.set(seq);
+                        wrote = true;
+                    }
+                    conn.push(Queued {
+                        id,
+                        pending,
+                        cost,
+                        deadline,
+                    });
+                    continue;
+                }
+            };
+            conn.push(Queued {
+                id,
+                pending,
+                cost,
+                deadline: None,
+            });
+        }
+        if wrote {
+            shared.commit_wake.notify_one();
+        }
+        conn.writer_wake.notify_one();
+        while conn.full() && !conn.writer_dead.get() {
+            conn.reader_wake.notified().await;
+        }
+        if conn.writer_dead.get() || *shutdown.borrow() {
+            return;
+        }
+        // Room for the rest of a frame whose length is known (bounded by the frame cap), or
+        // for one ordinary read.
+        let want = match frame::check(&buf, config.frame_bytes_max) {
+            Ok(None) if buf.len() >= frame::KIND_OFFSET => {
+                let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+                (frame::LEN_BYTES + len)
+                    .saturating_sub(buf.len())
+                    .max(CONNECTION_READ_BYTES / 4)
+            }
+            _ => CONNECTION_READ_BYTES,
+        };
+        buf.reserve(want);
+        // tokio-uring reads into the start of the buffer it is given, so hand it only the
+        // spare capacity: a partial frame already read must stay where it is.
+        let (filled, capacity) = (buf.len(), buf.capacity());
+        let (read, returned) = tokio::select! {
+            read = stream.read(buf.slice(filled..capacity)) => read,
+            _ = shutdown.changed() => return,
+        };
+        buf = returned.into_inner();
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The open batch has a size cap; a write that finds it full waits for the committer to take
+/// it, which bounds the memory of the batch under any number of clients.
+async fn wait_for_batch_room(shared: &Shared) {
+    while shared.engine.borrow().open_batch_bytes() >= BATCH_BYTES_MAX {
+        shared.batch_taken.notified().await;
+    }
+}
+
+/// What the writer does next.
+enum Step {
+    /// A reply was encoded into the output buffer.
+    Encoded,
+    /// A GET found its key: read the value from the log, then reply.
+    ReadValue {
+        id: u64,
+        location: crate::wal::Location,
+    },
+    /// The head of the queue must wait (until the deadline, if it has one).
+    Wait {
+        deadline: Option<Instant>,
+    },
+    Empty,
+}
+
+async fn write_replies(shared: Rc<Shared>, stream: Rc<TcpStream>, conn: Rc<Conn>) {
+    let mut progress = shared.progress.subscribe();
+    let mut out = BytesMut::with_capacity(CONNECTION_READ_BYTES);
+    loop {
+        let mut wait = None;
+        while out.len() < CONNECTION_WRITE_BYTES_MAX {
+            match next_step(&shared, &conn, &mut out) {
+                Step::Encoded => {}
+                Step::ReadValue { id, location } => match shared.log.read_value(location).await {
+                    Ok(value) => response::encode(&mut out, Status::Ok, 0, id, &[&value]),
+                    Err(error) => {
+                        tracing::error!(%error, ?location, "reading a value from the log failed");
+                        encode_error(&mut out, id, &format!("reading the value failed: {error}"));
+                    }
+                },
+                Step::Wait { deadline } => {
+                    wait = Some(deadline);
+                    break;
+                }
+                Step::Empty => break,
+            }
+        }
+        if !out.is_empty() {
+            conn.reader_wake.notify_one();
+            let (written, returned) = stream.write_all(out).await;
+            out = returned;
+            out.clear();
+            if written.is_err() {
+                conn.writer_dead.set(true);
+                conn.reader_wake.notify_one();
+                return;
+            }
+            continue;
+        }
+        if conn.reader_done.get() && conn.queue.borrow().is_empty() {
+            if conn.fatal.get() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+            return;
+        }
+        let deadline = wait.flatten();
+        tokio::select! {
+            _ = conn.writer_wake.notified() => {}
+            _ = progress.changed() => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers the head of the queue if it may be answered now.
+fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut) -> Step {
+    let mut queue = conn.queue.borrow_mut();
+    let Some(head) = queue.front() else {
+        return Step::Empty;
+    };
+    let engine = shared.engine.borrow();
+    let durable = engine.durable_seq();
+    let failed = engine.write_failed();
+    let id = head.id;
+    let ready = match &head.pending {
+        Pending::Reply { .. } => true,
+        Pending::Write { seq } | Pending::NotFound { after_seq: seq } => {
+            *seq <= durable || failed.is_some()
+        }
+        Pending::Read { after_seq, .. } => {
+            *after_seq <= durable
+                || failed.is_some()
+                || head
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
+        }
+    };
+    if !ready {
+        return Step::Wait {
+            deadline: head.deadline,
+        };
+    }
+    let head = queue.pop_front().expect("head exists");
+    drop(queue);
+    conn.bytes_in_flight
+        .set(conn.bytes_in_flight.get() - head.cost);
+    shared.stats.count_request();
+    match head.pending {
+        Pending::Reply { status, body } => response::encode(out, status, 0, id, &[&body]),
+        Pending::Write { seq } if seq <= durable => {
+            response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()])
+        }
+        Pending::NotFound { after_seq } if after_seq <= durable => {
+            response::encode(out, Status::NotFound, 0, id, &[])
+        }
+        Pending::Write { seq } | Pending::NotFound { after_seq: seq } => {
+            let failed = failed.expect("not durable, so failed");
+            encode_error(
+                out,
+                id,
+                &format!("this write (seq {seq}) was not acknowledged and may or may not be on disk: {failed}"),
+            );
+        }
+        Pending::Read { after_seq, .. } if after_seq > durable => {
+            let message = match failed {
+                Some(failed) => format!("cannot serve this read in order: {failed}"),
+                None => format!(
+                    "seq {after_seq} was not applied within {} ms (applied up to {durable}); retry later",
+                    shared.config.min_seq_wait.as_millis()
+                ),
+            };
+            encode_error(out, id, &message);
+        }
+        Pending::Read {
+            read: Read::Get { key },
+            ..
+        } => match engine.get(&key) {
+            Some(location) => return Step::ReadValue { id, location },
+            None => response::encode(out, Status::NotFound, 0, id, &[]),
+        },
+        Pending::Read {
+            read: Read::Keys {
+                prefix,
+                start_after,
+            },
+            ..
+        } => {
+            let body_max =
+                shared.config.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
+            let (flags, body) =
+                command::keys_reply(&engine, &prefix, start_after.as_deref(), body_max);
+            response::encode(out, Status::Ok, flags, id, &[&body]);
+        }
+        Pending::Read {
+            read: Read::Stats, ..
+        } => {
+            drop(engine);
+            let text = stats::render(shared);
+            response::encode(out, Status::Ok, 0, id, &[text.as_bytes()]);
+        }
+    }
+    Step::Encoded
+}
+
+/// After a bad frame: drop what the client still sends for a moment, then close.
+async fn linger(stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = vec![0u8; CONNECTION_READ_BYTES];
+    while Instant::now() < deadline {
+        let read = tokio::time::timeout_at(deadline.into(), stream.read(buf)).await;
+        match read {
+            Ok((Ok(n), returned)) if n > 0 => buf = returned,
+            _ => return,
+        }
+    }
+}
+
+/// A connection past `--max-connections`: one ERROR with id 0, then close.
+pub async fn refuse(stream: TcpStream, connections_max: u32) {
+    let mut out = BytesMut::new();
+    encode_error(
+        &mut out,
+        0,
+        &format!("too many connections: this server serves at most {connections_max} (--max-connections); try again later"),
+    );
+    let _ = stream.write_all(out).await;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    linger(&stream).await;
+}

@@ -1,0 +1,240 @@
+//! The server: recovery, the listener, connections, the committer and shutdown, on one
+//! single-threaded io_uring loop pinned to one core. With `wal::file`, the one place that
+//! names `tokio_uring`.
+
+mod committer;
+pub mod config;
+mod connection;
+mod cpu;
+mod stats;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+
+pub use config::{Config, FsyncPolicy};
+
+use crate::engine::Engine;
+use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
+use crate::wal::file::LogFile;
+use crate::wal::recovery::{self, RecoveryError};
+use crate::wal::Op;
+
+/// Why kvsd could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot pin to CPU {core}: {reason}")]
+    Pin { core: usize, reason: String },
+    #[error("recovery of the data dir failed: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another kvsd running there? pick another --port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// What every task of the loop shares. Single-threaded: cells, not locks.
+pub struct Shared {
+    pub config: Config,
+    pub engine: RefCell<Engine>,
+    pub log: LogFile,
+    stats: stats::Stats,
+    /// Readers → committer: a batch has records.
+    commit_wake: Notify,
+    /// Committer → readers waiting for room: the open batch was taken.
+    batch_taken: Notify,
+    /// Bumped whenever the durable seq moves or writes fail: wakes the waiting writers.
+    progress: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    committing: Cell<bool>,
+    connections: Cell<u32>,
+    started: Instant,
+}
+
+/// Recovers the data dir and serves until SIGINT or SIGTERM; returns once every acknowledged
+/// write is durable.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let set_bytes_max =
+        SET_OVERHEAD_BYTES + config.limits.key_bytes_max + config.limits.value_bytes_max;
+    if config.frame_bytes_max < set_bytes_max {
+        return Err(ServerError::Config(format!(
+            "--max-frame-bytes {} cannot carry the largest SET ({} bytes: 14 + --max-key-bytes {} + --max-value-bytes {}); raise it or lower the others",
+            config.frame_bytes_max, set_bytes_max, config.limits.key_bytes_max, config.limits.value_bytes_max
+        )));
+    }
+    if let Some(core) = config.core {
+        cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
+    }
+
+    let started = Instant::now();
+    let mut engine = Engine::new(0);
+    let recovered = recovery::recover(
+        &config.data_dir,
+        config.repair_truncate,
+        |record, key, location| {
+            engine.recover(record.op, key, location);
+            debug_assert!(record.op == Op::Set || location.value_len == 0);
+        },
+    )?;
+    engine.recovered(recovered.last_seq);
+    let recovery_time = started.elapsed();
+
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        what: "local_addr",
+        source,
+    })?;
+
+    tokio_uring::start(async move {
+        let log = LogFile::open(&config.data_dir, &recovered, config.segment_bytes).map_err(
+            |source| ServerError::Io {
+                what: "opening the log",
+                source,
+            },
+        )?;
+        let shared = Rc::new(Shared {
+            config,
+            engine: RefCell::new(engine),
+            log,
+            stats: stats::Stats::default(),
+            commit_wake: Notify::new(),
+            batch_taken: Notify::new(),
+            progress: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+            committing: Cell::new(false),
+            connections: Cell::new(0),
+            started: Instant::now(),
+        });
+        let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let mut terminate = signal(SignalKind::terminate()).map_err(|source| ServerError::Io {
+            what: "SIGTERM handler",
+            source,
+        })?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| ServerError::Io {
+            what: "SIGINT handler",
+            source,
+        })?;
+        tokio_uring::spawn(committer::run(shared.clone()));
+        if let FsyncPolicy::Interval(every) = shared.config.fsync {
+            tokio_uring::spawn(committer::sync_every(shared.clone(), every));
+        }
+
+        let config = &shared.config;
+        tracing::info!(
+            %addr,
+            data_dir = %config.data_dir.display(),
+            core = %config.core.map_or("none".to_string(), |core| core.to_string()),
+            fsync = %config.fsync,
+            node_id = %config.node_id,
+            log_id = %shared.log.log_id(),
+            keys = shared.engine.borrow().key_count(),
+            last_seq = recovered.last_seq,
+            log_bytes = shared.log.log_bytes(),
+            records = recovered.records,
+            truncated_bytes = recovered.truncated_bytes,
+            recovery_ms = recovery_time.as_millis() as u64,
+            new_log = recovered.created,
+            "kvsd ready"
+        );
+
+        let reason = loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(&shared, stream, peer),
+                    Err(error) => {
+                        // Out of file descriptors, most likely: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+            }
+        };
+        drop(listener);
+        shut_down(&shared, reason).await
+    })
+}
+
+fn accept(shared: &Rc<Shared>, stream: tokio_uring::net::TcpStream, peer: SocketAddr) {
+    let connections_max = shared.config.connections_max;
+    if shared.connections.get() >= connections_max {
+        tracing::warn!(%peer, connections_max, "refusing a connection: --max-connections reached");
+        tokio_uring::spawn(connection::refuse(stream, connections_max));
+        return;
+    }
+    shared.connections.set(shared.connections.get() + 1);
+    shared
+        .stats
+        .connections_total
+        .set(shared.stats.connections_total.get() + 1);
+    tokio_uring::spawn(connection::serve(shared.clone(), stream, peer));
+}
+
+/// Stop reading requests, let the committer make what was accepted durable, let the writers
+/// send those replies, then sync and return.
+async fn shut_down(shared: &Shared, reason: &str) -> Result<(), ServerError> {
+    tracing::info!(
+        reason,
+        "shutting down: no new connections or requests; finishing what is in flight"
+    );
+    shared.shutdown.send_replace(true);
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
+    let busy = || {
+        let engine = shared.engine.borrow();
+        let flushing = engine.write_failed().is_none()
+            && (engine.open_batch_bytes() > 0 || shared.committing.get());
+        flushing || shared.connections.get() > 0
+    };
+    while busy() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if shared.connections.get() > 0 {
+        tracing::warn!(
+            connections = shared.connections.get(),
+            "closing connections that did not read their replies in time"
+        );
+    }
+    while shared.committing.get() || shared.engine.borrow().open_batch_bytes() > 0 {
+        if shared.engine.borrow().write_failed().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if shared.config.fsync != FsyncPolicy::Always && shared.engine.borrow().write_failed().is_none()
+    {
+        shared.log.sync().await.map_err(|source| ServerError::Io {
+            what: "final fdatasync",
+            source,
+        })?;
+    }
+    let engine = shared.engine.borrow();
+    tracing::info!(
+        durable_seq = engine.durable_seq(),
+        keys = engine.key_count(),
+        "kvsd stopped"
+    );
+    match engine.write_failed() {
+        Some(failed) => Err(ServerError::Config(failed.to_string())),
+        None => Ok(()),
+    }
+}

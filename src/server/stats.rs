@@ -1,0 +1,79 @@
+//! Counters the server keeps, and the STATS text (`docs/protocol.md` lists the names).
+
+use std::cell::Cell;
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::Shared;
+
+#[derive(Default)]
+pub struct Stats {
+    pub connections_total: Cell<u64>,
+    pub requests_total: Cell<u64>,
+    pub batches_total: Cell<u64>,
+    pub batch_records_total: Cell<u64>,
+    pub batch_records_max: Cell<u64>,
+    pub fsync_us_total: Cell<u64>,
+    pub fsync_us_max: Cell<u64>,
+}
+
+fn add(cell: &Cell<u64>, amount: u64) {
+    cell.set(cell.get() + amount);
+}
+
+fn raise(cell: &Cell<u64>, value: u64) {
+    cell.set(cell.get().max(value));
+}
+
+impl Stats {
+    pub fn count_request(&self) {
+        add(&self.requests_total, 1);
+    }
+
+    pub fn count_batch(&self, records: usize, took: Duration) {
+        let micros = took.as_micros() as u64;
+        add(&self.batches_total, 1);
+        add(&self.batch_records_total, records as u64);
+        raise(&self.batch_records_max, records as u64);
+        add(&self.fsync_us_total, micros);
+        raise(&self.fsync_us_max, micros);
+    }
+}
+
+/// The STATS reply body: `name:value` lines.
+pub fn render(shared: &Shared) -> String {
+    let stats = &shared.stats;
+    let engine = shared.engine.borrow();
+    let batches = stats.batches_total.get().max(1);
+    let mut text = String::with_capacity(1024);
+    let mut line = |name: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(text, "{name}:{value}");
+    };
+    line("version", &env!("CARGO_PKG_VERSION"));
+    line("role", &"leader");
+    line("node_id", &shared.config.node_id);
+    line("log_id", &shared.log.log_id());
+    line("fsync", &shared.config.fsync);
+    line("keys", &engine.key_count());
+    line("last_seq", &engine.last_seq());
+    line("durable_seq", &engine.durable_seq());
+    line("log_bytes", &shared.log.log_bytes());
+    line("segments", &shared.log.segment_count());
+    line("connections", &shared.connections.get());
+    line("connections_total", &stats.connections_total.get());
+    line("requests_total", &stats.requests_total.get());
+    line("batches_total", &stats.batches_total.get());
+    line(
+        "batch_records_avg",
+        &format_args!(
+            "{:.1}",
+            stats.batch_records_total.get() as f64 / batches as f64
+        ),
+    );
+    line("batch_records_max", &stats.batch_records_max.get());
+    line("fsync_us_avg", &(stats.fsync_us_total.get() / batches));
+    line("fsync_us_max", &stats.fsync_us_max.get());
+    line("write_failed", &u8::from(engine.write_failed().is_some()));
+    line("uptime_s", &shared.started.elapsed().as_secs());
+    text
+}
