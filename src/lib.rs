@@ -14,5 +14,6 @@ pub mod command;
 pub mod engine;
 pub mod limits;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod wal;

@@ -153,13 +153,26 @@ impl Engine {
             return Err(failed.clone());
         }
         let seq = self.last_seq + 1;
-        self.open.push(&Record {
-            seq,
-            term: self.term,
-            op,
-            key,
-            value,
-        });
+        let term = self.term;
+        self.push(&Record { seq, term, op, key, value });
+        Ok(seq)
+    }
+
+    /// A follower takes a record of its leader's log as it is, seq and all.
+    pub fn append_replicated(&mut self, record: &Record<'_>) -> Result<(), String> {
+        if let Some(failed) = &self.write_failed {
+            return Err(failed.to_string());
+        }
+        if record.seq != self.last_seq + 1 {
+            return Err(format!("record seq {} where {} was due", record.seq, self.last_seq + 1));
+        }
+        self.push(record);
+        Ok(())
+    }
+
+    fn push(&mut self, record: &Record<'_>) {
+        let (seq, op, key) = (record.seq, record.op, record.key);
+        self.open.push(record);
         match self.pending.get_mut(key) {
             Some(pending) => *pending = PendingWrite { seq, op },
             None => {
@@ -167,7 +180,6 @@ impl Engine {
             }
         }
         self.last_seq = seq;
-        Ok(seq)
     }
 
     /// Bytes waiting in the open batch.

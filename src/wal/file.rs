@@ -16,12 +16,18 @@ use super::recovery::Recovered;
 use super::segment::{self, SegmentHeader};
 use super::{Location, LogId};
 
+/// One segment file, open for reads (and appends, if it is the active one).
+struct Segment {
+    file: Rc<File>,
+    first_seq: u64,
+    bytes: Cell<u64>,
+}
+
 pub struct LogFile {
     dir: PathBuf,
-    log_id: LogId,
+    log_id: Cell<LogId>,
     segment_bytes_max: u64,
-    /// Every segment, open for reading values.
-    segments: RefCell<BTreeMap<u32, Rc<File>>>,
+    segments: RefCell<BTreeMap<u32, Segment>>,
     active_id: Cell<u32>,
     active_bytes: Cell<u64>,
     /// Bytes of all segments.
@@ -43,11 +49,12 @@ impl LogFile {
                 .write(info.id == last.id)
                 .open(&path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            segments.insert(info.id, Rc::new(File::from_std(std_file)));
+            let file = Rc::new(File::from_std(std_file));
+            segments.insert(info.id, Segment { file, first_seq: info.first_seq, bytes: Cell::new(info.bytes) });
         }
         Ok(LogFile {
             dir: dir.to_path_buf(),
-            log_id: recovered.log_id,
+            log_id: Cell::new(recovered.log_id),
             segment_bytes_max,
             segments: RefCell::new(segments),
             active_id: Cell::new(last.id),
@@ -57,7 +64,25 @@ impl LogFile {
     }
 
     pub fn log_id(&self) -> LogId {
-        self.log_id
+        self.log_id.get()
+    }
+
+    pub fn active_id(&self) -> u32 {
+        self.active_id.get()
+    }
+
+    /// Each segment's id and the seq of its first record, oldest first.
+    pub fn segment_first_seqs(&self) -> Vec<(u32, u64)> {
+        self.segments.borrow().iter().map(|(id, segment)| (*id, segment.first_seq)).collect()
+    }
+
+    /// Bytes of the log from `offset` in `segment` to the end of the log.
+    pub fn bytes_after(&self, segment: u32, offset: u64) -> u64 {
+        let segments = self.segments.borrow();
+        segments
+            .range(segment..)
+            .map(|(id, s)| if *id == segment { s.bytes.get().saturating_sub(offset) } else { s.bytes.get() })
+            .sum()
     }
 
     pub fn log_bytes(&self) -> u64 {
@@ -74,7 +99,12 @@ impl LogFile {
     }
 
     fn active(&self) -> Rc<File> {
-        self.segments.borrow()[&self.active_id.get()].clone()
+        self.segments.borrow()[&self.active_id.get()].file.clone()
+    }
+
+    fn file(&self, segment: u32) -> io::Result<Rc<File>> {
+        let file = self.segments.borrow().get(&segment).map(|s| s.file.clone());
+        file.ok_or_else(|| io::Error::other(format!("log segment {segment} is not open")))
     }
 
     /// Writes `batch` at the end of the log (first starting a new segment whose first record
@@ -94,6 +124,7 @@ impl LogFile {
         let len = batch.len() as u64;
         let (result, batch) = self.active().write_all_at(batch, offset).await;
         if result.is_ok() {
+            self.segments.borrow()[&self.active_id.get()].bytes.set(offset + len);
             self.active_bytes.set(offset + len);
             self.log_bytes.set(self.log_bytes.get() + len);
         }
@@ -111,7 +142,7 @@ impl LogFile {
         self.active().sync_data().await?;
         let segment_id = self.active_id.get() + 1;
         let header = SegmentHeader {
-            log_id: self.log_id,
+            log_id: self.log_id(),
             segment_id,
             first_seq,
         };
@@ -123,7 +154,8 @@ impl LogFile {
         let path = segment::path(&self.dir, segment_id);
         tokio_uring::fs::rename(&tmp, &path).await?;
         File::open(&self.dir).await?.sync_all().await?;
-        self.segments.borrow_mut().insert(segment_id, Rc::new(file));
+        let bytes = Cell::new(segment::HEADER_BYTES as u64);
+        self.segments.borrow_mut().insert(segment_id, Segment { file: Rc::new(file), first_seq, bytes });
         self.active_id.set(segment_id);
         self.active_bytes.set(segment::HEADER_BYTES as u64);
         self.log_bytes
@@ -132,11 +164,42 @@ impl LogFile {
         Ok(())
     }
 
+    /// Replaces an empty log's only segment with one that carries `log_id`: a new follower
+    /// takes its leader's log id before it holds any record.
+    pub async fn adopt(&self, log_id: LogId) -> io::Result<()> {
+        let segment_id = self.active_id.get();
+        let empty = self.segments.borrow().len() == 1
+            && self.active_bytes.get() == segment::HEADER_BYTES as u64;
+        if !empty {
+            return Err(io::Error::other("only an empty log can take another log id"));
+        }
+        let header = SegmentHeader { log_id, segment_id, first_seq: 1 };
+        let tmp = segment::tmp_path(&self.dir, segment_id);
+        let file = File::create(&tmp).await?;
+        let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
+        result?;
+        file.sync_all().await?;
+        tokio_uring::fs::rename(&tmp, segment::path(&self.dir, segment_id)).await?;
+        File::open(&self.dir).await?.sync_all().await?;
+        let bytes = Cell::new(segment::HEADER_BYTES as u64);
+        let file = Rc::new(file);
+        self.segments.borrow_mut().insert(segment_id, Segment { file, first_seq: 1, bytes });
+        self.log_id.set(log_id);
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `offset` of `segment`; fewer at the end of the file.
+    pub async fn read_at(&self, segment: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = self.file(segment)?;
+        let (result, mut buf) = file.read_at(Vec::with_capacity(len), offset).await;
+        let read = result?;
+        buf.truncate(read);
+        Ok(buf)
+    }
+
     /// Reads the value at `location` from the log (the page cache, usually).
     pub async fn read_value(&self, location: Location) -> io::Result<Vec<u8>> {
-        let file = self.segments.borrow().get(&location.segment).cloned();
-        let file = file
-            .ok_or_else(|| io::Error::other(format!("segment {} is not open", location.segment)))?;
+        let file = self.file(location.segment)?;
         let buf = Vec::with_capacity(location.value_len as usize);
         if location.value_len == 0 {
             return Ok(buf);
