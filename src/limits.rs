@@ -69,3 +69,20 @@ const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);
 const _: () = assert!(CONNECTION_BYTES_IN_FLIGHT_MAX >= CONNECTION_READ_BYTES);
 const _: () = assert!(BATCH_BYTES_MAX >= FRAME_BYTES_MAX_DEFAULT as usize);
+
+/// Replication: bytes of log read per step of a follower's cursor.
+pub const REPLICATION_CHUNK_BYTES: usize = 256 * 1024;
+/// Replication frames carry whole records: room for the largest one.
+pub const REPLICATION_FRAME_BYTES_MAX: u32 = crate::wal::record::LEN_MAX + 64;
+/// An idle leader sends an empty RECORDS frame this often; a follower ACKs as often.
+pub const REPLICATION_HEARTBEAT_MS: u64 = 1_000;
+/// A link that hears nothing for this long is taken as dead and dialled again.
+pub const REPLICATION_SILENCE_MS_MAX: u64 = 5_000;
+/// A follower redials after a backoff that doubles from the min to the max (with jitter).
+pub const REPLICATION_BACKOFF_MS_MIN: u64 = 100;
+pub const REPLICATION_BACKOFF_MS_MAX: u64 = 2_000;
+/// `--ack-timeout-ms` default: how long a write waits for `--min-acks` followers.
+pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+const _: () = assert!(REPLICATION_SILENCE_MS_MAX > 2 * REPLICATION_HEARTBEAT_MS);
+const _: () = assert!(REPLICATION_FRAME_BYTES_MAX as usize > REPLICATION_CHUNK_BYTES);

@@ -86,6 +86,22 @@ struct Args {
     #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
     min_seq_wait_ms: u64,
 
+    /// Run as a follower of the leader at this client address (host:port): dial it (in any start
+    /// order, retrying by itself), copy its log, serve reads; writes get NOT_LEADER.
+    #[arg(long, conflicts_with = "leader")]
+    leader_addr: Option<String>,
+
+    /// Leader: answer a write OK only once it is durable here and on N followers. 0 (the
+    /// default) replicates asynchronously: an acknowledged write can be missing on followers if
+    /// the leader's disk is lost before they copy it.
+    #[arg(long, default_value_t = 0)]
+    min_acks: u32,
+
+    /// Leader, with --min-acks: how long a write waits for its follower acks before the client
+    /// gets an ERROR saying it is durable on the leader but not confirmed on followers.
+    #[arg(long, default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT)]
+    ack_timeout_ms: u64,
+
     /// Start even if the log is corrupt before its tail: cut it at the first bad record and
     /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
     #[arg(long)]
@@ -118,8 +134,12 @@ fn main() -> ExitCode {
         segment_bytes: args.segment_bytes,
         repair_truncate: args.repair_truncate,
         min_seq_wait: Duration::from_millis(args.min_seq_wait_ms),
+        leader_addr: args.leader_addr,
+        min_acks: args.min_acks,
+        ack_timeout: Duration::from_millis(args.ack_timeout_ms),
     };
-    let _ = args.leader; // the only role until replication lands
+    // --leader only states the default role; it conflicts with --leader-addr.
+    let _ = args.leader;
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

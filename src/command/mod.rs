@@ -1,85 +1,134 @@
 //! A request's effect on the engine and the reply it will get. Never touches a socket or a
-//! file: the server decides when a reply can go (its write durable, its read's turn come) and
-//! does the I/O.
+//! file: the server decides when a reply may go and does the I/O.
+//!
+//! Every request is decided when it is read, against the newest state (pending writes
+//! included), so a connection's requests take effect in the order sent even when many are in
+//! flight. What a reply observed must be durable before it is sent: each pending reply names the
+//! seq it waits for.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::engine::{Deleted, Engine};
+use crate::engine::{Deleted, Engine, Observed};
 use crate::protocol::request::put_key_entry;
 use crate::protocol::response::flag as response_flag;
 use crate::protocol::{Request, Status};
+use crate::wal::Location;
 
 /// A request accepted on a connection and not yet answered.
 #[derive(Debug)]
 pub enum Pending {
-    /// The answer is known now.
-    Reply { status: Status, body: Bytes },
-    /// OK with `seq` once `seq` is durable (ERROR if the log fails first).
+    /// The answer is decided; it may go once `after_seq` is durable.
+    Reply {
+        status: Status,
+        flags: u8,
+        body: Bytes,
+        after_seq: u64,
+    },
+    /// OK with `seq` once `seq` is durable (and replicated as configured).
     Write { seq: u64 },
-    /// NOT_FOUND once `after_seq` is durable: the answer depends on a pending write.
-    NotFound { after_seq: u64 },
-    /// A read, answered from the durable state once the connection's earlier writes (and
-    /// `min_seq`) are durable.
-    Read { read: Read, after_seq: u64 },
+    /// GET of a durable value: read it from the log once `after_seq` is durable.
+    Value { location: Location, after_seq: u64 },
+    /// Answered from the state at the time it may go: STATS, and a GET whose `min_seq` this
+    /// node has not reached yet (a follower catching up).
+    Later { read: Later, after_seq: u64 },
+}
+
+impl Pending {
+    /// The seq that must be durable before this reply may go (a write's own seq aside).
+    pub fn after_seq(&self) -> u64 {
+        match self {
+            Pending::Write { .. } => 0,
+            Pending::Reply { after_seq, .. }
+            | Pending::Value { after_seq, .. }
+            | Pending::Later { after_seq, .. } => *after_seq,
+        }
+    }
 }
 
 #[derive(Debug)]
-pub enum Read {
-    Get {
-        key: Bytes,
-    },
-    Keys {
-        prefix: Bytes,
-        start_after: Option<Bytes>,
-    },
+pub enum Later {
+    Get { key: Bytes },
     Stats,
 }
 
-/// Takes `request` into the engine (writes join the open batch at once, so pipelined writes
-/// share a batch) and says what its reply waits for. `after_seq` is the newest write this
-/// connection sent before it.
-pub fn accept(engine: &mut Engine, request: Request, after_seq: u64) -> Pending {
+/// Takes `request` into the engine and says what its reply waits for. Writes join the open
+/// batch at once, so pipelined writes share a batch. `after_seq` is the newest write this
+/// connection sent before it; `keys_body_max` bounds a KEYS reply.
+pub fn accept(
+    engine: &mut Engine,
+    request: Request,
+    after_seq: u64,
+    keys_body_max: usize,
+) -> Pending {
+    let reply = |status, body, after_seq| Pending::Reply {
+        status,
+        flags: 0,
+        body,
+        after_seq,
+    };
     match request {
-        Request::Set { key, value } => match engine.set(&key, &value) {
+        Request::Set { key, value } => match engine.set(&key, value) {
             Ok(seq) => Pending::Write { seq },
             Err(failed) => error(failed.to_string()),
         },
         Request::Del { key } => match engine.del(&key) {
             Ok(Deleted::Written { seq }) => Pending::Write { seq },
-            Ok(Deleted::NotFound { after_seq: pending }) => Pending::NotFound {
-                after_seq: pending.max(after_seq),
-            },
+            Ok(Deleted::NotFound { after_seq: pending }) => {
+                reply(Status::NotFound, Bytes::new(), pending.max(after_seq))
+            }
             Err(failed) => error(failed.to_string()),
         },
-        Request::Get { key, min_seq } => Pending::Read {
-            read: Read::Get { key },
-            after_seq: after_seq.max(min_seq.unwrap_or(0)),
-        },
+        Request::Get { key, min_seq } => {
+            let min_seq = min_seq.unwrap_or(0);
+            if min_seq > engine.last_seq() {
+                return Pending::Later {
+                    read: Later::Get { key },
+                    after_seq: after_seq.max(min_seq),
+                };
+            }
+            let after_seq = after_seq.max(min_seq);
+            match engine.observe(&key) {
+                Observed::Pending {
+                    seq,
+                    value: Some(value),
+                } => reply(Status::Ok, value, after_seq.max(seq)),
+                Observed::Pending { seq, value: None } => {
+                    reply(Status::NotFound, Bytes::new(), after_seq.max(seq))
+                }
+                Observed::Durable(Some(location)) => Pending::Value {
+                    location,
+                    after_seq,
+                },
+                Observed::Durable(None) => reply(Status::NotFound, Bytes::new(), after_seq),
+            }
+        }
         Request::Keys {
             prefix,
             start_after,
-        } => Pending::Read {
-            read: Read::Keys {
-                prefix,
-                start_after,
-            },
+        } => {
+            let (flags, body) = keys_reply(engine, &prefix, start_after.as_deref(), keys_body_max);
+            // It may list pending writes of any connection: wait until all of them are durable.
+            Pending::Reply {
+                status: Status::Ok,
+                flags,
+                body,
+                after_seq: engine.last_seq(),
+            }
+        }
+        Request::Stats => Pending::Later {
+            read: Later::Stats,
             after_seq,
         },
-        Request::Stats => Pending::Read {
-            read: Read::Stats,
-            after_seq,
-        },
-        Request::Ping { payload } => Pending::Reply {
-            status: Status::Ok,
-            body: payload,
-        },
+        Request::Ping { payload } => reply(Status::Ok, payload, 0),
     }
 }
 
 pub fn error(message: String) -> Pending {
     Pending::Reply {
         status: Status::Error,
+        flags: 0,
         body: Bytes::from(message),
+        after_seq: 0,
     }
 }
 
@@ -94,14 +143,15 @@ pub fn keys_reply(
     body.put_u32_le(0);
     let mut count = 0u32;
     let mut flags = 0;
-    for key in engine.keys(prefix, start_after) {
+    engine.keys_newest(prefix, start_after, |key| {
         if body.len() + 4 + key.len() > body_bytes_max {
             flags = response_flag::KEYS_MORE;
-            break;
+            return false;
         }
         put_key_entry(&mut body, key);
         count += 1;
-    }
+        true
+    });
     body[..4].copy_from_slice(&count.to_le_bytes());
     (flags, body.freeze())
 }
@@ -111,36 +161,76 @@ mod tests {
     use super::*;
     use crate::protocol::Response;
 
+    fn keys(engine: &Engine, prefix: &[u8], after: Option<&[u8]>, max: usize) -> (u8, Vec<Bytes>) {
+        let (flags, body) = keys_reply(engine, prefix, after, max);
+        (
+            flags,
+            Response {
+                status: Status::Ok,
+                flags,
+                id: 0,
+                body,
+            }
+            .keys()
+            .unwrap(),
+        )
+    }
+
     #[test]
-    fn keys_reply_pages_to_fit() {
+    fn keys_reply_pages_to_fit_and_sees_pending_writes() {
         let mut engine = Engine::new(0);
-        for k in ["a1", "a2", "a3", "b"] {
-            engine.set(k.as_bytes(), b"v").unwrap();
+        for k in ["a1", "a2", "b"] {
+            engine.set(k.as_bytes(), Bytes::from_static(b"v")).unwrap();
         }
         let mut batch = engine.take_batch(Default::default()).unwrap();
         let buf = batch.take_buf();
         batch.restore_buf(buf);
         engine.apply_durable(&batch, 1, 0);
-        let (flags, body) = keys_reply(&engine, b"a", None, 4 + 2 * 6);
-        assert_eq!(flags, response_flag::KEYS_MORE);
-        let response = Response {
-            status: Status::Ok,
-            flags,
-            id: 0,
-            body,
-        };
+        engine.set(b"a3", Bytes::new()).unwrap();
+        engine.del(b"a1").unwrap();
+        let (flags, page) = keys(&engine, b"a", None, 4 + 6);
         assert_eq!(
-            response.keys().unwrap(),
-            vec![Bytes::from("a1"), Bytes::from("a2")]
+            (flags, page),
+            (response_flag::KEYS_MORE, vec![Bytes::from("a2")])
         );
-        let (flags, body) = keys_reply(&engine, b"a", Some(b"a2"), 1024);
-        assert_eq!(flags, 0);
-        let response = Response {
-            status: Status::Ok,
-            flags,
-            id: 0,
-            body,
+        let (flags, page) = keys(&engine, b"a", Some(b"a2"), 1024);
+        assert_eq!((flags, page), (0, vec![Bytes::from("a3")]));
+    }
+
+    #[test]
+    fn a_get_answers_as_of_its_place_in_the_connection() {
+        let mut engine = Engine::new(0);
+        let get = |engine: &mut Engine| {
+            accept(
+                engine,
+                Request::Get {
+                    key: Bytes::from("k"),
+                    min_seq: None,
+                },
+                0,
+                1024,
+            )
         };
-        assert_eq!(response.keys().unwrap(), vec![Bytes::from("a3")]);
+        engine.set(b"k", Bytes::from("first")).unwrap();
+        let first = get(&mut engine);
+        engine.set(b"k", Bytes::from("second")).unwrap();
+        engine.del(b"k").unwrap();
+        let gone = get(&mut engine);
+        match (first, gone) {
+            (
+                Pending::Reply {
+                    status: Status::Ok,
+                    body,
+                    after_seq: 1,
+                    ..
+                },
+                Pending::Reply {
+                    status: Status::NotFound,
+                    after_seq: 3,
+                    ..
+                },
+            ) => assert_eq!(body, "first"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -14,15 +14,30 @@ pub mod batch;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
+use bytes::Bytes;
+
 pub use batch::Batch;
 
 use crate::wal::record::{Op, Record};
 use crate::wal::Location;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingWrite {
     seq: u64,
     op: Op,
+    /// The value of a pending SET, so a read that comes after it on the same connection can be
+    /// answered with it (once durable) even if later writes replace it before then.
+    value: Bytes,
+}
+
+/// What a read sees of a key at the moment it is accepted: the newest state. Its reply may go
+/// only once that state is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// A pending write (`seq`): its value, or None for a DEL.
+    Pending { seq: u64, value: Option<Bytes> },
+    /// No pending write: the durable value's location, if any.
+    Durable(Option<Location>),
 }
 
 /// What a DEL decided.
@@ -125,8 +140,59 @@ impl Engine {
     }
 
     /// Accepts a SET into the open batch; returns its seq.
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, WriteFailed> {
+    pub fn set(&mut self, key: &[u8], value: Bytes) -> Result<u64, WriteFailed> {
         self.write(Op::Set, key, value)
+    }
+
+    /// The newest state of `key`, pending writes included.
+    pub fn observe(&self, key: &[u8]) -> Observed {
+        match self.pending.get(key) {
+            Some(pending) => Observed::Pending {
+                seq: pending.seq,
+                value: (pending.op == Op::Set).then(|| pending.value.clone()),
+            },
+            None => Observed::Durable(self.index.get(key).copied()),
+        }
+    }
+
+    /// Keys starting with `prefix` (after `start_after`) in the newest state, pending writes
+    /// included, in order, until `visit` returns false.
+    pub fn keys_newest(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8]) -> bool,
+    ) {
+        let after = |key: &[u8]| start_after.is_none_or(|after| key > after);
+        let mut pending: Vec<(&[u8], bool)> = self
+            .pending
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix) && after(key))
+            .map(|(key, write)| (&key[..], write.op == Op::Set))
+            .collect();
+        pending.sort_unstable();
+        let mut pending = pending.into_iter().peekable();
+        let mut durable = self.keys(prefix, start_after).peekable();
+        loop {
+            let take_pending = match (durable.peek(), pending.peek()) {
+                (None, None) => return,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(d), Some((p, _))) => p <= d,
+            };
+            let (key, exists) = if take_pending {
+                let (key, exists) = pending.next().expect("peeked");
+                if durable.peek() == Some(&key) {
+                    durable.next();
+                }
+                (key, exists)
+            } else {
+                (durable.next().expect("peeked"), true)
+            };
+            if exists && !visit(key) {
+                return;
+            }
+        }
     }
 
     /// Decides a DEL against the newest state, pending writes included.
@@ -135,48 +201,63 @@ impl Engine {
             return Err(failed.clone());
         }
         let exists = match self.pending.get(key) {
-            Some(PendingWrite { op: Op::Del, seq }) => {
-                return Ok(Deleted::NotFound { after_seq: *seq })
-            }
+            Some(PendingWrite {
+                op: Op::Del, seq, ..
+            }) => return Ok(Deleted::NotFound { after_seq: *seq }),
             Some(PendingWrite { op: Op::Set, .. }) => true,
             None => self.index.contains_key(key),
         };
         if !exists {
             return Ok(Deleted::NotFound { after_seq: 0 });
         }
-        self.write(Op::Del, key, &[])
+        self.write(Op::Del, key, Bytes::new())
             .map(|seq| Deleted::Written { seq })
     }
 
-    fn write(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<u64, WriteFailed> {
+    fn write(&mut self, op: Op, key: &[u8], value: Bytes) -> Result<u64, WriteFailed> {
         if let Some(failed) = &self.write_failed {
             return Err(failed.clone());
         }
         let seq = self.last_seq + 1;
         let term = self.term;
-        self.push(&Record { seq, term, op, key, value });
+        self.push(
+            &Record {
+                seq,
+                term,
+                op,
+                key,
+                value: &value,
+            },
+            value.clone(),
+        );
         Ok(seq)
     }
 
-    /// A follower takes a record of its leader's log as it is, seq and all.
-    pub fn append_replicated(&mut self, record: &Record<'_>) -> Result<(), String> {
+    /// A follower takes a record of its leader's log as it is, seq and all; `value` holds the
+    /// same bytes as `record.value`.
+    pub fn append_replicated(&mut self, record: &Record<'_>, value: Bytes) -> Result<(), String> {
         if let Some(failed) = &self.write_failed {
             return Err(failed.to_string());
         }
         if record.seq != self.last_seq + 1 {
-            return Err(format!("record seq {} where {} was due", record.seq, self.last_seq + 1));
+            return Err(format!(
+                "record seq {} where {} was due",
+                record.seq,
+                self.last_seq + 1
+            ));
         }
-        self.push(record);
+        self.push(record, value);
         Ok(())
     }
 
-    fn push(&mut self, record: &Record<'_>) {
+    fn push(&mut self, record: &Record<'_>, value: Bytes) {
         let (seq, op, key) = (record.seq, record.op, record.key);
         self.open.push(record);
+        let write = PendingWrite { seq, op, value };
         match self.pending.get_mut(key) {
-            Some(pending) => *pending = PendingWrite { seq, op },
+            Some(pending) => *pending = write,
             None => {
-                self.pending.insert(key.into(), PendingWrite { seq, op });
+                self.pending.insert(key.into(), write);
             }
         }
         self.last_seq = seq;

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use bytes::Bytes;
+
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ proptest! {
             match step {
                 Step::Set(k, v) => {
                     seq += 1;
-                    prop_assert_eq!(engine.set(&key(k), &[v]), Ok(seq));
+                    prop_assert_eq!(engine.set(&key(k), Bytes::from(vec![v])), Ok(seq));
                     newest.insert(key(k), vec![v]);
                 }
                 Step::Del(k) => {
@@ -85,6 +87,16 @@ proptest! {
                 let got = engine.get(&key(k)).map(|location| disk.value(location));
                 prop_assert_eq!(got.as_ref(), durable.get(&key(k)));
             }
+            for k in 0..8 {
+                let seen = match engine.observe(&key(k)) {
+                    Observed::Pending { value, .. } => value.map(|v| v.to_vec()),
+                    Observed::Durable(location) => location.map(|l| disk.value(l)),
+                };
+                prop_assert_eq!(seen.as_ref(), newest.get(&key(k)));
+            }
+            let mut newest_keys = Vec::new();
+            engine.keys_newest(b"k", None, |k| { newest_keys.push(k.to_vec()); true });
+            prop_assert_eq!(newest_keys, newest.keys().cloned().collect::<Vec<_>>());
             let keys: Vec<&[u8]> = engine.keys(b"k", None).collect();
             let model: Vec<&[u8]> = durable.keys().map(|k| &k[..]).collect();
             prop_assert_eq!(keys, model);
@@ -96,7 +108,7 @@ proptest! {
 #[test]
 fn a_del_that_finds_a_pending_del_waits_for_it() {
     let mut engine = Engine::new(0);
-    engine.set(b"a", b"1").unwrap();
+    engine.set(b"a", Bytes::from_static(b"1")).unwrap();
     let mut disk = Disk { bytes: Vec::new() };
     disk.commit(&mut engine);
     assert_eq!(engine.del(b"a"), Ok(Deleted::Written { seq: 2 }));
@@ -112,7 +124,7 @@ fn a_del_that_finds_a_pending_del_waits_for_it() {
 fn keys_page_after_a_start_key() {
     let mut engine = Engine::new(0);
     for k in ["a", "b1", "b2", "b3", "c"] {
-        engine.set(k.as_bytes(), b"").unwrap();
+        engine.set(k.as_bytes(), Bytes::new()).unwrap();
     }
     Disk { bytes: Vec::new() }.commit(&mut engine);
     let page: Vec<&[u8]> = engine.keys(b"b", Some(b"b1")).collect();
@@ -126,11 +138,11 @@ fn keys_page_after_a_start_key() {
 #[test]
 fn after_a_failure_writes_are_refused_and_reads_go_on() {
     let mut engine = Engine::new(0);
-    engine.set(b"a", b"1").unwrap();
+    engine.set(b"a", Bytes::from_static(b"1")).unwrap();
     Disk { bytes: Vec::new() }.commit(&mut engine);
-    engine.set(b"b", b"2").unwrap();
+    engine.set(b"b", Bytes::from_static(b"2")).unwrap();
     engine.fail("fdatasync: Input/output error".into());
-    assert!(engine.set(b"c", b"3").is_err());
+    assert!(engine.set(b"c", Bytes::from_static(b"3")).is_err());
     assert!(engine.del(b"a").is_err());
     assert!(engine.get(b"a").is_some());
     assert!(

@@ -21,8 +21,16 @@ pub fn sendable(chunk: &[u8], next_seq: u64, durable_seq: u64) -> (usize, u64, S
                 at += header.total_bytes;
                 seq += 1;
             }
-            Ok(header) => return (at, seq - next_seq, Stop::Damaged(format!("seq {} where {seq} was due", header.seq))),
-            Err(DecodeError::Incomplete { need, .. }) => return (at, seq - next_seq, Stop::Incomplete { need }),
+            Ok(header) => {
+                return (
+                    at,
+                    seq - next_seq,
+                    Stop::Damaged(format!("seq {} where {seq} was due", header.seq)),
+                )
+            }
+            Err(DecodeError::Incomplete { need, .. }) => {
+                return (at, seq - next_seq, Stop::Incomplete { need })
+            }
             Err(error) => return (at, seq - next_seq, Stop::Damaged(error.to_string())),
         }
     }
@@ -48,7 +56,16 @@ mod tests {
     fn log(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
         let mut buf = Vec::new();
         for seq in seqs {
-            record::encode(&mut buf, &Record { seq, term: 0, op: Op::Set, key: b"k", value: b"vv" });
+            record::encode(
+                &mut buf,
+                &Record {
+                    seq,
+                    term: 0,
+                    op: Op::Set,
+                    key: b"k",
+                    value: b"vv",
+                },
+            );
         }
         buf
     }
@@ -60,7 +77,10 @@ mod tests {
         assert_eq!(sendable(&buf, 5, 100), (buf.len(), 5, Stop::EndOfChunk));
         assert_eq!(sendable(&buf, 5, 7), (3 * one, 3, Stop::NotDurable));
         assert_eq!(sendable(&buf, 5, 4), (0, 0, Stop::NotDurable));
-        assert_eq!(sendable(&buf[..2 * one + 10], 5, 100), (2 * one, 2, Stop::Incomplete { need: one }));
+        assert_eq!(
+            sendable(&buf[..2 * one + 10], 5, 100),
+            (2 * one, 2, Stop::Incomplete { need: one })
+        );
         assert!(matches!(sendable(&buf, 6, 100), (0, 0, Stop::Damaged(_))));
         let mut bad = buf.clone();
         bad[one + 10] ^= 1;

@@ -51,9 +51,14 @@ fn header(kind: u8, id: u64) -> Header {
 }
 
 fn log_id_and_seq(body: &[u8], name: &'static str) -> Result<(LogId, u64), MessageError> {
-    let short = MessageError { name, detail: "body shorter than log id and seq" };
+    let short = MessageError {
+        name,
+        detail: "body shorter than log id and seq",
+    };
     let log_id = body.get(..LOG_ID_BYTES).ok_or(short.clone())?;
-    let seq = body.get(LOG_ID_BYTES..LOG_ID_BYTES + SEQ_BYTES).ok_or(short)?;
+    let seq = body
+        .get(LOG_ID_BYTES..LOG_ID_BYTES + SEQ_BYTES)
+        .ok_or(short)?;
     Ok((
         LogId(log_id.try_into().expect("16 bytes")),
         u64::from_le_bytes(seq.try_into().expect("8 bytes")),
@@ -65,26 +70,44 @@ impl Hello {
         frame::encode(
             dst,
             header(op::HELLO, 0),
-            &[&self.log_id.0, &self.last_seq.to_le_bytes(), self.node_id.as_bytes()],
+            &[
+                &self.log_id.0,
+                &self.last_seq.to_le_bytes(),
+                self.node_id.as_bytes(),
+            ],
         );
     }
 
     pub fn decode(body: &[u8]) -> Result<Hello, MessageError> {
         let (log_id, last_seq) = log_id_and_seq(body, "HELLO")?;
-        let node_id = std::str::from_utf8(&body[LOG_ID_BYTES + SEQ_BYTES..])
-            .map_err(|_| MessageError { name: "HELLO", detail: "node id is not UTF-8" })?;
-        Ok(Hello { log_id, last_seq, node_id: node_id.to_string() })
+        let node_id =
+            std::str::from_utf8(&body[LOG_ID_BYTES + SEQ_BYTES..]).map_err(|_| MessageError {
+                name: "HELLO",
+                detail: "node id is not UTF-8",
+            })?;
+        Ok(Hello {
+            log_id,
+            last_seq,
+            node_id: node_id.to_string(),
+        })
     }
 }
 
 impl Welcome {
     pub fn encode(&self, dst: &mut BytesMut) {
-        frame::encode(dst, header(op::WELCOME, 0), &[&self.log_id.0, &self.durable_seq.to_le_bytes()]);
+        frame::encode(
+            dst,
+            header(op::WELCOME, 0),
+            &[&self.log_id.0, &self.durable_seq.to_le_bytes()],
+        );
     }
 
     pub fn decode(body: &[u8]) -> Result<Welcome, MessageError> {
         let (log_id, durable_seq) = log_id_and_seq(body, "WELCOME")?;
-        Ok(Welcome { log_id, durable_seq })
+        Ok(Welcome {
+            log_id,
+            durable_seq,
+        })
     }
 }
 
@@ -99,7 +122,10 @@ pub fn encode_ack(dst: &mut BytesMut, durable_seq: u64) {
 
 pub fn decode_ack(body: &Bytes) -> Result<u64, MessageError> {
     let seq = body.get(..SEQ_BYTES).filter(|_| body.len() == SEQ_BYTES);
-    let seq = seq.ok_or(MessageError { name: "ACK", detail: "body is not one u64" })?;
+    let seq = seq.ok_or(MessageError {
+        name: "ACK",
+        detail: "body is not one u64",
+    })?;
     Ok(u64::from_le_bytes(seq.try_into().expect("8 bytes")))
 }
 
@@ -135,14 +161,21 @@ mod tests {
 
     #[test]
     fn hello_and_welcome_round_trip() {
-        let hello = Hello { log_id: LogId([3; 16]), last_seq: 42, node_id: "f1".into() };
+        let hello = Hello {
+            log_id: LogId([3; 16]),
+            last_seq: 42,
+            node_id: "f1".into(),
+        };
         let mut buf = BytesMut::new();
         hello.encode(&mut buf);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(frame.header.kind, op::HELLO);
         assert_eq!(Hello::decode(&frame.body), Ok(hello));
 
-        let welcome = Welcome { log_id: LogId([4; 16]), durable_seq: 7 };
+        let welcome = Welcome {
+            log_id: LogId([4; 16]),
+            durable_seq: 7,
+        };
         welcome.encode(&mut buf);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(Welcome::decode(&frame.body), Ok(welcome));
@@ -158,11 +191,22 @@ mod tests {
     #[test]
     fn admission_rules() {
         let ours = LogId([1; 16]);
-        let hello = |log_id, last_seq| Hello { log_id, last_seq, node_id: "f".into() };
-        assert!(admit(ours, 10, &hello(LogId([2; 16]), 0)).is_ok(), "empty follower adopts");
+        let hello = |log_id, last_seq| Hello {
+            log_id,
+            last_seq,
+            node_id: "f".into(),
+        };
+        assert!(
+            admit(ours, 10, &hello(LogId([2; 16]), 0)).is_ok(),
+            "empty follower adopts"
+        );
         assert!(admit(ours, 10, &hello(ours, 10)).is_ok());
         assert!(admit(ours, 10, &hello(ours, 3)).is_ok());
-        assert!(admit(ours, 10, &hello(ours, 11)).unwrap_err().contains("ahead"));
-        assert!(admit(ours, 10, &hello(LogId([2; 16]), 5)).unwrap_err().contains("different"));
+        assert!(admit(ours, 10, &hello(ours, 11))
+            .unwrap_err()
+            .contains("ahead"));
+        assert!(admit(ours, 10, &hello(LogId([2; 16]), 5))
+            .unwrap_err()
+            .contains("different"));
     }
 }

@@ -62,6 +62,11 @@ pub struct Config {
     pub segment_bytes: u64,
     pub repair_truncate: bool,
     pub min_seq_wait: Duration,
+    /// Set on a follower: the leader's client address.
+    pub leader_addr: Option<String>,
+    /// Leader: a write is answered OK once durable here and on this many followers.
+    pub min_acks: u32,
+    pub ack_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -15,10 +15,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use crate::command::{self, Pending, Read};
+use crate::command::{self, Later, Pending};
 use crate::limits::{
     BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BYTES,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
@@ -27,7 +26,9 @@ use crate::protocol::frame::{self, BODY_OFFSET};
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
 
-use super::{stats, Shared};
+use super::{frames, leader_stream, stats, Shared};
+use crate::protocol::Frame;
+use crate::replication::messages;
 
 /// How long a connection closed for a bad frame keeps reading (and dropping) what the client
 /// still sends, so the ERROR reaches it instead of being lost to a TCP reset.
@@ -74,18 +75,29 @@ pub async fn serve(shared: Rc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let stream = Rc::new(stream);
     let conn = Rc::new(Conn::default());
     let writer = tokio_uring::spawn(write_replies(shared.clone(), stream.clone(), conn.clone()));
-    read_requests(&shared, &stream, &conn).await;
+    let handoff = read_requests(&shared, &stream, &conn).await;
     conn.reader_done.set(true);
     conn.writer_wake.notify_one();
     let _ = writer.await;
     if conn.fatal.get() {
         linger(&stream).await;
     }
+    if let Some((hello, buf)) = handoff {
+        if !conn.writer_dead.get() {
+            leader_stream::serve(&shared, &stream, peer, hello, buf).await;
+        }
+    }
     shared.connections.set(shared.connections.get() - 1);
     tracing::debug!(%peer, "connection closed");
 }
 
-async fn read_requests(shared: &Shared, stream: &TcpStream, conn: &Conn) {
+/// Reads requests until the client leaves, a frame cannot be read, or shutdown. A follower's
+/// HELLO turns the connection into a replication stream: it is returned with the bytes after it.
+async fn read_requests(
+    shared: &Shared,
+    stream: &TcpStream,
+    conn: &Conn,
+) -> Option<(Frame, BytesMut)> {
     let config = &shared.config;
     let mut shutdown = shared.shutdown.subscribe();
     let mut buf = BytesMut::with_capacity(CONNECTION_READ_BYTES);
@@ -97,54 +109,84 @@ async fn read_requests(shared: &Shared, stream: &TcpStream, conn: &Conn) {
                 Ok(None) => break,
                 Err(error) => {
                     let message = format!("{error}; closing the connection");
-                    let reply = Pending::Reply {
-                        status: Status::Error,
-                        body: Bytes::from(message),
-                    };
+                    let pending = command::error(message);
                     conn.push(Queued {
                         id: 0,
-                        pending: reply,
+                        pending,
                         cost: 0,
                         deadline: None,
                     });
                     conn.fatal.set(true);
-                    return;
+                    return None;
                 }
             };
+            if frame.header.kind == messages::op::HELLO {
+                match shared.leader_addr() {
+                    None => return Some((frame, buf)),
+                    Some(leader) => {
+                        let message = format!(
+                            "this node is a follower; point --leader-addr at the leader ({leader})"
+                        );
+                        let pending = command::error(message);
+                        conn.push(Queued {
+                            id: frame.header.id,
+                            pending,
+                            cost: 0,
+                            deadline: None,
+                        });
+                        continue;
+                    }
+                }
+            }
             let id = frame.header.id;
             let cost = BODY_OFFSET + frame.body.len();
+            let mut deadline = None;
             let pending = match Request::decode(&frame, config.limits) {
                 Err(error) => command::error(error.to_string()),
+                Ok(request) if request.is_write() && shared.leader_addr().is_some() => {
+                    let leader = shared.leader_addr().unwrap_or_default();
+                    let body = Bytes::copy_from_slice(leader.as_bytes());
+                    Pending::Reply {
+                        status: Status::NotLeader,
+                        flags: 0,
+                        body,
+                        after_seq: 0,
+                    }
+                }
                 Ok(request) => {
                     if request.is_write() {
                         wait_for_batch_room(shared).await;
+                        if config.min_acks > 0 {
+                            deadline = Some(Instant::now() + config.ack_timeout);
+                        }
                     }
-                    let deadline = match &request {
-                        Request::Get {
-                            min_seq: Some(_), ..
-                        } => Some(Instant::now() + config.min_seq_wait),
-                        _ => None,
-                    };
+                    if let Request::Get {
+                        min_seq: Some(_), ..
+                    } = &request
+                    {
+                        deadline = Some(Instant::now() + config.min_seq_wait);
+                    }
                     let after = conn.last_write_seq.get();
-                    let pending = command::accept(&mut shared.engine.borrow_mut(), request, after);
+                    let keys_body_max =
+                        config.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
+                    let pending = command::accept(
+                        &mut shared.engine.borrow_mut(),
+                        request,
+                        after,
+                        keys_body_max,
+                    );
                     if let Pending::Write { seq } = pending {
                         conn.last_write_seq.set(seq);
                         wrote = true;
                     }
-                    conn.push(Queued {
-                        id,
-                        pending,
-                        cost,
-                        deadline,
-                    });
-                    continue;
+                    pending
                 }
             };
             conn.push(Queued {
                 id,
                 pending,
                 cost,
-                deadline: None,
+                deadline,
             });
         }
         if wrote {
@@ -155,30 +197,15 @@ async fn read_requests(shared: &Shared, stream: &TcpStream, conn: &Conn) {
             conn.reader_wake.notified().await;
         }
         if conn.writer_dead.get() || *shutdown.borrow() {
-            return;
+            return None;
         }
-        // Room for the rest of a frame whose length is known (bounded by the frame cap), or
-        // for one ordinary read.
-        let want = match frame::check(&buf, config.frame_bytes_max) {
-            Ok(None) if buf.len() >= frame::KIND_OFFSET => {
-                let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-                (frame::LEN_BYTES + len)
-                    .saturating_sub(buf.len())
-                    .max(CONNECTION_READ_BYTES / 4)
-            }
-            _ => CONNECTION_READ_BYTES,
-        };
-        buf.reserve(want);
-        // tokio-uring reads into the start of the buffer it is given, so hand it only the
-        // spare capacity: a partial frame already read must stay where it is.
-        let (filled, capacity) = (buf.len(), buf.capacity());
         let (read, returned) = tokio::select! {
-            read = stream.read(buf.slice(filled..capacity)) => read,
-            _ = shutdown.changed() => return,
+            read = frames::read_more(stream, buf, config.frame_bytes_max) => read,
+            _ = shutdown.changed() => return None,
         };
-        buf = returned.into_inner();
+        buf = returned;
         match read {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
     }
@@ -273,19 +300,16 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut) -> Step {
     let engine = shared.engine.borrow();
     let durable = engine.durable_seq();
     let failed = engine.write_failed();
-    let id = head.id;
+    let replicated = shared.replicated_seq();
+    let expired = head
+        .deadline
+        .is_some_and(|deadline| Instant::now() >= deadline);
+    let waits_for = head.pending.after_seq();
     let ready = match &head.pending {
-        Pending::Reply { .. } => true,
-        Pending::Write { seq } | Pending::NotFound { after_seq: seq } => {
-            *seq <= durable || failed.is_some()
+        Pending::Write { seq } => {
+            (*seq <= durable && (*seq <= replicated || expired)) || failed.is_some()
         }
-        Pending::Read { after_seq, .. } => {
-            *after_seq <= durable
-                || failed.is_some()
-                || head
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-        }
+        _ => waits_for <= durable || failed.is_some() || expired,
     };
     if !ready {
         return Step::Wait {
@@ -297,54 +321,50 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut) -> Step {
     conn.bytes_in_flight
         .set(conn.bytes_in_flight.get() - head.cost);
     shared.stats.count_request();
+    let id = head.id;
     match head.pending {
-        Pending::Reply { status, body } => response::encode(out, status, 0, id, &[&body]),
-        Pending::Write { seq } if seq <= durable => {
+        Pending::Write { seq } if seq <= durable && seq <= replicated => {
             response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()])
         }
-        Pending::NotFound { after_seq } if after_seq <= durable => {
-            response::encode(out, Status::NotFound, 0, id, &[])
-        }
-        Pending::Write { seq } | Pending::NotFound { after_seq: seq } => {
-            let failed = failed.expect("not durable, so failed");
-            encode_error(
-                out,
-                id,
-                &format!("this write (seq {seq}) was not acknowledged and may or may not be on disk: {failed}"),
+        Pending::Write { seq } if seq <= durable => {
+            let message = format!(
+                "the write (seq {seq}) is durable on the leader but was not confirmed by {} follower(s) within {} ms (--min-acks, --ack-timeout-ms)",
+                shared.config.min_acks,
+                shared.config.ack_timeout.as_millis()
             );
+            encode_error(out, id, &message);
         }
-        Pending::Read { after_seq, .. } if after_seq > durable => {
+        Pending::Write { seq } => {
+            let failed = failed.expect("not durable, so failed");
+            let message = format!("this write (seq {seq}) was not acknowledged and may or may not be on disk: {failed}");
+            encode_error(out, id, &message);
+        }
+        _ if waits_for > durable => {
             let message = match failed {
-                Some(failed) => format!("cannot serve this read in order: {failed}"),
+                Some(failed) => format!("cannot answer: what it read was not made durable: {failed}"),
                 None => format!(
-                    "seq {after_seq} was not applied within {} ms (applied up to {durable}); retry later",
+                    "seq {waits_for} was not applied within {} ms (applied up to {durable}); retry later",
                     shared.config.min_seq_wait.as_millis()
                 ),
             };
             encode_error(out, id, &message);
         }
-        Pending::Read {
-            read: Read::Get { key },
+        Pending::Reply {
+            status,
+            flags,
+            body,
+            ..
+        } => response::encode(out, status, flags, id, &[&body]),
+        Pending::Value { location, .. } => return Step::ReadValue { id, location },
+        Pending::Later {
+            read: Later::Get { key },
             ..
         } => match engine.get(&key) {
             Some(location) => return Step::ReadValue { id, location },
             None => response::encode(out, Status::NotFound, 0, id, &[]),
         },
-        Pending::Read {
-            read: Read::Keys {
-                prefix,
-                start_after,
-            },
-            ..
-        } => {
-            let body_max =
-                shared.config.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
-            let (flags, body) =
-                command::keys_reply(&engine, &prefix, start_after.as_deref(), body_max);
-            response::encode(out, Status::Ok, flags, id, &[&body]);
-        }
-        Pending::Read {
-            read: Read::Stats, ..
+        Pending::Later {
+            read: Later::Stats, ..
         } => {
             drop(engine);
             let text = stats::render(shared);

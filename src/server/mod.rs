@@ -6,9 +6,13 @@ mod committer;
 pub mod config;
 mod connection;
 mod cpu;
+mod follower_link;
+mod frames;
+mod leader_stream;
 mod stats;
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -64,6 +68,71 @@ pub struct Shared {
     committing: Cell<bool>,
     connections: Cell<u32>,
     started: Instant,
+    /// Leader: the followers streaming now, by link id.
+    followers: RefCell<BTreeMap<u64, FollowerInfo>>,
+    next_link_id: Cell<u64>,
+    /// Leader: the newest seq durable on `--min-acks` followers.
+    replicated: Cell<u64>,
+    /// Follower: the link to the leader.
+    link: RefCell<LinkInfo>,
+}
+
+/// What the leader knows of one follower.
+pub struct FollowerInfo {
+    node_id: String,
+    addr: SocketAddr,
+    /// The follower's own durable seq, as it last said.
+    acked_seq: u64,
+    sent_seq: u64,
+    /// Where the cursor reads next: segment and offset.
+    position: (u32, u64),
+    records_sent: u64,
+    connected_at: Instant,
+}
+
+/// What a follower knows of its link to the leader.
+pub struct LinkInfo {
+    state: &'static str,
+    connected_at: Option<Instant>,
+    leader_durable_seq: u64,
+    /// Records received on the current link, and since start.
+    records_received: u64,
+    records_received_total: u64,
+}
+
+impl Shared {
+    /// On a follower, the leader's client address (what NOT_LEADER says).
+    pub fn leader_addr(&self) -> Option<&str> {
+        self.config.leader_addr.as_deref()
+    }
+
+    /// The newest seq a client write may be acknowledged at, as far as followers go.
+    fn replicated_seq(&self) -> u64 {
+        if self.config.min_acks == 0 {
+            u64::MAX
+        } else {
+            self.replicated.get()
+        }
+    }
+
+    /// Recomputes the seq durable on `--min-acks` followers; true if it moved.
+    fn update_replicated(&self) -> bool {
+        let needed = self.config.min_acks as usize;
+        if needed == 0 {
+            return false;
+        }
+        let mut acked: Vec<u64> = self
+            .followers
+            .borrow()
+            .values()
+            .map(|f| f.acked_seq)
+            .collect();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let replicated = acked.get(needed - 1).copied().unwrap_or(0);
+        let moved = replicated > self.replicated.get();
+        self.replicated.set(self.replicated.get().max(replicated));
+        moved
+    }
 }
 
 /// Recovers the data dir and serves until SIGINT or SIGTERM; returns once every acknowledged
@@ -123,6 +192,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             committing: Cell::new(false),
             connections: Cell::new(0),
             started: Instant::now(),
+            followers: RefCell::new(BTreeMap::new()),
+            next_link_id: Cell::new(1),
+            replicated: Cell::new(0),
+            link: RefCell::new(LinkInfo {
+                state: "connecting",
+                connected_at: None,
+                leader_durable_seq: 0,
+                records_received: 0,
+                records_received_total: 0,
+            }),
         });
         let listener = tokio_uring::net::TcpListener::from_std(listener);
         let mut terminate = signal(SignalKind::terminate()).map_err(|source| ServerError::Io {
@@ -137,6 +216,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         if let FsyncPolicy::Interval(every) = shared.config.fsync {
             tokio_uring::spawn(committer::sync_every(shared.clone(), every));
         }
+        if let Some(leader_addr) = shared.config.leader_addr.clone() {
+            tokio_uring::spawn(follower_link::run(shared.clone(), leader_addr));
+        }
 
         let config = &shared.config;
         tracing::info!(
@@ -145,6 +227,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             core = %config.core.map_or("none".to_string(), |core| core.to_string()),
             fsync = %config.fsync,
             node_id = %config.node_id,
+            role = %config.leader_addr.as_ref().map_or("leader".to_string(), |leader| format!("follower of {leader}")),
             log_id = %shared.log.log_id(),
             keys = shared.engine.borrow().key_count(),
             last_seq = recovered.last_seq,

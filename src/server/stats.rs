@@ -50,7 +50,14 @@ pub fn render(shared: &Shared) -> String {
         let _ = writeln!(text, "{name}:{value}");
     };
     line("version", &env!("CARGO_PKG_VERSION"));
-    line("role", &"leader");
+    line(
+        "role",
+        &if shared.leader_addr().is_some() {
+            "follower"
+        } else {
+            "leader"
+        },
+    );
     line("node_id", &shared.config.node_id);
     line("log_id", &shared.log.log_id());
     line("fsync", &shared.config.fsync);
@@ -75,5 +82,56 @@ pub fn render(shared: &Shared) -> String {
     line("fsync_us_max", &stats.fsync_us_max.get());
     line("write_failed", &u8::from(engine.write_failed().is_some()));
     line("uptime_s", &shared.started.elapsed().as_secs());
+    let durable = engine.durable_seq();
+    match shared.leader_addr() {
+        Some(leader) => {
+            let link = shared.link.borrow();
+            let _ = writeln!(text, "leader_addr:{leader}");
+            let _ = writeln!(text, "link_state:{}", link.state);
+            let _ = writeln!(text, "applied_seq:{durable}");
+            let _ = writeln!(text, "leader_durable_seq:{}", link.leader_durable_seq);
+            let _ = writeln!(
+                text,
+                "lag_records:{}",
+                link.leader_durable_seq.saturating_sub(durable)
+            );
+            let _ = writeln!(text, "records_received:{}", link.records_received);
+            let _ = writeln!(
+                text,
+                "records_received_total:{}",
+                link.records_received_total
+            );
+            let since = link.connected_at.map_or(0, |at| at.elapsed().as_secs());
+            let _ = writeln!(text, "link_connected_s:{since}");
+        }
+        None => {
+            let followers = shared.followers.borrow();
+            let _ = writeln!(text, "min_acks:{}", shared.config.min_acks);
+            let _ = writeln!(text, "followers:{}", followers.len());
+            for info in followers.values() {
+                let prefix = format!("follower.{}", info.node_id);
+                let (segment, offset) = info.position;
+                let _ = writeln!(text, "{prefix}.addr:{}", info.addr);
+                let _ = writeln!(text, "{prefix}.acked_seq:{}", info.acked_seq);
+                let _ = writeln!(text, "{prefix}.sent_seq:{}", info.sent_seq);
+                let _ = writeln!(
+                    text,
+                    "{prefix}.lag_records:{}",
+                    durable.saturating_sub(info.acked_seq)
+                );
+                let _ = writeln!(
+                    text,
+                    "{prefix}.lag_bytes:{}",
+                    shared.log.bytes_after(segment, offset)
+                );
+                let _ = writeln!(text, "{prefix}.records_sent:{}", info.records_sent);
+                let _ = writeln!(
+                    text,
+                    "{prefix}.connected_s:{}",
+                    info.connected_at.elapsed().as_secs()
+                );
+            }
+        }
+    }
     text
 }

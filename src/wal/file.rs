@@ -50,7 +50,14 @@ impl LogFile {
                 .open(&path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let file = Rc::new(File::from_std(std_file));
-            segments.insert(info.id, Segment { file, first_seq: info.first_seq, bytes: Cell::new(info.bytes) });
+            segments.insert(
+                info.id,
+                Segment {
+                    file,
+                    first_seq: info.first_seq,
+                    bytes: Cell::new(info.bytes),
+                },
+            );
         }
         Ok(LogFile {
             dir: dir.to_path_buf(),
@@ -73,7 +80,11 @@ impl LogFile {
 
     /// Each segment's id and the seq of its first record, oldest first.
     pub fn segment_first_seqs(&self) -> Vec<(u32, u64)> {
-        self.segments.borrow().iter().map(|(id, segment)| (*id, segment.first_seq)).collect()
+        self.segments
+            .borrow()
+            .iter()
+            .map(|(id, segment)| (*id, segment.first_seq))
+            .collect()
     }
 
     /// Bytes of the log from `offset` in `segment` to the end of the log.
@@ -81,7 +92,13 @@ impl LogFile {
         let segments = self.segments.borrow();
         segments
             .range(segment..)
-            .map(|(id, s)| if *id == segment { s.bytes.get().saturating_sub(offset) } else { s.bytes.get() })
+            .map(|(id, s)| {
+                if *id == segment {
+                    s.bytes.get().saturating_sub(offset)
+                } else {
+                    s.bytes.get()
+                }
+            })
             .sum()
     }
 
@@ -124,7 +141,9 @@ impl LogFile {
         let len = batch.len() as u64;
         let (result, batch) = self.active().write_all_at(batch, offset).await;
         if result.is_ok() {
-            self.segments.borrow()[&self.active_id.get()].bytes.set(offset + len);
+            self.segments.borrow()[&self.active_id.get()]
+                .bytes
+                .set(offset + len);
             self.active_bytes.set(offset + len);
             self.log_bytes.set(self.log_bytes.get() + len);
         }
@@ -147,7 +166,7 @@ impl LogFile {
             first_seq,
         };
         let tmp = segment::tmp_path(&self.dir, segment_id);
-        let file = File::create(&tmp).await?;
+        let file = create_rw(&tmp)?;
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
         result?;
         file.sync_all().await?;
@@ -155,7 +174,14 @@ impl LogFile {
         tokio_uring::fs::rename(&tmp, &path).await?;
         File::open(&self.dir).await?.sync_all().await?;
         let bytes = Cell::new(segment::HEADER_BYTES as u64);
-        self.segments.borrow_mut().insert(segment_id, Segment { file: Rc::new(file), first_seq, bytes });
+        self.segments.borrow_mut().insert(
+            segment_id,
+            Segment {
+                file: Rc::new(file),
+                first_seq,
+                bytes,
+            },
+        );
         self.active_id.set(segment_id);
         self.active_bytes.set(segment::HEADER_BYTES as u64);
         self.log_bytes
@@ -171,11 +197,17 @@ impl LogFile {
         let empty = self.segments.borrow().len() == 1
             && self.active_bytes.get() == segment::HEADER_BYTES as u64;
         if !empty {
-            return Err(io::Error::other("only an empty log can take another log id"));
+            return Err(io::Error::other(
+                "only an empty log can take another log id",
+            ));
         }
-        let header = SegmentHeader { log_id, segment_id, first_seq: 1 };
+        let header = SegmentHeader {
+            log_id,
+            segment_id,
+            first_seq: 1,
+        };
         let tmp = segment::tmp_path(&self.dir, segment_id);
-        let file = File::create(&tmp).await?;
+        let file = create_rw(&tmp)?;
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
         result?;
         file.sync_all().await?;
@@ -183,7 +215,14 @@ impl LogFile {
         File::open(&self.dir).await?.sync_all().await?;
         let bytes = Cell::new(segment::HEADER_BYTES as u64);
         let file = Rc::new(file);
-        self.segments.borrow_mut().insert(segment_id, Segment { file, first_seq: 1, bytes });
+        self.segments.borrow_mut().insert(
+            segment_id,
+            Segment {
+                file,
+                first_seq: 1,
+                bytes,
+            },
+        );
         self.log_id.set(log_id);
         Ok(())
     }
@@ -207,4 +246,15 @@ impl LogFile {
         let (result, buf) = file.read_exact_at(buf, location.value_offset as u64).await;
         result.map(|()| buf)
     }
+}
+
+/// A new file open for reading and writing (`File::create` opens write-only, and values are
+/// read back from the same handle).
+fn create_rw(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    Ok(File::from_std(file))
 }

@@ -2,6 +2,8 @@
 //! temp dir, and always stop it.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +18,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The "kvsd ready" line itself (read its fields with `field`).
+    pub ready: String,
     /// The lines kvsd wrote to stderr after the ready line, collected in the background.
     pub log: mpsc::Receiver<String>,
 }
@@ -60,6 +64,7 @@ impl Server {
                             child,
                             addr,
                             data_dir: data_dir.to_path_buf(),
+                            ready: line,
                             log: lines_rx,
                         });
                     }
@@ -103,6 +108,51 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs kvsd with exactly `args` (no `--port 0` added) when it is expected to refuse to start:
+/// returns its exit status and everything it wrote to stderr. Kills it and panics if it gets
+/// ready instead.
+pub fn start_expecting_exit(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(KVSD)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kvsd");
+    let output = child.stderr.take().expect("stderr");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = String::new();
+    loop {
+        match lines_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains("kvsd ready") => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kvsd started but should have refused:\n{stderr}{line}");
+            }
+            Ok(line) => {
+                stderr.push_str(&line);
+                stderr.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kvsd neither started nor exited within 60 s:\n{stderr}");
+            }
+        }
+    }
+    (child.wait().expect("wait"), stderr)
 }
 
 /// Sends a signal by name through the `kill` command, to keep libc out of the tests.

@@ -1,0 +1,246 @@
+//! The leader's side of one follower: admission, then a stream of durable records read from
+//! the log files, and the follower's ACKs.
+//!
+//! The cursor always reads from the log on disk (the page cache, mostly): catch-up after a long
+//! absence and the live tail are the same loop, a slow follower only slows its own stream, and
+//! no record is buffered in memory for it beyond one chunk.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_uring::net::TcpStream;
+
+use crate::limits::{
+    REPLICATION_CHUNK_BYTES, REPLICATION_FRAME_BYTES_MAX, REPLICATION_HEARTBEAT_MS,
+};
+use crate::protocol::response::encode_error;
+use crate::protocol::Frame;
+use crate::replication::cursor::{self, Stop};
+use crate::replication::messages::{self, Hello, Welcome};
+use crate::wal::segment;
+
+use super::frames::{self, ReadError};
+use super::{FollowerInfo, Shared};
+
+pub async fn serve(
+    shared: &Rc<Shared>,
+    stream: &Rc<TcpStream>,
+    peer: SocketAddr,
+    hello: Frame,
+    buf: BytesMut,
+) {
+    let hello = match Hello::decode(&hello.body) {
+        Ok(hello) => hello,
+        Err(error) => return refuse(stream, &error.to_string()).await,
+    };
+    let durable_seq = shared.engine.borrow().durable_seq();
+    if let Err(reason) = messages::admit(shared.log.log_id(), durable_seq, &hello) {
+        tracing::warn!(%peer, node_id = %hello.node_id, %reason, "refused a follower");
+        return refuse(stream, &reason).await;
+    }
+    let next_seq = hello.last_seq + 1;
+    let (segment, offset) = match locate(shared, next_seq).await {
+        Ok(at) => at,
+        Err(reason) => {
+            tracing::error!(%peer, node_id = %hello.node_id, %reason, "cannot serve a follower");
+            return refuse(stream, &reason).await;
+        }
+    };
+    let mut out = BytesMut::new();
+    Welcome {
+        log_id: shared.log.log_id(),
+        durable_seq,
+    }
+    .encode(&mut out);
+    if stream.write_all(out).await.0.is_err() {
+        return;
+    }
+    let link_id = shared.next_link_id.get();
+    shared.next_link_id.set(link_id + 1);
+    shared.followers.borrow_mut().insert(
+        link_id,
+        FollowerInfo {
+            node_id: hello.node_id.clone(),
+            addr: peer,
+            acked_seq: hello.last_seq,
+            sent_seq: hello.last_seq,
+            position: (segment, offset),
+            records_sent: 0,
+            connected_at: Instant::now(),
+        },
+    );
+    shared.update_replicated();
+    tracing::info!(%peer, node_id = %hello.node_id, from_seq = next_seq, durable_seq, "follower connected");
+
+    let closed = Rc::new(tokio::sync::Notify::new());
+    let acks = tokio_uring::spawn(read_acks(
+        shared.clone(),
+        stream.clone(),
+        buf,
+        link_id,
+        closed.clone(),
+    ));
+    let reason = send_records(
+        shared,
+        stream,
+        link_id,
+        next_seq,
+        (segment, offset),
+        &closed,
+    )
+    .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    acks.abort();
+    shared.followers.borrow_mut().remove(&link_id);
+    shared.update_replicated();
+    tracing::info!(%peer, node_id = %hello.node_id, %reason, "follower disconnected");
+}
+
+async fn refuse(stream: &TcpStream, reason: &str) {
+    let mut out = BytesMut::new();
+    encode_error(&mut out, 0, reason);
+    let _ = stream.write_all(out).await;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Where the record with `seq` starts (or will start): the segment whose first seq is at or
+/// before it, scanned from its header.
+async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64), String> {
+    let segments = shared.log.segment_first_seqs();
+    let Some(&(segment, first_seq)) = segments.iter().rev().find(|(_, first)| *first <= seq) else {
+        return Err(format!("seq {seq} is no longer in this leader's log; a snapshot transfer is needed (not implemented yet)"));
+    };
+    let mut offset = segment::HEADER_BYTES as u64;
+    let mut next = first_seq;
+    let mut want = REPLICATION_CHUNK_BYTES;
+    while next < seq {
+        let chunk = shared
+            .log
+            .read_at(segment, offset, want)
+            .await
+            .map_err(|e| format!("reading the log: {e}"))?;
+        let (bytes, count, stop) = cursor::sendable(&chunk, next, seq - 1);
+        offset += bytes as u64;
+        next += count;
+        match stop {
+            Stop::NotDurable => break,
+            Stop::Incomplete { need } => want = need.max(REPLICATION_CHUNK_BYTES),
+            Stop::EndOfChunk if count > 0 => want = REPLICATION_CHUNK_BYTES,
+            Stop::EndOfChunk => {
+                return Err(format!("the log ends at seq {} before seq {seq}", next - 1))
+            }
+            Stop::Damaged(reason) => {
+                return Err(format!(
+                    "log damaged in segment {segment} at byte {offset}: {reason}"
+                ))
+            }
+        }
+    }
+    Ok((segment, offset))
+}
+
+/// The cursor: sends every durable record from `next_seq` on, in order, until the link fails.
+async fn send_records(
+    shared: &Shared,
+    stream: &TcpStream,
+    link_id: u64,
+    mut next_seq: u64,
+    (mut segment, mut offset): (u32, u64),
+    closed: &tokio::sync::Notify,
+) -> String {
+    let mut progress = shared.progress.subscribe();
+    let mut shutdown = shared.shutdown.subscribe();
+    let heartbeat = Duration::from_millis(REPLICATION_HEARTBEAT_MS);
+    let mut want = REPLICATION_CHUNK_BYTES;
+    let mut out = BytesMut::new();
+    loop {
+        let durable_seq = shared.engine.borrow().durable_seq();
+        if next_seq > durable_seq {
+            // Caught up: wait for the next durable batch, and say we are alive meanwhile.
+            tokio::select! {
+                _ = progress.changed() => continue,
+                _ = closed.notified() => return "the follower closed the link".into(),
+                _ = shutdown.changed() => return "shutting down".into(),
+                _ = tokio::time::sleep(heartbeat) => {}
+            }
+            messages::encode_records(&mut out, durable_seq, &[]);
+        } else {
+            let chunk = match shared.log.read_at(segment, offset, want).await {
+                Ok(chunk) => chunk,
+                Err(error) => return format!("reading the log: {error}"),
+            };
+            let (bytes, count, stop) = cursor::sendable(&chunk, next_seq, durable_seq);
+            want = REPLICATION_CHUNK_BYTES;
+            if count == 0 {
+                match stop {
+                    Stop::Incomplete { need } => want = need,
+                    Stop::EndOfChunk if chunk.is_empty() && segment < shared.log.active_id() => {
+                        segment += 1;
+                        offset = segment::HEADER_BYTES as u64;
+                    }
+                    Stop::NotDurable | Stop::EndOfChunk => {
+                        // Durable records are written before they count as durable: this is
+                        // a bug, not a race. Drop the link rather than spin.
+                        return format!("the log ends before durable seq {next_seq}");
+                    }
+                    Stop::Damaged(reason) => {
+                        tracing::error!(segment, offset, %reason, "the log is damaged where a follower reads it");
+                        return format!(
+                            "log damaged in segment {segment} at byte {offset}: {reason}"
+                        );
+                    }
+                }
+                continue;
+            }
+            messages::encode_records(&mut out, durable_seq, &chunk[..bytes]);
+            offset += bytes as u64;
+            next_seq += count;
+            if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+                info.sent_seq = next_seq - 1;
+                info.records_sent += count;
+                info.position = (segment, offset);
+            }
+        }
+        let (written, returned) = stream.write_all(out).await;
+        out = returned;
+        out.clear();
+        if let Err(error) = written {
+            return format!("sending: {error}");
+        }
+    }
+}
+
+/// Reads the follower's ACKs and moves its watermark; wakes the client writers waiting on it.
+async fn read_acks(
+    shared: Rc<Shared>,
+    stream: Rc<TcpStream>,
+    mut buf: BytesMut,
+    link_id: u64,
+    closed: Rc<tokio::sync::Notify>,
+) {
+    loop {
+        let frame = match frames::next_frame(&stream, &mut buf, REPLICATION_FRAME_BYTES_MAX).await {
+            Ok(frame) => frame,
+            Err(ReadError::Closed | ReadError::Io(_) | ReadError::Frame(_)) => break,
+        };
+        let acked = match (frame.header.kind, messages::decode_ack(&frame.body)) {
+            (messages::op::ACK, Ok(seq)) => seq,
+            _ => {
+                tracing::warn!(
+                    kind = frame.header.kind,
+                    "unexpected frame from a follower; closing its link"
+                );
+                break;
+            }
+        };
+        if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+            info.acked_seq = info.acked_seq.max(acked);
+        }
+        if shared.update_replicated() {
+            shared.progress.send_modify(|generation| *generation += 1);
+        }
+    }
+    closed.notify_one();
+}

@@ -1,0 +1,428 @@
+//! Crash recovery of the real kvsd: `kill -9` during a multi-connection write load with every
+//! acknowledged write checked after restart, a torn log tail (garbage appended, bytes cut) that
+//! start-up truncates, and corruption before the tail that start-up refuses unless told to
+//! repair. The client is `common::raw`, packed from the protocol docs.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::raw::{frame, read_reply, set_body, Conn, OK, SET};
+use common::{field, start_expecting_exit, Server};
+
+/// The segments of a data dir, oldest first.
+fn segments(data_dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension() == Some(OsStr::new("wal")))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The one segment of a small log: `<data-dir>/0000000001.wal`.
+fn only_segment(data_dir: &Path) -> PathBuf {
+    let paths = segments(data_dir);
+    assert_eq!(paths.len(), 1, "one segment expected: {paths:?}");
+    assert_eq!(
+        paths[0].file_name().unwrap(),
+        "0000000001.wal",
+        "the first segment's name"
+    );
+    paths[0].clone()
+}
+
+fn truncated_bytes(server: &Server) -> u64 {
+    field(&server.ready, "truncated_bytes")
+        .unwrap_or_else(|| panic!("the ready line names truncated_bytes: {}", server.ready))
+        .parse()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 under load
+// ---------------------------------------------------------------------------------------------
+
+const WRITERS: usize = 4;
+const KEYS_PER_WRITER: u64 = 8;
+/// Requests each writer keeps in flight, so a crash lands in the middle of batches.
+const WINDOW: usize = 16;
+const ACKS_PER_CYCLE: usize = 2000;
+const CYCLES: usize = 5;
+
+/// One key's history: values are a counter that only goes up, so any value read back can be
+/// placed between what was acknowledged and what was sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyState {
+    /// The newest value known durable: acknowledged, or read back after a restart.
+    durable: u64,
+    /// The newest value ever sent.
+    sent: u64,
+}
+
+fn load_key(writer: usize, k: u64) -> Vec<u8> {
+    format!("load-w{writer}-k{k}").into_bytes()
+}
+
+/// The value for counter `n`: the counter, then padding that depends on it, so a torn or
+/// mixed-up value does not parse.
+fn load_value(n: u64) -> Vec<u8> {
+    let mut value = n.to_le_bytes().to_vec();
+    value.extend(std::iter::repeat_n((n % 251) as u8, 40 + (n % 60) as usize));
+    value
+}
+
+#[track_caller]
+fn parse_load_value(value: &[u8]) -> u64 {
+    let n = u64::from_le_bytes(value[..8].try_into().expect("a load value has 8 bytes"));
+    assert_eq!(value, load_value(n), "a load value came back altered");
+    n
+}
+
+/// Writes SETs to its own keys with `WINDOW` in flight until the connection dies. Returns the
+/// key states and the seqs of every acknowledged write.
+fn write_until_killed(
+    addr: String,
+    writer: usize,
+    mut keys: Vec<KeyState>,
+    acks: Arc<AtomicUsize>,
+) -> (Vec<KeyState>, Vec<u64>) {
+    let mut conn = Conn::connect(&addr);
+    let mut in_flight: VecDeque<(u64, u64, u64)> = VecDeque::new(); // (id, key, value)
+    let mut seqs = Vec::new();
+    let mut next_id = 0u64;
+    loop {
+        while in_flight.len() < WINDOW {
+            next_id += 1;
+            let k = next_id % KEYS_PER_WRITER;
+            let state = &mut keys[k as usize];
+            state.sent += 1;
+            let bytes = frame(
+                SET,
+                0,
+                next_id,
+                &set_body(&load_key(writer, k), &load_value(state.sent)),
+            );
+            if std::io::Write::write_all(&mut conn.stream, &bytes).is_err() {
+                return (keys, seqs);
+            }
+            in_flight.push_back((next_id, k, state.sent));
+        }
+        let Ok(reply) = read_reply(&mut conn.stream) else {
+            return (keys, seqs);
+        };
+        let position = in_flight
+            .iter()
+            .position(|(id, _, _)| *id == reply.id)
+            .unwrap_or_else(|| panic!("a reply to no request in flight: {reply:?}"));
+        let (_, k, value) = in_flight.remove(position).unwrap();
+        assert_eq!(reply.status, OK, "a SET under load: {reply:?}");
+        seqs.push(reply.seq());
+        let state = &mut keys[k as usize];
+        state.durable = state.durable.max(value);
+        acks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill9_during_a_write_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut states: Vec<Vec<KeyState>> =
+        vec![vec![KeyState::default(); KEYS_PER_WRITER as usize]; WRITERS];
+    let mut acked_seqs: HashSet<u64> = HashSet::new();
+    let mut max_acked_seq = 0u64;
+
+    for cycle in 0..CYCLES {
+        let server = Server::start(dir.path(), &[]);
+        let mut conn = Conn::connect(&server.addr);
+
+        // Every write acknowledged before the last crash is there: the newest acknowledged
+        // value or a later one that was sent, never an older one.
+        for (writer, keys) in states.iter_mut().enumerate() {
+            for (k, state) in keys.iter_mut().enumerate() {
+                let key = load_key(writer, k as u64);
+                let found = conn.value(&key).map_or(0, |v| parse_load_value(&v));
+                assert!(
+                    state.durable <= found && found <= state.sent,
+                    "cycle {cycle}, {}: read {found}, acknowledged up to {}, sent up to {}",
+                    String::from_utf8_lossy(&key),
+                    state.durable,
+                    state.sent
+                );
+                state.durable = found;
+            }
+        }
+
+        // seq continues after every acknowledged write.
+        let probe = conn.set(b"probe", &(cycle as u64).to_le_bytes());
+        assert!(
+            probe > max_acked_seq,
+            "cycle {cycle}: a new SET got seq {probe}, not above the acknowledged {max_acked_seq}"
+        );
+        acked_seqs.insert(probe);
+        max_acked_seq = probe;
+        drop(conn);
+
+        let acks = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = states
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(writer, keys)| {
+                let (addr, acks) = (server.addr.clone(), acks.clone());
+                thread::spawn(move || write_until_killed(addr, writer, keys, acks))
+            })
+            .collect();
+
+        // Kill once the load is well under way; the writers are still writing.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acks.load(Ordering::Relaxed) < ACKS_PER_CYCLE {
+            assert!(Instant::now() < deadline, "the write load stalled");
+            thread::sleep(Duration::from_millis(1));
+        }
+        server.kill9();
+
+        let mut cycle_seqs = Vec::new();
+        for (writer, handle) in writers.into_iter().enumerate() {
+            let (keys, seqs) = handle.join().expect("a writer failed");
+            states[writer] = keys;
+            cycle_seqs.extend(seqs);
+        }
+        for seq in &cycle_seqs {
+            assert!(
+                *seq > probe,
+                "cycle {cycle}: seq {seq} not above the probe's {probe}"
+            );
+            assert!(acked_seqs.insert(*seq), "seq {seq} acknowledged twice");
+        }
+        max_acked_seq = max_acked_seq.max(cycle_seqs.iter().copied().max().unwrap_or(0));
+    }
+
+    // The last crash's writes, checked once more.
+    let server = Server::start(dir.path(), &[]);
+    let mut conn = Conn::connect(&server.addr);
+    for (writer, keys) in states.iter().enumerate() {
+        for (k, state) in keys.iter().enumerate() {
+            let key = load_key(writer, k as u64);
+            let found = conn.value(&key).map_or(0, |v| parse_load_value(&v));
+            assert!(
+                state.durable <= found && found <= state.sent,
+                "after the last crash, {}: read {found}, acknowledged up to {}, sent up to {}",
+                String::from_utf8_lossy(&key),
+                state.durable,
+                state.sent
+            );
+        }
+    }
+    assert!(conn.set(b"probe", b"end") > max_acked_seq);
+}
+
+#[test]
+fn acknowledged_deletes_and_overwrites_survive_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut conn = Conn::connect(&server.addr);
+    let mut model = BTreeMap::new();
+    for i in 0..60u32 {
+        let key = format!("d{i}").into_bytes();
+        conn.set(&key, b"first");
+        model.insert(key, b"first".to_vec());
+    }
+    for i in (0..60u32).step_by(3) {
+        let key = format!("d{i}").into_bytes();
+        conn.del(&key).seq();
+        model.remove(&key);
+    }
+    for i in (1..60u32).step_by(3) {
+        let key = format!("d{i}").into_bytes();
+        conn.set(&key, b"second");
+        model.insert(key, b"second".to_vec());
+    }
+    let last = conn.set(b"d0", b"back");
+    model.insert(b"d0".to_vec(), b"back".to_vec());
+    server.kill9();
+
+    let server = Server::start(dir.path(), &[]);
+    let mut conn = Conn::connect(&server.addr);
+    for i in 0..60u32 {
+        let key = format!("d{i}").into_bytes();
+        assert_eq!(conn.value(&key).as_ref(), model.get(&key), "d{i}");
+    }
+    let stats = conn.stats();
+    assert_eq!(stats["keys"], model.len().to_string());
+    assert_eq!(stats["last_seq"], last.to_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Damaged logs
+// ---------------------------------------------------------------------------------------------
+
+/// A value that can be found in the segment file by its bytes.
+fn marked_value(i: usize) -> Vec<u8> {
+    format!("<<record-{i:04}-{}>>", "m".repeat(40)).into_bytes()
+}
+
+/// Writes `count` SETs (key `r{i}`, `marked_value(i)`), stops kvsd cleanly, and returns the
+/// seq of the last one.
+fn write_records_and_stop(data_dir: &Path, count: usize) -> u64 {
+    let server = Server::start(data_dir, &[]);
+    let mut conn = Conn::connect(&server.addr);
+    let mut last = 0;
+    for i in 0..count {
+        last = conn.set(format!("r{i}").as_bytes(), &marked_value(i));
+    }
+    drop(conn);
+    assert!(server.terminate().success());
+    last
+}
+
+/// Where `needle` starts in `haystack`; it must occur once.
+fn find_once(haystack: &[u8], needle: &[u8]) -> usize {
+    let hits: Vec<usize> = haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, window)| *window == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(hits.len(), 1, "{:?}", String::from_utf8_lossy(needle));
+    hits[0]
+}
+
+#[track_caller]
+fn assert_records(server: &Server, present: std::ops::Range<usize>, count: usize) {
+    let mut conn = Conn::connect(&server.addr);
+    for i in 0..count {
+        let found = conn.value(format!("r{i}").as_bytes());
+        if present.contains(&i) {
+            assert_eq!(found, Some(marked_value(i)), "r{i} must be intact");
+        } else {
+            assert_eq!(found, None, "r{i} was cut from the log");
+        }
+    }
+}
+
+#[test]
+fn garbage_appended_to_the_last_segment_is_truncated_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = write_records_and_stop(dir.path(), 30);
+    let segment = only_segment(dir.path());
+    let clean_len = std::fs::metadata(&segment).unwrap().len();
+
+    let garbage: Vec<u8> = (0..37u8).map(|b| b.wrapping_mul(101) ^ 0x5a).collect();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&garbage);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        truncated_bytes(&server),
+        garbage.len() as u64,
+        "the ready line reports the garbage cut: {}",
+        server.ready
+    );
+    assert_records(&server, 0..30, 30);
+    assert_eq!(Conn::connect(&server.addr).set(b"next", b"x"), last + 1);
+    assert!(server.terminate().success());
+
+    // The cut was made on disk: the next start finds nothing to truncate.
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready);
+    assert!(std::fs::metadata(&segment).unwrap().len() > clean_len);
+    assert_records(&server, 0..30, 30);
+}
+
+#[test]
+fn bytes_cut_off_the_last_record_are_truncated_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records_and_stop(dir.path(), 30);
+    let segment = only_segment(dir.path());
+    let bytes = std::fs::read(&segment).unwrap();
+    // Cut the last record inside its value, as a write torn by a crash would.
+    let last_value_at = find_once(&bytes, &marked_value(29));
+    let cut_at = last_value_at + 5;
+    std::fs::write(&segment, &bytes[..cut_at]).unwrap();
+
+    let server = Server::start(dir.path(), &[]);
+    let truncated = truncated_bytes(&server);
+    assert!(truncated > 0, "{}", server.ready);
+    assert!(
+        truncated < cut_at as u64 - find_once(&bytes, &marked_value(28)) as u64,
+        "only the torn record is cut ({truncated} bytes)"
+    );
+    assert_records(&server, 0..29, 30);
+    let mut conn = Conn::connect(&server.addr);
+    assert!(conn.set(b"next", b"x") >= 30);
+    assert_eq!(conn.stats()["keys"], "30");
+}
+
+#[test]
+fn corruption_before_the_tail_refuses_to_start_unless_repair_truncate() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records_and_stop(dir.path(), 20);
+    let segment = only_segment(dir.path());
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Flip one bit in the value of the third record; seventeen good records follow it.
+    let flipped_at = find_once(&bytes, &marked_value(2)) + 10;
+    let previous_value_end = find_once(&bytes, &marked_value(1)) + marked_value(1).len();
+    bytes[flipped_at] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let data_dir = dir.path().as_os_str();
+    let args = [
+        OsStr::new("--port"),
+        OsStr::new("0"),
+        OsStr::new("--data-dir"),
+        data_dir,
+    ];
+    let (status, stderr) = start_expecting_exit(&args);
+    assert!(
+        !status.success(),
+        "kvsd must refuse a corrupt log: {stderr}"
+    );
+    assert!(
+        stderr.contains("0000000001.wal"),
+        "the message names the file:\n{stderr}"
+    );
+    // After the file name, it names the offset of the bad record: after the end of record 1's
+    // value, no later than the flipped byte.
+    let offsets: Vec<usize> = stderr
+        .lines()
+        .filter_map(|line| line.split_once("0000000001.wal").map(|(_, after)| after))
+        .flat_map(|after| after.split(|c: char| !c.is_ascii_digit()))
+        .filter_map(|word| word.parse().ok())
+        .filter(|n| (previous_value_end..=flipped_at).contains(n))
+        .collect();
+    assert!(
+        !offsets.is_empty(),
+        "the message names an offset in {previous_value_end}..={flipped_at}:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "a refused start changes nothing on disk"
+    );
+
+    // Told to repair, it cuts the log at the bad record and starts.
+    let server = Server::start(dir.path(), &["--repair-truncate"]);
+    assert!(truncated_bytes(&server) > 0, "{}", server.ready);
+    assert_records(&server, 0..2, 20);
+    let next = Conn::connect(&server.addr).set(b"next", b"x");
+    assert!(next >= 3, "seq {next} after keeping two records");
+    assert!(server.terminate().success());
+
+    // The repair is on disk: a plain start now works.
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready);
+    assert_records(&server, 0..2, 20);
+    assert_eq!(
+        Conn::connect(&server.addr).value(b"next"),
+        Some(b"x".to_vec())
+    );
+}
