@@ -21,9 +21,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn push(&mut self, record: &Record<'_>) {
+    /// Appends `record`; returns its CRC.
+    pub fn push(&mut self, record: &Record<'_>) -> u32 {
         let start = self.buf.len();
         record::encode(&mut self.buf, record);
+        let crc_at = start + record::CRC_OFFSET;
+        let crc = u32::from_le_bytes(self.buf[crc_at..crc_at + 4].try_into().expect("4 bytes"));
         let key_offset = start + record::KEY_OFFSET;
         let value_offset = key_offset + record.key.len();
         self.entries.push(Entry {
@@ -34,6 +37,7 @@ impl Batch {
             value_offset: value_offset as u32,
             value_len: record.value.len() as u32,
         });
+        crc
     }
 
     pub fn is_empty(&self) -> bool {

@@ -59,8 +59,10 @@ pub struct Engine {
     index: BTreeMap<Box<[u8]>, Location>,
     pending: HashMap<Box<[u8]>, PendingWrite>,
     open: Batch,
-    /// The newest seq accepted into a batch.
+    /// The newest seq accepted into a batch, and that record's CRC: together they name the
+    /// end of this log's history (a follower's handshake carries them).
     last_seq: u64,
+    last_crc: u32,
     /// The newest seq made durable (or, under a relaxed fsync policy, written).
     durable_seq: u64,
     term: u64,
@@ -75,6 +77,7 @@ impl Engine {
             pending: HashMap::new(),
             open: Batch::default(),
             last_seq,
+            last_crc: 0,
             durable_seq: last_seq,
             term: 0,
             write_failed: None,
@@ -97,13 +100,19 @@ impl Engine {
     }
 
     /// Recovery is over: the log ended at `last_seq`, all of it durable.
-    pub fn recovered(&mut self, last_seq: u64) {
+    pub fn recovered(&mut self, last_seq: u64, last_crc: u32) {
         self.last_seq = last_seq;
+        self.last_crc = last_crc;
         self.durable_seq = last_seq;
     }
 
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// The CRC of the record with `last_seq` (0 for an empty log).
+    pub fn last_crc(&self) -> u32 {
+        self.last_crc
     }
 
     pub fn durable_seq(&self) -> u64 {
@@ -252,7 +261,7 @@ impl Engine {
 
     fn push(&mut self, record: &Record<'_>, value: Bytes) {
         let (seq, op, key) = (record.seq, record.op, record.key);
-        self.open.push(record);
+        self.last_crc = self.open.push(record);
         let write = PendingWrite { seq, op, value };
         match self.pending.get_mut(key) {
             Some(pending) => *pending = write,

@@ -2,7 +2,7 @@
 //!
 //! | op   | name    | direction         | id                    | body                                      |
 //! |------|---------|-------------------|-----------------------|-------------------------------------------|
-//! | 0x40 | HELLO   | follower → leader | 0                     | `log_id` 16, `last_seq` u64, node id UTF-8 |
+//! | 0x40 | HELLO   | follower → leader | 0                     | `log_id` 16, `last_seq` u64, `last_crc` u32, node id UTF-8 |
 //! | 0x41 | WELCOME | leader → follower | 0                     | `log_id` 16, `durable_seq` u64            |
 //! | 0x42 | RECORDS | leader → follower | leader's durable seq  | whole log records, back to back (may be empty: a heartbeat) |
 //! | 0x43 | ACK     | follower → leader | 0                     | `durable_seq` u64: the follower's own     |
@@ -28,8 +28,10 @@ const SEQ_BYTES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub log_id: LogId,
-    /// The newest seq in the follower's own log.
+    /// The newest seq in the follower's own log, and that record's CRC: the leader checks that
+    /// its own record at that seq is the same one, so diverged histories are never spliced.
     pub last_seq: u64,
+    pub last_crc: u32,
     pub node_id: String,
 }
 
@@ -73,6 +75,7 @@ impl Hello {
             &[
                 &self.log_id.0,
                 &self.last_seq.to_le_bytes(),
+                &self.last_crc.to_le_bytes(),
                 self.node_id.as_bytes(),
             ],
         );
@@ -80,14 +83,20 @@ impl Hello {
 
     pub fn decode(body: &[u8]) -> Result<Hello, MessageError> {
         let (log_id, last_seq) = log_id_and_seq(body, "HELLO")?;
-        let node_id =
-            std::str::from_utf8(&body[LOG_ID_BYTES + SEQ_BYTES..]).map_err(|_| MessageError {
-                name: "HELLO",
-                detail: "node id is not UTF-8",
-            })?;
+        let crc_at = LOG_ID_BYTES + SEQ_BYTES;
+        let last_crc = body.get(crc_at..crc_at + 4).ok_or(MessageError {
+            name: "HELLO",
+            detail: "body has no last_crc",
+        })?;
+        let last_crc = u32::from_le_bytes(last_crc.try_into().expect("4 bytes"));
+        let node_id = std::str::from_utf8(&body[crc_at + 4..]).map_err(|_| MessageError {
+            name: "HELLO",
+            detail: "node id is not UTF-8",
+        })?;
         Ok(Hello {
             log_id,
             last_seq,
+            last_crc,
             node_id: node_id.to_string(),
         })
     }
@@ -129,7 +138,8 @@ pub fn decode_ack(body: &Bytes) -> Result<u64, MessageError> {
     Ok(u64::from_le_bytes(seq.try_into().expect("8 bytes")))
 }
 
-/// Whether a leader with `ours` (log id) and `durable_seq` takes a follower that says `hello`.
+/// Whether a leader with `ours` (log id) and `durable_seq` takes a follower that says `hello`,
+/// before comparing records (see `same_history`).
 pub fn admit(ours: LogId, durable_seq: u64, hello: &Hello) -> Result<(), String> {
     if hello.last_seq == 0 {
         return Ok(()); // An empty follower adopts the leader's log.
@@ -155,6 +165,20 @@ pub fn admit(ours: LogId, durable_seq: u64, hello: &Hello) -> Result<(), String>
     Ok(())
 }
 
+/// Whether the follower's last record is the leader's record at the same seq (`leader_crc`).
+pub fn same_history(hello: &Hello, leader_crc: Option<u32>) -> Result<(), String> {
+    match leader_crc {
+        Some(crc) if hello.last_seq > 0 && crc != hello.last_crc => Err(format!(
+            "follower '{}' diverged from this leader: its record at seq {} differs from the \
+             leader's (another node took writes as leader while they were apart). Nothing was \
+             merged or overwritten. Keep the history you want: move this follower's data dir \
+             away to let it copy the leader's log, or make it the leader.",
+            hello.node_id, hello.last_seq
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +188,7 @@ mod tests {
         let hello = Hello {
             log_id: LogId([3; 16]),
             last_seq: 42,
+            last_crc: 0xdead_beef,
             node_id: "f1".into(),
         };
         let mut buf = BytesMut::new();
@@ -185,7 +210,8 @@ mod tests {
         assert_eq!(decode_ack(&frame.body), Ok(9));
         assert!(decode_ack(&Bytes::from_static(b"1234567")).is_err());
         assert!(Hello::decode(b"short").is_err());
-        assert!(Hello::decode(&[[0u8; 24].as_slice(), b"\xff"].concat()).is_err());
+        assert!(Hello::decode(&[[0u8; 28].as_slice(), b"\xff"].concat()).is_err());
+        assert!(Hello::decode(&[0u8; 26]).is_err());
     }
 
     #[test]
@@ -194,6 +220,7 @@ mod tests {
         let hello = |log_id, last_seq| Hello {
             log_id,
             last_seq,
+            last_crc: 5,
             node_id: "f".into(),
         };
         assert!(
@@ -208,5 +235,10 @@ mod tests {
         assert!(admit(ours, 10, &hello(LogId([2; 16]), 5))
             .unwrap_err()
             .contains("different"));
+        assert!(same_history(&hello(ours, 3), Some(5)).is_ok());
+        assert!(same_history(&hello(ours, 3), Some(6))
+            .unwrap_err()
+            .contains("diverged"));
+        assert!(same_history(&hello(ours, 0), None).is_ok());
     }
 }

@@ -75,12 +75,18 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         Err(_) => return "connecting timed out".into(),
     };
     let _ = stream.set_nodelay(true);
-    let (log_id, last_seq) = (shared.log.log_id(), shared.engine.borrow().last_seq());
+    let log_id = shared.log.log_id();
+    let (last_seq, last_crc) = {
+        let engine = shared.engine.borrow();
+        (engine.last_seq(), engine.last_crc())
+    };
     let mut out = BytesMut::new();
+    let node_id = shared.config.node_id.clone();
     Hello {
         log_id,
         last_seq,
-        node_id: shared.config.node_id.clone(),
+        last_crc,
+        node_id,
     }
     .encode(&mut out);
     if let Err(error) = stream.write_all(out).await.0 {

@@ -19,6 +19,7 @@ use crate::protocol::response::encode_error;
 use crate::protocol::Frame;
 use crate::replication::cursor::{self, Stop};
 use crate::replication::messages::{self, Hello, Welcome};
+use crate::wal::record;
 use crate::wal::segment;
 
 use super::frames::{self, ReadError};
@@ -37,12 +38,18 @@ pub async fn serve(
     };
     let durable_seq = shared.engine.borrow().durable_seq();
     if let Err(reason) = messages::admit(shared.log.log_id(), durable_seq, &hello) {
-        tracing::warn!(%peer, node_id = %hello.node_id, %reason, "refused a follower");
+        log_refusal(shared, peer, &hello.node_id, &reason);
         return refuse(stream, &reason).await;
     }
     let next_seq = hello.last_seq + 1;
     let (segment, offset) = match locate(shared, next_seq).await {
-        Ok(at) => at,
+        Ok((segment, offset, leader_crc)) => match messages::same_history(&hello, leader_crc) {
+            Ok(()) => (segment, offset),
+            Err(reason) => {
+                log_refusal(shared, peer, &hello.node_id, &reason);
+                return refuse(stream, &reason).await;
+            }
+        },
         Err(reason) => {
             tracing::error!(%peer, node_id = %hello.node_id, %reason, "cannot serve a follower");
             return refuse(stream, &reason).await;
@@ -64,7 +71,8 @@ pub async fn serve(
         FollowerInfo {
             node_id: hello.node_id.clone(),
             addr: peer,
-            acked_seq: hello.last_seq,
+            // Only what it ACKs counts: its last seq may not be durable there yet.
+            acked_seq: 0,
             sent_seq: hello.last_seq,
             position: (segment, offset),
             records_sent: 0,
@@ -72,6 +80,7 @@ pub async fn serve(
         },
     );
     shared.update_replicated();
+    shared.refusals.borrow_mut().remove(&hello.node_id);
     tracing::info!(%peer, node_id = %hello.node_id, from_seq = next_seq, durable_seq, "follower connected");
 
     let closed = Rc::new(tokio::sync::Notify::new());
@@ -98,6 +107,15 @@ pub async fn serve(
     tracing::info!(%peer, node_id = %hello.node_id, %reason, "follower disconnected");
 }
 
+/// Logs a refusal once per follower and reason (a refused follower retries every 2 s).
+fn log_refusal(shared: &Shared, peer: SocketAddr, node_id: &str, reason: &str) {
+    let mut refusals = shared.refusals.borrow_mut();
+    if refusals.get(node_id).map(String::as_str) != Some(reason) {
+        tracing::warn!(%peer, node_id, %reason, "refused a follower (logged once while it repeats)");
+        refusals.insert(node_id.to_string(), reason.to_string());
+    }
+}
+
 async fn refuse(stream: &TcpStream, reason: &str) {
     let mut out = BytesMut::new();
     encode_error(&mut out, 0, reason);
@@ -105,40 +123,55 @@ async fn refuse(stream: &TcpStream, reason: &str) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Where the record with `seq` starts (or will start): the segment whose first seq is at or
-/// before it, scanned from its header.
-async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64), String> {
+/// Where the record with `seq` starts (or will start), and the CRC of the record before it
+/// (None when `seq` is 1): found by scanning the segment that holds `seq - 1` from its header.
+async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
+    let before = seq - 1;
     let segments = shared.log.segment_first_seqs();
-    let Some(&(segment, first_seq)) = segments.iter().rev().find(|(_, first)| *first <= seq) else {
-        return Err(format!("seq {seq} is no longer in this leader's log; a snapshot transfer is needed (not implemented yet)"));
+    let holder = segments
+        .iter()
+        .rev()
+        .find(|(_, first)| *first <= before.max(1));
+    let Some(&(segment, first_seq)) = holder else {
+        return Err(format!(
+            "seq {seq} is no longer in this leader's log; a snapshot transfer is needed \
+             (not implemented yet)"
+        ));
     };
     let mut offset = segment::HEADER_BYTES as u64;
     let mut next = first_seq;
-    let mut want = REPLICATION_CHUNK_BYTES;
+    let mut crc = None;
     while next < seq {
         let chunk = shared
             .log
-            .read_at(segment, offset, want)
-            .await
-            .map_err(|e| format!("reading the log: {e}"))?;
-        let (bytes, count, stop) = cursor::sendable(&chunk, next, seq - 1);
-        offset += bytes as u64;
-        next += count;
-        match stop {
-            Stop::NotDurable => break,
-            Stop::Incomplete { need } => want = need.max(REPLICATION_CHUNK_BYTES),
-            Stop::EndOfChunk if count > 0 => want = REPLICATION_CHUNK_BYTES,
-            Stop::EndOfChunk => {
-                return Err(format!("the log ends at seq {} before seq {seq}", next - 1))
-            }
-            Stop::Damaged(reason) => {
+            .read_at(segment, offset, REPLICATION_CHUNK_BYTES)
+            .await;
+        let chunk = chunk.map_err(|e| format!("reading the log: {e}"))?;
+        let header = match record::decode_header(&chunk) {
+            Ok(header) if header.seq == next => header,
+            Ok(header) => {
                 return Err(format!(
-                    "log damaged in segment {segment} at byte {offset}: {reason}"
+                    "log segment {segment}: seq {} where {next} was due",
+                    header.seq
                 ))
             }
-        }
+            Err(record::DecodeError::Incomplete { need, .. })
+                if need > chunk.len() && !chunk.is_empty() =>
+            {
+                let whole = shared.log.read_at(segment, offset, need).await;
+                let whole = whole.map_err(|e| format!("reading the log: {e}"))?;
+                record::decode_header(&whole).map_err(|e| format!("log segment {segment}: {e}"))?
+            }
+            Err(_) if chunk.is_empty() => {
+                return Err(format!("the log ends at seq {} before seq {seq}", next - 1))
+            }
+            Err(error) => return Err(format!("log segment {segment} at byte {offset}: {error}")),
+        };
+        offset += header.total_bytes as u64;
+        crc = Some(header.crc);
+        next += 1;
     }
-    Ok((segment, offset))
+    Ok((segment, offset, crc))
 }
 
 /// The cursor: sends every durable record from `next_seq` on, in order, until the link fails.

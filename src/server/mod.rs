@@ -26,7 +26,7 @@ use crate::engine::Engine;
 use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
 use crate::wal::file::LogFile;
 use crate::wal::recovery::{self, RecoveryError};
-use crate::wal::Op;
+use crate::wal::RecordHeader;
 
 /// Why kvsd could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,8 @@ pub struct Shared {
     replicated: Cell<u64>,
     /// Follower: the link to the leader.
     link: RefCell<LinkInfo>,
+    /// Leader: the last refusal logged per follower node id.
+    refusals: RefCell<std::collections::HashMap<String, String>>,
 }
 
 /// What the leader knows of one follower.
@@ -152,15 +154,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
     let started = Instant::now();
     let mut engine = Engine::new(0);
+    let mut last_crc = 0;
     let recovered = recovery::recover(
         &config.data_dir,
         config.repair_truncate,
-        |record, key, location| {
+        config.segment_bytes,
+        |record: &RecordHeader, key, location| {
             engine.recover(record.op, key, location);
-            debug_assert!(record.op == Op::Set || location.value_len == 0);
+            last_crc = record.crc;
         },
     )?;
-    engine.recovered(recovered.last_seq);
+    engine.recovered(recovered.last_seq, last_crc);
     let recovery_time = started.elapsed();
 
     let listener =
@@ -195,6 +199,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             followers: RefCell::new(BTreeMap::new()),
             next_link_id: Cell::new(1),
             replicated: Cell::new(0),
+            refusals: RefCell::default(),
             link: RefCell::new(LinkInfo {
                 state: "connecting",
                 connected_at: None,
@@ -213,6 +218,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
         tokio_uring::spawn(committer::run(shared.clone()));
+        let preparer = shared.clone();
+        tokio_uring::spawn(async move { preparer.log.prepare_segments().await });
         if let FsyncPolicy::Interval(every) = shared.config.fsync {
             tokio_uring::spawn(committer::sync_every(shared.clone(), every));
         }

@@ -30,6 +30,13 @@ pub struct LogFile {
     segments: RefCell<BTreeMap<u32, Segment>>,
     active_id: Cell<u32>,
     active_bytes: Cell<u64>,
+    /// The active segment was zero-filled to full size when made: appends overwrite
+    /// allocated blocks, so an fdatasync flushes data without a metadata journal commit.
+    active_preallocated: Cell<bool>,
+    /// The next segment, zero-filled in the background under its temp name, waiting for
+    /// rotation to stamp its header and rename it into place.
+    prepared: RefCell<Option<(u32, File)>>,
+    prepare_wake: tokio::sync::Notify,
     /// Bytes of all segments.
     log_bytes: Cell<u64>,
 }
@@ -66,6 +73,9 @@ impl LogFile {
             segments: RefCell::new(segments),
             active_id: Cell::new(last.id),
             active_bytes: Cell::new(last.bytes),
+            active_preallocated: Cell::new(last.file_bytes >= segment_bytes_max),
+            prepared: RefCell::new(None),
+            prepare_wake: tokio::sync::Notify::new(),
             log_bytes: Cell::new(recovered.segments.iter().map(|s| s.bytes).sum()),
         })
     }
@@ -113,6 +123,49 @@ impl LogFile {
     /// Where the next append will start, if it goes into the active segment.
     pub fn needs_rotation(&self) -> bool {
         self.active_bytes.get() >= self.segment_bytes_max
+            || (!self.active_preallocated.get() && self.prepared.borrow().is_some())
+    }
+
+    /// Runs for the life of the server: keeps the next segment zero-filled and ready, so that
+    /// rotation costs a header write and a rename, not a stall.
+    pub async fn prepare_segments(&self) {
+        loop {
+            if self.prepared.borrow().is_none() {
+                let segment_id = self.active_id.get() + 1;
+                match self.zero_filled(segment_id).await {
+                    Ok(file) => *self.prepared.borrow_mut() = Some((segment_id, file)),
+                    Err(error) => {
+                        // Not fatal: rotation then makes a plain segment itself.
+                        tracing::warn!(%error, segment_id, "could not prepare the next log segment");
+                    }
+                }
+            }
+            self.prepare_wake.notified().await;
+        }
+    }
+
+    async fn zero_filled(&self, segment_id: u32) -> io::Result<File> {
+        const CHUNK_BYTES: usize = 1024 * 1024;
+        let tmp = segment::prepared_path(&self.dir, segment_id);
+        let std_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let file = File::from_std(std_file);
+        let mut zeros = vec![0u8; CHUNK_BYTES];
+        let mut offset = 0;
+        while offset < self.segment_bytes_max {
+            let len = (self.segment_bytes_max - offset).min(CHUNK_BYTES as u64) as usize;
+            zeros.truncate(len);
+            let (result, returned) = file.write_all_at(zeros, offset).await;
+            result?;
+            zeros = returned;
+            offset += len as u64;
+        }
+        file.sync_data().await?;
+        Ok(file)
     }
 
     fn active(&self) -> Rc<File> {
@@ -165,8 +218,19 @@ impl LogFile {
             segment_id,
             first_seq,
         };
-        let tmp = segment::tmp_path(&self.dir, segment_id);
-        let file = create_rw(&tmp)?;
+        let prepared = self.prepared.borrow_mut().take();
+        let (tmp, file, preallocated) = match prepared {
+            Some((id, file)) if id == segment_id => {
+                (segment::prepared_path(&self.dir, segment_id), file, true)
+            }
+            stale => {
+                if let Some((id, _)) = stale {
+                    let _ = std::fs::remove_file(segment::prepared_path(&self.dir, id));
+                }
+                let tmp = segment::tmp_path(&self.dir, segment_id);
+                (tmp.clone(), create_rw(&tmp)?, false)
+            }
+        };
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
         result?;
         file.sync_all().await?;
@@ -184,9 +248,11 @@ impl LogFile {
         );
         self.active_id.set(segment_id);
         self.active_bytes.set(segment::HEADER_BYTES as u64);
+        self.active_preallocated.set(preallocated);
+        self.prepare_wake.notify_one();
         self.log_bytes
             .set(self.log_bytes.get() + segment::HEADER_BYTES as u64);
-        tracing::info!(segment = %path.display(), first_seq, "started a new log segment");
+        tracing::info!(segment = %path.display(), first_seq, preallocated, "started a new log segment");
         Ok(())
     }
 
@@ -230,6 +296,16 @@ impl LogFile {
     /// Reads up to `len` bytes at `offset` of `segment`; fewer at the end of the file.
     pub async fn read_at(&self, segment: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let file = self.file(segment)?;
+        // Never past the end of the records: a preallocated segment continues with zeros.
+        let end = self
+            .segments
+            .borrow()
+            .get(&segment)
+            .map_or(0, |s| s.bytes.get());
+        let len = len.min(end.saturating_sub(offset) as usize);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         let (result, mut buf) = file.read_at(Vec::with_capacity(len), offset).await;
         let read = result?;
         buf.truncate(read);
@@ -254,7 +330,8 @@ fn create_rw(path: &Path) -> io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .open(path)?;
     Ok(File::from_std(file))
 }

@@ -56,6 +56,8 @@ pub struct RecordHeader {
     pub value_len: u32,
     /// The whole record's size on disk.
     pub total_bytes: usize,
+    /// The record's checksum: with its seq, what identifies it across logs.
+    pub crc: u32,
 }
 
 impl RecordHeader {
@@ -167,6 +169,7 @@ pub fn decode_header(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
         key_len,
         value_len: value_len as u32,
         total_bytes,
+        crc: read_u32(record, CRC_OFFSET),
     })
 }
 

@@ -22,8 +22,10 @@ use super::{Location, LogId};
 pub struct SegmentInfo {
     pub id: u32,
     pub first_seq: u64,
-    /// Bytes in the file after recovery, header included.
+    /// Bytes of header and records: where the next record goes.
     pub bytes: u64,
+    /// Bytes of the file: more than `bytes` where it was zero-filled ahead of use.
+    pub file_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
 pub fn recover(
     dir: &Path,
     repair_truncate: bool,
+    preallocate_bytes: u64,
     mut visit: impl FnMut(&RecordHeader, &[u8], Location),
 ) -> Result<Recovered, RecoveryError> {
     if !dir.exists() {
@@ -104,13 +107,14 @@ pub fn recover(
             segment_id: 1,
             first_seq: 1,
         };
-        create_segment(dir, &first)?;
+        create_segment(dir, &first, preallocate_bytes)?;
         return Ok(Recovered {
             log_id,
             segments: vec![SegmentInfo {
                 id: 1,
                 first_seq: 1,
                 bytes: segment::HEADER_BYTES as u64,
+                file_bytes: preallocate_bytes.max(segment::HEADER_BYTES as u64),
             }],
             last_seq: 0,
             records: 0,
@@ -193,25 +197,44 @@ pub fn recover(
                         last_seq + 1
                     ))
                 }
+                // Zeros to the end of the file: the unused part of a preallocated segment.
+                Err(_) if buf[offset..].iter().all(|byte| *byte == 0) => break None,
                 Err(error) => break Some(error.to_string()),
             }
         };
-        let mut bytes = buf.len() as u64;
+        let file_bytes = buf.len() as u64;
+        let mut bytes = offset as u64;
+        let damage_cut = damage.is_some();
         if let Some(reason) = damage {
             let torn = is_last && !valid_record_after(&buf, offset, last_seq);
             if !torn && !repair_truncate {
                 return Err(corrupt(offset, reason));
             }
-            let cut = (buf.len() - offset) as u64;
+            // Torn bytes followed by zeros (a preallocated segment) are zeroed in place, which
+            // keeps the preallocation; otherwise the file is cut where the damage starts.
+            let nonzero_end = buf
+                .iter()
+                .rposition(|byte| *byte != 0)
+                .map_or(0, |last| last + 1);
+            let zero_in_place = torn && nonzero_end < buf.len();
+            let cut = if zero_in_place {
+                nonzero_end - offset
+            } else {
+                buf.len() - offset
+            } as u64;
             if torn {
                 tracing::warn!(path = %path.display(), offset, bytes = cut, %reason,
-                    "truncating a torn tail: the last write before a crash, never acknowledged");
+                    "removing a torn tail: the last write before a crash, never acknowledged");
             } else {
                 tracing::error!(path = %path.display(), offset, bytes = cut, %reason,
                     later_segments = ids.len() - index - 1,
                     "--repair-truncate: cutting the log at corruption; records after it are lost");
             }
-            truncate(&path, offset as u64)?;
+            if zero_in_place {
+                zero_range(&path, offset as u64, cut as usize)?;
+            } else {
+                truncate(&path, offset as u64)?;
+            }
             truncated_bytes += cut;
             bytes = offset as u64;
             if !torn {
@@ -225,14 +248,21 @@ pub fn recover(
                     id,
                     first_seq: header.first_seq,
                     bytes,
+                    file_bytes: bytes,
                 });
                 break;
             }
         }
+        let file_bytes = if damage_cut {
+            fs::metadata(&path).map_or(bytes, |m| m.len())
+        } else {
+            file_bytes
+        };
         segments.push(SegmentInfo {
             id,
             first_seq: header.first_seq,
             bytes,
+            file_bytes,
         });
     }
     Ok(Recovered {
@@ -249,8 +279,13 @@ pub fn recover(
 /// then the damage is not a torn tail. Candidates are filtered by a plausible seq before their
 /// CRC is computed, so garbage costs little.
 fn valid_record_after(buf: &[u8], from: usize, last_seq: u64) -> bool {
+    // A record starts with a non-zero length, so none starts in a zero-filled end.
+    let end = buf
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |last| last + 1);
     let seq_max = last_seq + (buf.len() - from) as u64;
-    (from + 1..buf.len().saturating_sub(record::HEADER_BYTES)).any(|at| {
+    (from + 1..end.min(buf.len().saturating_sub(record::HEADER_BYTES))).any(|at| {
         let seq = u64::from_le_bytes(
             buf[at + record::SEQ_OFFSET..at + record::TERM_OFFSET]
                 .try_into()
@@ -258,6 +293,17 @@ fn valid_record_after(buf: &[u8], from: usize, last_seq: u64) -> bool {
         );
         seq > last_seq && seq <= seq_max && record::decode_header(&buf[at..]).is_ok()
     })
+}
+
+fn zero_range(path: &Path, offset: u64, len: usize) -> Result<(), RecoveryError> {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all_at(&vec![0; len], offset)
+        .map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), RecoveryError> {
@@ -269,11 +315,24 @@ fn truncate(path: &Path, len: u64) -> Result<(), RecoveryError> {
     file.sync_all().map_err(io_error(path))
 }
 
-/// Makes a new, empty segment durably: write to a temp name, fsync, rename, fsync the dir.
-pub fn create_segment(dir: &Path, header: &SegmentHeader) -> Result<(), RecoveryError> {
+/// Makes a new, empty segment durably: write to a temp name, fsync, rename, fsync the dir. It is
+/// zero-filled to `preallocate_bytes`, so appends overwrite allocated blocks and an fdatasync
+/// need not commit a new file size.
+pub fn create_segment(
+    dir: &Path,
+    header: &SegmentHeader,
+    preallocate_bytes: u64,
+) -> Result<(), RecoveryError> {
     let tmp = segment::tmp_path(dir, header.segment_id);
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(&header.encode()).map_err(io_error(&tmp))?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut at = segment::HEADER_BYTES as u64;
+    while at < preallocate_bytes {
+        let len = (preallocate_bytes - at).min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..len]).map_err(io_error(&tmp))?;
+        at += len as u64;
+    }
     file.sync_all().map_err(io_error(&tmp))?;
     let path = segment::path(dir, header.segment_id);
     fs::rename(&tmp, &path).map_err(io_error(&path))?;
@@ -293,7 +352,7 @@ mod tests {
 
     /// A log of `count` records in one segment; returns its path and each record's end offset.
     fn write_log(dir: &Path, count: u64) -> (PathBuf, Vec<usize>) {
-        recover(dir, false, |_, _, _| {}).unwrap();
+        recover(dir, false, 0, |_, _, _| {}).unwrap();
         let path = segment::path(dir, 1);
         let mut buf = fs::read(&path).unwrap();
         let mut ends = Vec::new();
@@ -320,16 +379,16 @@ mod tests {
 
     fn seqs(dir: &Path, repair: bool) -> Result<Vec<u64>, RecoveryError> {
         let mut seqs = Vec::new();
-        recover(dir, repair, |header, _, _| seqs.push(header.seq)).map(|_| seqs)
+        recover(dir, repair, 0, |header, _, _| seqs.push(header.seq)).map(|_| seqs)
     }
 
     #[test]
     fn a_new_dir_gets_a_log() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let first = recover(&data, false, |_, _, _| {}).unwrap();
+        let first = recover(&data, false, 0, |_, _, _| {}).unwrap();
         assert!(first.created);
-        let again = recover(&data, false, |_, _, _| {}).unwrap();
+        let again = recover(&data, false, 0, |_, _, _| {}).unwrap();
         assert!(!again.created);
         assert_eq!(again.log_id, first.log_id);
         assert_eq!(again.last_seq, 0);
@@ -346,11 +405,19 @@ mod tests {
             let whole = ends.iter().filter(|end| **end <= cut).count() as u64;
             let recovered = seqs(dir.path(), false).unwrap();
             assert_eq!(recovered, (1..=whole).collect::<Vec<_>>(), "cut at {cut}");
-            let len = fs::metadata(&path).unwrap().len() as usize;
+            // The torn bytes are gone: cut off, or zeroed in place where zeros followed them.
+            let after = fs::read(&path).unwrap();
+            let end = ends[whole as usize - 1];
+            assert_eq!(&after[..end], &full[..end], "whole records kept");
+            assert!(
+                after[end..].iter().all(|b| *b == 0),
+                "torn bytes removed at cut {cut}"
+            );
             assert_eq!(
-                len,
-                ends[whole as usize - 1],
-                "file truncated to the last whole record"
+                recover(dir.path(), false, 0, |_, _, _| {})
+                    .unwrap()
+                    .truncated_bytes,
+                0
             );
         }
     }
@@ -392,7 +459,7 @@ mod tests {
     fn damage_in_a_sealed_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
-        let log_id = recover(dir.path(), false, |_, _, _| {}).unwrap().log_id;
+        let log_id = recover(dir.path(), false, 0, |_, _, _| {}).unwrap().log_id;
         create_segment(
             dir.path(),
             &SegmentHeader {
@@ -400,6 +467,7 @@ mod tests {
                 segment_id: 2,
                 first_seq: 4,
             },
+            0,
         )
         .unwrap();
         let mut buf = fs::read(&path).unwrap();
@@ -420,9 +488,32 @@ mod tests {
             segment_id: 2,
             first_seq: 4,
         };
-        create_segment(dir.path(), &other).unwrap();
+        create_segment(dir.path(), &other, 0).unwrap();
         let error = seqs(dir.path(), false).unwrap_err().to_string();
         assert!(error.contains("belongs to log 0909"), "{error}");
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_the_clean_end_of_a_preallocated_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ends) = write_log(dir.path(), 3);
+        let mut buf = fs::read(&path).unwrap();
+        buf.resize(buf.len() + 4096, 0);
+        fs::write(&path, &buf).unwrap();
+        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        assert_eq!(recovered.last_seq, 3);
+        assert_eq!(recovered.truncated_bytes, 0);
+        assert_eq!(recovered.segments[0].bytes, ends[2] as u64);
+        assert_eq!(recovered.segments[0].file_bytes, buf.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), buf, "nothing cut");
+        // A torn record in front of the zeros is still a torn tail: zeroed, the file kept.
+        buf[ends[2]..ends[2] + 5].copy_from_slice(b"\x30\x00\x00\x00\x99");
+        fs::write(&path, &buf).unwrap();
+        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        assert_eq!((recovered.last_seq, recovered.truncated_bytes), (3, 5));
+        let after = fs::read(&path).unwrap();
+        assert_eq!(after.len(), buf.len());
+        assert!(after[ends[2]..].iter().all(|b| *b == 0));
     }
 
     #[test]

@@ -111,6 +111,11 @@ pub fn path(dir: &Path, segment_id: u32) -> PathBuf {
     dir.join(format!("{segment_id:010}.{EXTENSION}"))
 }
 
+/// A segment being zero-filled ahead of use; also a temp name, so a crash leaves nothing behind.
+pub fn prepared_path(dir: &Path, segment_id: u32) -> PathBuf {
+    dir.join(format!("{segment_id:010}.prepared{TMP_SUFFIX}"))
+}
+
 pub fn tmp_path(dir: &Path, segment_id: u32) -> PathBuf {
     dir.join(format!("{segment_id:010}{TMP_SUFFIX}"))
 }

@@ -2,6 +2,7 @@
 //! temp dir, and always stop it.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
