@@ -10,19 +10,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::proxy::{Mode, Proxy};
 use common::raw::{self, Conn};
-use common::{Server, KVSCTL, KVSD};
+use common::{Server, KVSCTL};
 use kvs::client::{stats_lines, Client, ClientError};
 use kvs::protocol::{Request, Status};
 
@@ -42,52 +42,8 @@ fn free_port() -> u16 {
 
 /// As `Server::start`, on a given port instead of `--port 0`.
 fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(KVSD)
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kvsd");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, lines_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    loop {
-        match lines_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains("kvsd ready") => {
-                let addr = common::field(&line, "addr").expect("ready line names addr");
-                return Server {
-                    child,
-                    addr,
-                    data_dir: data_dir.to_path_buf(),
-                    ready: line,
-                    log: lines_rx,
-                };
-            }
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().expect("wait");
-                panic!("kvsd on port {port} did not start:\n{seen}(exit: {status})");
-            }
-        }
-    }
+    Server::try_start_on(port, data_dir, extra)
+        .unwrap_or_else(|log| panic!("kvsd on port {port} did not start:\n{log}"))
 }
 
 fn leader(data_dir: &Path, extra: &[&str]) -> Server {

@@ -33,26 +33,15 @@ impl Server {
 
     /// As `start`, but returns everything kvsd printed if it exits before it is ready.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(KVSD)
-            .args(["--port", "0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kvsd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (lines_tx, lines_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        Self::try_start_on(0, data_dir, extra)
+    }
+
+    /// As `try_start`, on a given port (0: any free one).
+    pub fn try_start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        let mut args: Vec<std::ffi::OsString> = vec!["--port".into(), port.to_string().into()];
+        args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
+        args.extend(extra.iter().map(Into::into));
+        let (mut child, lines_rx) = spawn_kvsd(&args);
         let mut seen = String::new();
         loop {
             match lines_rx.recv_timeout(Duration::from_secs(60)) {
@@ -115,24 +104,7 @@ impl Drop for Server {
 /// returns its exit status and everything it wrote to stderr. Kills it and panics if it gets
 /// ready instead.
 pub fn start_expecting_exit(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(KVSD)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kvsd");
-    let output = child.stderr.take().expect("stderr");
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, lines_rx) = spawn_kvsd(args);
     let mut stderr = String::new();
     loop {
         match lines_rx.recv_timeout(Duration::from_secs(60)) {
@@ -154,6 +126,29 @@ pub fn start_expecting_exit(args: &[&std::ffi::OsStr]) -> (std::process::ExitSta
         }
     }
     (child.wait().expect("wait"), stderr)
+}
+
+/// Starts kvsd with `args`, its stderr lines arriving on the receiver as they are written.
+pub fn spawn_kvsd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(KVSD)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kvsd");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines_rx)
 }
 
 /// Sends a signal by name through the `kill` command, to keep libc out of the tests.
