@@ -86,3 +86,7 @@ pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
 const _: () = assert!(REPLICATION_SILENCE_MS_MAX > 2 * REPLICATION_HEARTBEAT_MS);
 const _: () = assert!(REPLICATION_FRAME_BYTES_MAX as usize > REPLICATION_CHUNK_BYTES);
+
+/// The cache of values read from the log: its default budget, and the largest value it keeps.
+pub const VALUE_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+pub const VALUE_CACHE_ENTRY_BYTES_MAX: usize = 64 * 1024;

@@ -82,6 +82,11 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_CEILING))]
     segment_bytes: u64,
 
+    /// Memory for a cache of values read from the log (values up to 64 KiB), in bytes; 0
+    /// turns it off. The index always stays in memory; values need not.
+    #[arg(long, default_value_t = limits::VALUE_CACHE_BYTES_DEFAULT)]
+    value_cache_bytes: u64,
+
     /// How long a GET with min_seq waits for that seq to be applied, in milliseconds.
     #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
     min_seq_wait_ms: u64,
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         },
         frame_bytes_max: args.max_frame_bytes,
         segment_bytes: args.segment_bytes,
+        value_cache_bytes: usize::try_from(args.value_cache_bytes).unwrap_or(usize::MAX),
         repair_truncate: args.repair_truncate,
         min_seq_wait: Duration::from_millis(args.min_seq_wait_ms),
         leader_addr: args.leader_addr,

@@ -60,6 +60,8 @@ pub struct Config {
     pub limits: RequestLimits,
     pub frame_bytes_max: u32,
     pub segment_bytes: u64,
+    /// Budget of the cache of values read from the log.
+    pub value_cache_bytes: usize,
     pub repair_truncate: bool,
     pub min_seq_wait: Duration,
     /// Set on a follower: the leader's client address.

@@ -355,12 +355,18 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut) -> Step {
             body,
             ..
         } => response::encode(out, status, flags, id, &[&body]),
-        Pending::Value { location, .. } => return Step::ReadValue { id, location },
+        Pending::Value { location, .. } => match shared.log.cached_value(location) {
+            Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
+            None => return Step::ReadValue { id, location },
+        },
         Pending::Later {
             read: Later::Get { key },
             ..
         } => match engine.get(&key) {
-            Some(location) => return Step::ReadValue { id, location },
+            Some(location) => match shared.log.cached_value(location) {
+                Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
+                None => return Step::ReadValue { id, location },
+            },
             None => response::encode(out, Status::NotFound, 0, id, &[]),
         },
         Pending::Later {

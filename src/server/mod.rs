@@ -178,12 +178,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     })?;
 
     tokio_uring::start(async move {
-        let log = LogFile::open(&config.data_dir, &recovered, config.segment_bytes).map_err(
-            |source| ServerError::Io {
-                what: "opening the log",
-                source,
-            },
-        )?;
+        let log = LogFile::open(
+            &config.data_dir,
+            &recovered,
+            config.segment_bytes,
+            config.value_cache_bytes,
+        )
+        .map_err(|source| ServerError::Io {
+            what: "opening the log",
+            source,
+        })?;
         let shared = Rc::new(Shared {
             config,
             engine: RefCell::new(engine),

@@ -80,6 +80,10 @@ pub fn render(shared: &Shared) -> String {
     line("batch_records_max", &stats.batch_records_max.get());
     line("fsync_us_avg", &(stats.fsync_us_total.get() / batches));
     line("fsync_us_max", &stats.fsync_us_max.get());
+    let (cache_hits, cache_misses, cache_bytes) = shared.log.cache_stats();
+    line("value_cache_hits", &cache_hits);
+    line("value_cache_misses", &cache_misses);
+    line("value_cache_bytes", &cache_bytes);
     line("write_failed", &u8::from(engine.write_failed().is_some()));
     line("uptime_s", &shared.started.elapsed().as_secs());
     let durable = engine.durable_seq();

@@ -10,8 +10,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use tokio_uring::fs::File;
 
+use super::cache::ValueCache;
 use super::recovery::Recovered;
 use super::segment::{self, SegmentHeader};
 use super::{Location, LogId};
@@ -25,6 +27,8 @@ struct Segment {
 
 pub struct LogFile {
     dir: PathBuf,
+    /// Values read back, bounded (`--value-cache-bytes`).
+    cache: RefCell<ValueCache>,
     log_id: Cell<LogId>,
     segment_bytes_max: u64,
     segments: RefCell<BTreeMap<u32, Segment>>,
@@ -43,7 +47,12 @@ pub struct LogFile {
 
 impl LogFile {
     /// Opens the segments that recovery found. Must run inside the io_uring runtime.
-    pub fn open(dir: &Path, recovered: &Recovered, segment_bytes_max: u64) -> io::Result<LogFile> {
+    pub fn open(
+        dir: &Path,
+        recovered: &Recovered,
+        segment_bytes_max: u64,
+        value_cache_bytes: usize,
+    ) -> io::Result<LogFile> {
         let mut segments = BTreeMap::new();
         let last = recovered
             .segments
@@ -68,6 +77,7 @@ impl LogFile {
         }
         Ok(LogFile {
             dir: dir.to_path_buf(),
+            cache: RefCell::new(ValueCache::new(value_cache_bytes)),
             log_id: Cell::new(recovered.log_id),
             segment_bytes_max,
             segments: RefCell::new(segments),
@@ -312,15 +322,30 @@ impl LogFile {
         Ok(buf)
     }
 
-    /// Reads the value at `location` from the log (the page cache, usually).
-    pub async fn read_value(&self, location: Location) -> io::Result<Vec<u8>> {
+    /// Reads the value at `location` from the log (the page cache, usually) and keeps it in the
+    /// value cache. Callers look in the cache first (`cached_value`).
+    pub async fn read_value(&self, location: Location) -> io::Result<Bytes> {
         let file = self.file(location.segment)?;
         let buf = Vec::with_capacity(location.value_len as usize);
         if location.value_len == 0 {
-            return Ok(buf);
+            return Ok(Bytes::new());
         }
         let (result, buf) = file.read_exact_at(buf, location.value_offset as u64).await;
-        result.map(|()| buf)
+        result?;
+        let value = Bytes::from(buf);
+        self.cache.borrow_mut().insert(location, value.clone());
+        Ok(value)
+    }
+
+    /// The value at `location` if the cache holds it: no I/O.
+    pub fn cached_value(&self, location: Location) -> Option<Bytes> {
+        self.cache.borrow_mut().get(location)
+    }
+
+    /// Cache hits, misses and bytes held, for STATS.
+    pub fn cache_stats(&self) -> (u64, u64, usize) {
+        let cache = self.cache.borrow();
+        (cache.hits, cache.misses, cache.bytes())
     }
 }
 

@@ -8,6 +8,7 @@
 //! The log knows nothing of the index, the network or replication: it stores bytes in order
 //! and says where they went.
 
+pub mod cache;
 pub mod file;
 pub mod record;
 pub mod recovery;
