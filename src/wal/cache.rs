@@ -59,6 +59,10 @@ impl ValueCache {
         }
     }
 
+    pub fn contains(&self, location: Location) -> bool {
+        self.entries.contains_key(&Self::key(location))
+    }
+
     pub fn insert(&mut self, location: Location, value: Bytes) {
         let cost = value.len() + std::mem::size_of::<(Key, Entry)>();
         if value.len() > VALUE_CACHE_ENTRY_BYTES_MAX || cost > self.bytes_max {

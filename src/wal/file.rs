@@ -342,6 +342,11 @@ impl LogFile {
         self.cache.borrow_mut().get(location)
     }
 
+    /// Whether the cache holds the value at `location` (counts nothing).
+    pub fn is_cached(&self, location: Location) -> bool {
+        self.cache.borrow().contains(location)
+    }
+
     /// Cache hits, misses and bytes held, for STATS.
     pub fn cache_stats(&self) -> (u64, u64, usize) {
         let cache = self.cache.borrow();
