@@ -140,7 +140,7 @@ impl LogFile {
     /// rotation costs a header write and a rename, not a stall.
     pub async fn prepare_segments(&self) {
         loop {
-            if self.prepared.borrow().is_none() {
+            if self.prepared.borrow().is_none() && self.wants_next_segment() {
                 let segment_id = self.active_id.get() + 1;
                 match self.zero_filled(segment_id).await {
                     Ok(file) => *self.prepared.borrow_mut() = Some((segment_id, file)),
@@ -152,6 +152,12 @@ impl LogFile {
             }
             self.prepare_wake.notified().await;
         }
+    }
+
+    /// The next segment is prepared once the active one is half full (or was not zero-filled),
+    /// not at start, where its 64 MiB of writes would compete with the first fsyncs.
+    fn wants_next_segment(&self) -> bool {
+        !self.active_preallocated.get() || self.active_bytes.get() >= self.segment_bytes_max / 2
     }
 
     async fn zero_filled(&self, segment_id: u32) -> io::Result<File> {
@@ -208,6 +214,9 @@ impl LogFile {
                 .bytes
                 .set(offset + len);
             self.active_bytes.set(offset + len);
+            if self.prepared.borrow().is_none() && self.wants_next_segment() {
+                self.prepare_wake.notify_one();
+            }
             self.log_bytes.set(self.log_bytes.get() + len);
         }
         (result.map(|()| (self.active_id.get(), offset)), batch)
