@@ -343,7 +343,8 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut, allow_io: bool) -
     let Some(head) = queue.front() else {
         return Step::Empty;
     };
-    let needs_io = match &head.pending {
+    // Only the reader's fast path (no I/O) asks: the writer reads whatever it must.
+    let needs_io = || match &head.pending {
         Pending::Value { location, .. } => !shared.log.is_cached(*location),
         Pending::Later {
             read: Later::Get { .. },
@@ -351,7 +352,7 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut, allow_io: bool) -
         } => true,
         _ => false,
     };
-    if needs_io && !allow_io {
+    if !allow_io && needs_io() {
         return Step::Wait { deadline: None };
     }
     let engine = shared.engine.borrow();
