@@ -90,3 +90,15 @@ const _: () = assert!(REPLICATION_FRAME_BYTES_MAX as usize > REPLICATION_CHUNK_B
 /// The cache of values read from the log: its default budget, and the largest value it keeps.
 pub const VALUE_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const VALUE_CACHE_ENTRY_BYTES_MAX: usize = 64 * 1024;
+
+/// Compaction rewrites a sealed segment once this share of its bytes is garbage (overwritten
+/// or deleted records): `--compact-garbage-ratio`. Disk use then stays near live / (1 - ratio).
+pub const COMPACT_GARBAGE_RATIO_DEFAULT: f64 = 0.5;
+/// How often the compactor looks for work.
+pub const COMPACTION_CHECK_MS: u64 = 1_000;
+/// Compaction reads and writes in steps of this size, yielding to the loop between them.
+pub const COMPACTION_IO_BYTES: usize = 1024 * 1024;
+/// Index entries moved to a compacted segment per step of the loop.
+pub const COMPACTION_SWITCH_SLICE: usize = 4096;
+/// Files a compaction replaced stay open this long for reads decided before it.
+pub const COMPACTION_RETIRE_MS: u64 = 30_000;

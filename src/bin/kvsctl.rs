@@ -126,6 +126,12 @@ enum Command {
     /// timings and more (see docs/protocol.md).
     #[command(verbatim_doc_comment)]
     Stats,
+    /// Compact the server's log now
+    ///
+    /// Rewrites every sealed log segment that holds overwritten or deleted data, and prints
+    /// what it reclaimed. kvsd also compacts by itself (--compact-garbage-ratio).
+    #[command(verbatim_doc_comment)]
+    Compact,
     /// Check that the server answers
     ///
     /// Prints TEXT as the server echoes it back, or PONG without TEXT.
@@ -145,6 +151,7 @@ enum Action {
     Del { key: Vec<u8> },
     Keys { prefix: Vec<u8> },
     Stats,
+    Compact,
     Ping { payload: Vec<u8> },
 }
 
@@ -296,6 +303,7 @@ fn action_of(command: Command) -> Result<Action, Failure> {
             prefix: prefix.map(OsString::into_vec).unwrap_or_default(),
         },
         Command::Stats => Action::Stats,
+        Command::Compact => Action::Compact,
         Command::Ping { text } => Action::Ping {
             payload: text.map(OsString::into_vec).unwrap_or_default(),
         },
@@ -375,6 +383,11 @@ fn execute(
             out.write_all(format_stats(&stats).as_bytes())?;
             Ok(Outcome::Done)
         }
+        Action::Compact => {
+            let summary = session.run(|client| client.compact())?;
+            out.write_all(format_stats(&summary).as_bytes())?;
+            Ok(Outcome::Done)
+        }
         Action::Ping { payload } => {
             let echo = session.run(|client| client.ping(payload))?;
             if echo.is_empty() {
@@ -446,6 +459,7 @@ set KEY VALUE    store VALUE under KEY (quote values with spaces: set k \"a b\")
 del KEY          delete KEY
 keys [PREFIX]    list the keys that start with PREFIX, or all keys
 stats            the server's figures
+compact          compact the server's log now
 ping [TEXT]      check that the server answers
 help             this list
 exit, quit       leave (or Ctrl-D)
@@ -492,6 +506,10 @@ fn parse_shell_line(line: &[u8]) -> Result<ShellLine, String> {
         "stats" => {
             arity("stats", 0..=0)?;
             Action::Stats
+        }
+        "compact" => {
+            arity("compact", 0..=0)?;
+            Action::Compact
         }
         "ping" => {
             arity("ping [TEXT]", 0..=1)?;

@@ -111,6 +111,30 @@ struct Args {
     /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
     #[arg(long)]
     repair_truncate: bool,
+
+    /// Compact a sealed log segment (copy its live records into a new file, drop the rest) once
+    /// this share of its bytes is overwritten or deleted data. Lower keeps the disk closer to
+    /// the live data and rewrites more; 1.0 compacts only segments that are entirely garbage.
+    /// `kvsctl compact` compacts every segment with any garbage now.
+    #[arg(long, default_value_t = limits::COMPACT_GARBAGE_RATIO_DEFAULT, value_parser = parse_ratio)]
+    compact_garbage_ratio: f64,
+
+    /// Tests only: abort at a named point, as kill -9 would (e.g. compaction:renamed).
+    #[arg(long, env = "KVS_CRASH_POINT", hide = true)]
+    crash_point: Option<String>,
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let ratio: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if ratio > 0.0 && ratio <= 1.0 {
+        Ok(ratio)
+    } else {
+        Err(format!(
+            "{text} is not in (0, 1]: it is the share of a segment that is garbage"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -143,6 +167,8 @@ fn main() -> ExitCode {
         leader_addr: args.leader_addr,
         min_acks: args.min_acks,
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
+        compact_garbage_ratio: args.compact_garbage_ratio,
+        crash_point: args.crash_point,
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

@@ -336,6 +336,21 @@ impl Client {
             .map_err(|_| malformed("STATS", "the text is not UTF-8"))
     }
 
+    /// Runs a compaction pass on the server now and returns its `name:value` summary. Waits
+    /// for the pass however long it takes (no read timeout meanwhile).
+    pub fn compact(&mut self) -> Result<String, ClientError> {
+        let saved = self.options.read_timeout;
+        self.set_read_timeout(None)?;
+        let response = self.call(&Request::Compact);
+        self.set_read_timeout(saved)?;
+        let response = response?;
+        if response.status != Status::Ok {
+            return Err(refusal("COMPACT", &response));
+        }
+        String::from_utf8(response.body.to_vec())
+            .map_err(|_| malformed("COMPACT", "the text is not UTF-8"))
+    }
+
     /// Sends `payload` and checks that the server echoes it.
     pub fn ping(&mut self, payload: &[u8]) -> Result<Bytes, ClientError> {
         let response = self.call(&Request::Ping {

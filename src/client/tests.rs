@@ -101,6 +101,7 @@ fn typed_calls_read_their_replies() {
                 Request::Ping { payload } => peer.reply(Status::Ok, 0, id, &payload),
                 Request::Stats => peer.reply(Status::Ok, 0, id, b"role:leader\nkeys:1\n"),
                 Request::Keys { .. } => peer.reply(Status::Ok, 0, id, &keys_body(&[b"k"])),
+                Request::Compact => peer.reply(Status::Ok, 0, id, b"compacted:1\n"),
             }
         }
     });

@@ -47,8 +47,12 @@ impl Pending {
 
 #[derive(Debug)]
 pub enum Later {
-    Get { key: Bytes },
+    Get {
+        key: Bytes,
+    },
     Stats,
+    /// COMPACT: answered when a compaction pass started after it has finished.
+    Compact,
 }
 
 /// Takes `request` into the engine and says what its reply waits for. Writes join the open
@@ -120,6 +124,10 @@ pub fn accept(
             after_seq,
         },
         Request::Ping { payload } => reply(Status::Ok, payload, 0),
+        Request::Compact => Pending::Later {
+            read: Later::Compact,
+            after_seq: 0,
+        },
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 pub use batch::Batch;
 
-use crate::wal::record::{Op, Record};
+use crate::wal::record::{self, Op, Record};
 use crate::wal::Location;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub struct WriteFailed(pub String);
 
 pub struct Engine {
     index: BTreeMap<Box<[u8]>, Location>,
+    /// Bytes of the records the index points at, per log file: the rest of a file is garbage
+    /// that compaction can reclaim.
+    live_bytes: HashMap<u32, u64>,
     pending: HashMap<Box<[u8]>, PendingWrite>,
     open: Batch,
     /// The newest seq accepted into a batch, and that record's CRC: together they name the
@@ -74,6 +77,7 @@ impl Engine {
     pub fn new(last_seq: u64) -> Engine {
         Engine {
             index: BTreeMap::new(),
+            live_bytes: HashMap::new(),
             pending: HashMap::new(),
             open: Batch::default(),
             last_seq,
@@ -86,16 +90,63 @@ impl Engine {
 
     /// Recovery: a record read back from the log is durable by definition.
     pub fn recover(&mut self, op: Op, key: &[u8], location: Location) {
-        match op {
+        let old = match op {
             Op::Set => match self.index.get_mut(key) {
-                Some(slot) => *slot = location,
+                Some(slot) => Some(std::mem::replace(slot, location)),
                 None => {
                     self.index.insert(key.into(), location);
+                    None
                 }
             },
-            Op::Del => {
-                self.index.remove(key);
+            Op::Del => self.index.remove(key),
+        };
+        if let Some(old) = old {
+            self.count_live(old, key.len(), false);
+        }
+        if op == Op::Set {
+            self.count_live(location, key.len(), true);
+        }
+    }
+
+    fn count_live(&mut self, location: Location, key_len: usize, add: bool) {
+        let bytes = (record::HEADER_BYTES + key_len) as u64 + location.value_len as u64;
+        let live = self.live_bytes.entry(location.file).or_default();
+        if add {
+            *live += bytes;
+        } else {
+            *live = live.saturating_sub(bytes);
+            if *live == 0 {
+                self.live_bytes.remove(&location.file);
             }
+        }
+    }
+
+    /// Bytes of live records in log file `file`.
+    pub fn live_bytes(&self, file: u32) -> u64 {
+        self.live_bytes.get(&file).copied().unwrap_or(0)
+    }
+
+    /// Whether the index points at `location` for `key`: the record there is live.
+    pub fn is_live(&self, key: &[u8], location: Location) -> bool {
+        self.index.get(key) == Some(&location)
+    }
+
+    /// Whether `key` exists durably.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Compaction copied `key`'s record from `from` to `to`: points the index there, unless a
+    /// newer write moved it meanwhile. Returns whether it moved.
+    pub fn relocate(&mut self, key: &[u8], from: Location, to: Location) -> bool {
+        match self.index.get_mut(key) {
+            Some(slot) if *slot == from => {
+                *slot = to;
+                self.count_live(from, key.len(), false);
+                self.count_live(to, key.len(), true);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -286,8 +337,8 @@ impl Engine {
         Ok(std::mem::replace(&mut self.open, spare))
     }
 
-    /// The batch is durable at `segment`, starting at `offset`: its writes become visible.
-    pub fn apply_durable(&mut self, batch: &Batch, segment: u32, offset: u64) {
+    /// The batch is durable in log file `file`, starting at `offset`: its writes become visible.
+    pub fn apply_durable(&mut self, batch: &Batch, file: u32, offset: u64) {
         for entry in batch.entries() {
             let key = batch.key(entry);
             if let Some(pending) = self.pending.get(key) {
@@ -296,7 +347,7 @@ impl Engine {
                 }
             }
             let location = Location {
-                segment,
+                file,
                 value_offset: u32::try_from(offset + entry.value_offset as u64)
                     .expect("segment offsets fit u32"),
                 value_len: entry.value_len,

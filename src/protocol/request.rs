@@ -8,6 +8,7 @@
 //! | 0x04 | KEYS  | prefix; flag 0x01: `plen` u32 LE, prefix, `start_after` (rest)  |
 //! | 0x05 | PING  | any bytes                                                       |
 //! | 0x06 | STATS | empty                                                           |
+//! | 0x08 | COMPACT | empty: run a compaction pass now, answer when it is done        |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -20,6 +21,7 @@ pub mod op {
     pub const KEYS: u8 = 0x04;
     pub const PING: u8 = 0x05;
     pub const STATS: u8 = 0x06;
+    pub const COMPACT: u8 = 0x08;
 }
 
 pub mod flag {
@@ -53,6 +55,7 @@ pub enum Request {
         payload: Bytes,
     },
     Stats,
+    Compact,
 }
 
 /// What the server accepts; checked while decoding so no later layer sees an oversized key.
@@ -95,6 +98,7 @@ impl Request {
             Request::Keys { .. } => "KEYS",
             Request::Ping { .. } => "PING",
             Request::Stats => "STATS",
+            Request::Compact => "COMPACT",
         }
     }
 
@@ -186,6 +190,16 @@ impl Request {
                 }
                 Request::Stats
             }
+            op::COMPACT => {
+                known_flags("COMPACT", flags, 0)?;
+                if !body.is_empty() {
+                    return Err(RequestError::BodyNotEmpty {
+                        name: "COMPACT",
+                        len: body.len(),
+                    });
+                }
+                Request::Compact
+            }
             _ => return Err(RequestError::UnknownOp { op: kind }),
         };
         if let Request::Get { key, .. } | Request::Set { key, .. } | Request::Del { key } = &request
@@ -234,6 +248,7 @@ impl Request {
             }
             Request::Ping { payload } => frame::encode(dst, header(op::PING, 0), &[payload]),
             Request::Stats => frame::encode(dst, header(op::STATS, 0), &[]),
+            Request::Compact => frame::encode(dst, header(op::COMPACT, 0), &[]),
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct Config {
     /// Leader: a write is answered OK once durable here and on this many followers.
     pub min_acks: u32,
     pub ack_timeout: Duration,
+    /// Compact a sealed segment once this share of it is garbage.
+    pub compact_garbage_ratio: f64,
+    /// Tests only: abort the process at this named point (`KVS_CRASH_POINT`).
+    pub crash_point: Option<String>,
 }
 
 #[cfg(test)]

@@ -232,6 +232,10 @@ async fn wait_for_batch_room(shared: &Shared) {
 enum Step {
     /// A reply was encoded into the output buffer.
     Encoded,
+    /// COMPACT: run a pass, then reply.
+    Compact {
+        id: u64,
+    },
     /// A GET found its key: read the value from the log, then reply.
     ReadValue {
         id: u64,
@@ -294,6 +298,12 @@ async fn write_replies(shared: Rc<Shared>, stream: Rc<TcpStream>, conn: Rc<Conn>
                         encode_error(&mut out, id, &format!("reading the value failed: {error}"));
                     }
                 },
+                Step::Compact { id } => match super::compactor::request(&shared).await {
+                    Ok(summary) => {
+                        response::encode(&mut out, Status::Ok, 0, id, &[summary.as_bytes()])
+                    }
+                    Err(error) => encode_error(&mut out, id, &error),
+                },
                 Step::Wait { deadline } => {
                     wait = Some(deadline);
                     break;
@@ -347,7 +357,7 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut, allow_io: bool) -
     let needs_io = || match &head.pending {
         Pending::Value { location, .. } => !shared.log.is_cached(*location),
         Pending::Later {
-            read: Later::Get { .. },
+            read: Later::Get { .. } | Later::Compact,
             ..
         } => true,
         _ => false,
@@ -434,6 +444,10 @@ fn next_step(shared: &Shared, conn: &Conn, out: &mut BytesMut, allow_io: bool) -
             let text = stats::render(shared);
             response::encode(out, Status::Ok, 0, id, &[text.as_bytes()]);
         }
+        Pending::Later {
+            read: Later::Compact,
+            ..
+        } => return Step::Compact { id },
     }
     Step::Encoded
 }

@@ -127,15 +127,14 @@ async fn refuse(stream: &TcpStream, reason: &str) {
 /// (None when `seq` is 1): found by scanning the segment that holds `seq - 1` from its header.
 async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
     let before = seq - 1;
-    let segments = shared.log.segment_first_seqs();
+    let segments = shared.log.segments();
     let holder = segments
         .iter()
         .rev()
-        .find(|(_, first)| *first <= before.max(1));
-    let Some(&(segment, first_seq)) = holder else {
+        .find(|s| s.compacted.is_none() && s.first_seq <= before.max(1));
+    let Some((segment, first_seq)) = holder.map(|s| (s.file_no, s.first_seq)) else {
         return Err(format!(
-            "seq {seq} is no longer in this leader's log; a snapshot transfer is needed \
-             (not implemented yet)"
+            "seq {seq} is no longer in this leader's log in order; a snapshot transfer is needed"
         ));
     };
     let mut offset = segment::HEADER_BYTES as u64;
@@ -209,9 +208,20 @@ async fn send_records(
             if count == 0 {
                 match stop {
                     Stop::Incomplete { need } => want = need,
-                    Stop::EndOfChunk if chunk.is_empty() && segment < shared.log.active_id() => {
-                        segment += 1;
-                        offset = segment::HEADER_BYTES as u64;
+                    Stop::EndOfChunk
+                        if chunk.is_empty() && segment != shared.log.active_file_no() =>
+                    {
+                        match shared.log.next_file(segment) {
+                            Some(next) => {
+                                segment = next;
+                                offset = segment::HEADER_BYTES as u64;
+                            }
+                            None => {
+                                return "the log was compacted under this follower's cursor; \
+                                        it will reconnect"
+                                    .into()
+                            }
+                        }
                     }
                     Stop::NotDurable | Stop::EndOfChunk => {
                         // Durable records are written before they count as durable: this is

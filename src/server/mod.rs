@@ -3,6 +3,7 @@
 //! names `tokio_uring`.
 
 mod committer;
+mod compactor;
 pub mod config;
 mod connection;
 mod cpu;
@@ -77,6 +78,10 @@ pub struct Shared {
     link: RefCell<LinkInfo>,
     /// Leader: the last refusal logged per follower node id.
     refusals: RefCell<std::collections::HashMap<String, String>>,
+    compaction: RefCell<compactor::CompactionState>,
+    compact_wake: Notify,
+    /// Bumped when a compaction pass ends.
+    compact_done: watch::Sender<u64>,
 }
 
 /// What the leader knows of one follower.
@@ -204,6 +209,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             next_link_id: Cell::new(1),
             replicated: Cell::new(0),
             refusals: RefCell::default(),
+            compaction: RefCell::default(),
+            compact_wake: Notify::new(),
+            compact_done: watch::Sender::new(0),
             link: RefCell::new(LinkInfo {
                 state: "connecting",
                 connected_at: None,
@@ -222,6 +230,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
         tokio_uring::spawn(committer::run(shared.clone()));
+        tokio_uring::spawn(compactor::run(shared.clone()));
         let preparer = shared.clone();
         tokio_uring::spawn(async move { preparer.log.prepare_segments().await });
         if let FsyncPolicy::Interval(every) = shared.config.fsync {

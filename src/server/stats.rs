@@ -66,6 +66,16 @@ pub fn render(shared: &Shared) -> String {
     line("durable_seq", &engine.durable_seq());
     line("log_bytes", &shared.log.log_bytes());
     line("segments", &shared.log.segment_count());
+    line("horizon_seq", &shared.log.horizon_seq());
+    {
+        let compaction = shared.compaction.borrow();
+        line("compaction_running", &u8::from(compaction.running));
+        line("compaction_runs_total", &compaction.runs_total);
+        line(
+            "compaction_bytes_reclaimed_total",
+            &compaction.bytes_reclaimed_total,
+        );
+    }
     line("connections", &shared.connections.get());
     line("connections_total", &stats.connections_total.get());
     line("requests_total", &stats.requests_total.get());

@@ -42,7 +42,7 @@ impl ValueCache {
     }
 
     fn key(location: Location) -> Key {
-        (location.segment, location.value_offset)
+        (location.file, location.value_offset)
     }
 
     pub fn get(&mut self, location: Location) -> Option<Bytes> {
@@ -109,7 +109,7 @@ mod tests {
 
     fn at(offset: u32) -> Location {
         Location {
-            segment: 1,
+            file: 1,
             value_offset: offset,
             value_len: 10,
         }

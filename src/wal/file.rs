@@ -3,9 +3,13 @@
 //! names `tokio_uring`.
 //!
 //! Only the committer appends and syncs, one operation at a time; reads run concurrently.
+//!
+//! Segments are named by id (their order in the log); each open file also gets a *file number*
+//! for this run, which is what a `Location` names. A compaction puts a new file under an old
+//! id: the old file stays readable under its number until the index no longer points into it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -15,14 +19,24 @@ use tokio_uring::fs::File;
 
 use super::cache::ValueCache;
 use super::recovery::Recovered;
-use super::segment::{self, SegmentHeader};
+use super::segment::{self, Compacted, SegmentHeader};
 use super::{Location, LogId};
 
 /// One segment file, open for reads (and appends, if it is the active one).
-struct Segment {
-    file: Rc<File>,
-    first_seq: u64,
+pub struct Segment {
+    pub id: u32,
+    pub file_no: u32,
+    file: File,
+    pub first_seq: u64,
+    pub compacted: Option<Compacted>,
     bytes: Cell<u64>,
+}
+
+impl Segment {
+    /// Bytes of header and records.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.get()
+    }
 }
 
 pub struct LogFile {
@@ -31,7 +45,14 @@ pub struct LogFile {
     cache: RefCell<ValueCache>,
     log_id: Cell<LogId>,
     segment_bytes_max: u64,
-    segments: RefCell<BTreeMap<u32, Segment>>,
+    /// The log now, by segment id.
+    segments: RefCell<BTreeMap<u32, Rc<Segment>>>,
+    /// Every readable file by file number: the log's, and files a compaction replaced that
+    /// reads may still name.
+    files: RefCell<HashMap<u32, Rc<Segment>>>,
+    next_file_no: Cell<u32>,
+    /// Every seq after this is in the log in order; 0 if nothing was ever compacted.
+    horizon_seq: Cell<u64>,
     active_id: Cell<u32>,
     active_bytes: Cell<u64>,
     /// The active segment was zero-filled to full size when made: appends overwrite
@@ -54,6 +75,7 @@ impl LogFile {
         value_cache_bytes: usize,
     ) -> io::Result<LogFile> {
         let mut segments = BTreeMap::new();
+        let mut files = HashMap::new();
         let last = recovered
             .segments
             .last()
@@ -65,15 +87,16 @@ impl LogFile {
                 .write(info.id == last.id)
                 .open(&path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            let file = Rc::new(File::from_std(std_file));
-            segments.insert(
-                info.id,
-                Segment {
-                    file,
-                    first_seq: info.first_seq,
-                    bytes: Cell::new(info.bytes),
-                },
-            );
+            let segment = Rc::new(Segment {
+                id: info.id,
+                file_no: info.file,
+                file: File::from_std(std_file),
+                first_seq: info.first_seq,
+                compacted: info.compacted,
+                bytes: Cell::new(info.bytes),
+            });
+            files.insert(info.file, segment.clone());
+            segments.insert(info.id, segment);
         }
         Ok(LogFile {
             dir: dir.to_path_buf(),
@@ -81,6 +104,9 @@ impl LogFile {
             log_id: Cell::new(recovered.log_id),
             segment_bytes_max,
             segments: RefCell::new(segments),
+            files: RefCell::new(files),
+            next_file_no: Cell::new(last.file + 1),
+            horizon_seq: Cell::new(recovered.horizon_seq),
             active_id: Cell::new(last.id),
             active_bytes: Cell::new(last.bytes),
             active_preallocated: Cell::new(last.file_bytes >= segment_bytes_max),
@@ -98,22 +124,42 @@ impl LogFile {
         self.active_id.get()
     }
 
-    /// Each segment's id and the seq of its first record, oldest first.
-    pub fn segment_first_seqs(&self) -> Vec<(u32, u64)> {
-        self.segments
-            .borrow()
-            .iter()
-            .map(|(id, segment)| (*id, segment.first_seq))
-            .collect()
+    pub fn active_file_no(&self) -> u32 {
+        self.active_segment().file_no
     }
 
-    /// Bytes of the log from `offset` in `segment` to the end of the log.
-    pub fn bytes_after(&self, segment: u32, offset: u64) -> u64 {
+    pub fn horizon_seq(&self) -> u64 {
+        self.horizon_seq.get()
+    }
+
+    /// The segments of the log, oldest first.
+    pub fn segments(&self) -> Vec<Rc<Segment>> {
+        self.segments.borrow().values().cloned().collect()
+    }
+
+    /// The file of the segment after the one in `file_no`, if that file is still in the log.
+    pub fn next_file(&self, file_no: u32) -> Option<u32> {
+        let id = self.files.borrow().get(&file_no)?.id;
+        let segments = self.segments.borrow();
+        if segments.get(&id).map(|s| s.file_no) != Some(file_no) {
+            return None;
+        }
+        segments
+            .range(id + 1..)
+            .next()
+            .map(|(_, segment)| segment.file_no)
+    }
+
+    /// Bytes of the log from `offset` in file `file_no` to the end of the log.
+    pub fn bytes_after(&self, file_no: u32, offset: u64) -> u64 {
+        let Some(id) = self.files.borrow().get(&file_no).map(|s| s.id) else {
+            return 0;
+        };
         let segments = self.segments.borrow();
         segments
-            .range(segment..)
-            .map(|(id, s)| {
-                if *id == segment {
+            .range(id..)
+            .map(|(_, s)| {
+                if s.file_no == file_no {
                     s.bytes.get().saturating_sub(offset)
                 } else {
                     s.bytes.get()
@@ -184,17 +230,33 @@ impl LogFile {
         Ok(file)
     }
 
-    fn active(&self) -> Rc<File> {
-        self.segments.borrow()[&self.active_id.get()].file.clone()
+    fn active_segment(&self) -> Rc<Segment> {
+        self.segments.borrow()[&self.active_id.get()].clone()
     }
 
-    fn file(&self, segment: u32) -> io::Result<Rc<File>> {
-        let file = self.segments.borrow().get(&segment).map(|s| s.file.clone());
-        file.ok_or_else(|| io::Error::other(format!("log segment {segment} is not open")))
+    fn file(&self, file_no: u32) -> io::Result<Rc<Segment>> {
+        let file = self.files.borrow().get(&file_no).cloned();
+        file.ok_or_else(|| io::Error::other(format!("log file {file_no} is no longer open")))
+    }
+
+    fn add_file(&self, id: u32, file: File, first_seq: u64, compacted: Option<Compacted>) -> u32 {
+        let file_no = self.next_file_no.get();
+        self.next_file_no.set(file_no + 1);
+        let segment = Rc::new(Segment {
+            id,
+            file_no,
+            file,
+            first_seq,
+            compacted,
+            bytes: Cell::new(segment::HEADER_BYTES as u64),
+        });
+        self.files.borrow_mut().insert(file_no, segment.clone());
+        self.segments.borrow_mut().insert(id, segment);
+        file_no
     }
 
     /// Writes `batch` at the end of the log (first starting a new segment whose first record
-    /// will be `first_seq`, if the active one is full). Returns the segment and offset it
+    /// will be `first_seq`, if the active one is full). Returns the file number and offset it
     /// starts at, and the buffer for reuse. Not durable until `sync`.
     pub async fn append(
         &self,
@@ -208,35 +270,30 @@ impl LogFile {
         }
         let offset = self.active_bytes.get();
         let len = batch.len() as u64;
-        let (result, batch) = self.active().write_all_at(batch, offset).await;
+        let active = self.active_segment();
+        let (result, batch) = active.file.write_all_at(batch, offset).await;
         if result.is_ok() {
-            self.segments.borrow()[&self.active_id.get()]
-                .bytes
-                .set(offset + len);
+            active.bytes.set(offset + len);
             self.active_bytes.set(offset + len);
             if self.prepared.borrow().is_none() && self.wants_next_segment() {
                 self.prepare_wake.notify_one();
             }
             self.log_bytes.set(self.log_bytes.get() + len);
         }
-        (result.map(|()| (self.active_id.get(), offset)), batch)
+        (result.map(|()| (active.file_no, offset)), batch)
     }
 
     /// fdatasync of the active segment: everything appended so far is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
-        self.active().sync_data().await
+        self.active_segment().file.sync_data().await
     }
 
     /// Seals the active segment (fsynced, so a sealed segment never has a torn tail) and starts
     /// the next one durably: temp name, fsync, rename, fsync the dir.
     async fn rotate(&self, first_seq: u64) -> io::Result<()> {
-        self.active().sync_data().await?;
+        self.active_segment().file.sync_data().await?;
         let segment_id = self.active_id.get() + 1;
-        let header = SegmentHeader {
-            log_id: self.log_id(),
-            segment_id,
-            first_seq,
-        };
+        let header = SegmentHeader::new(self.log_id(), segment_id, first_seq);
         let prepared = self.prepared.borrow_mut().take();
         let (tmp, file, preallocated) = match prepared {
             Some((id, file)) if id == segment_id => {
@@ -256,15 +313,7 @@ impl LogFile {
         let path = segment::path(&self.dir, segment_id);
         tokio_uring::fs::rename(&tmp, &path).await?;
         File::open(&self.dir).await?.sync_all().await?;
-        let bytes = Cell::new(segment::HEADER_BYTES as u64);
-        self.segments.borrow_mut().insert(
-            segment_id,
-            Segment {
-                file: Rc::new(file),
-                first_seq,
-                bytes,
-            },
-        );
+        self.add_file(segment_id, file, first_seq, None);
         self.active_id.set(segment_id);
         self.active_bytes.set(segment::HEADER_BYTES as u64);
         self.active_preallocated.set(preallocated);
@@ -286,11 +335,7 @@ impl LogFile {
                 "only an empty log can take another log id",
             ));
         }
-        let header = SegmentHeader {
-            log_id,
-            segment_id,
-            first_seq: 1,
-        };
+        let header = SegmentHeader::new(log_id, segment_id, 1);
         let tmp = segment::tmp_path(&self.dir, segment_id);
         let file = create_rw(&tmp)?;
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
@@ -298,34 +343,23 @@ impl LogFile {
         file.sync_all().await?;
         tokio_uring::fs::rename(&tmp, segment::path(&self.dir, segment_id)).await?;
         File::open(&self.dir).await?.sync_all().await?;
-        let bytes = Cell::new(segment::HEADER_BYTES as u64);
-        let file = Rc::new(file);
-        self.segments.borrow_mut().insert(
-            segment_id,
-            Segment {
-                file,
-                first_seq: 1,
-                bytes,
-            },
-        );
+        if let Some(old) = self.segments.borrow_mut().remove(&segment_id) {
+            self.files.borrow_mut().remove(&old.file_no);
+        }
+        self.add_file(segment_id, file, 1, None);
         self.log_id.set(log_id);
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `offset` of `segment`; fewer at the end of the file.
-    pub async fn read_at(&self, segment: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let file = self.file(segment)?;
+    /// Reads up to `len` bytes at `offset` of file `file_no`; fewer at the end of its records.
+    pub async fn read_at(&self, file_no: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let segment = self.file(file_no)?;
         // Never past the end of the records: a preallocated segment continues with zeros.
-        let end = self
-            .segments
-            .borrow()
-            .get(&segment)
-            .map_or(0, |s| s.bytes.get());
-        let len = len.min(end.saturating_sub(offset) as usize);
+        let len = len.min(segment.bytes.get().saturating_sub(offset) as usize);
         if len == 0 {
             return Ok(Vec::new());
         }
-        let (result, mut buf) = file.read_at(Vec::with_capacity(len), offset).await;
+        let (result, mut buf) = segment.file.read_at(Vec::with_capacity(len), offset).await;
         let read = result?;
         buf.truncate(read);
         Ok(buf)
@@ -334,12 +368,15 @@ impl LogFile {
     /// Reads the value at `location` from the log (the page cache, usually) and keeps it in the
     /// value cache. Callers look in the cache first (`cached_value`).
     pub async fn read_value(&self, location: Location) -> io::Result<Bytes> {
-        let file = self.file(location.segment)?;
+        let segment = self.file(location.file)?;
         let buf = Vec::with_capacity(location.value_len as usize);
         if location.value_len == 0 {
             return Ok(Bytes::new());
         }
-        let (result, buf) = file.read_exact_at(buf, location.value_offset as u64).await;
+        let (result, buf) = segment
+            .file
+            .read_exact_at(buf, location.value_offset as u64)
+            .await;
         result?;
         let value = Bytes::from(buf);
         self.cache.borrow_mut().insert(location, value.clone());
@@ -360,6 +397,167 @@ impl LogFile {
     pub fn cache_stats(&self) -> (u64, u64, usize) {
         let cache = self.cache.borrow();
         (cache.hits, cache.misses, cache.bytes())
+    }
+}
+
+/// A compacted segment being written under a temp name: the live records of the segments
+/// `id..=covers_through`, in log order.
+pub struct CompactionOutput {
+    header: SegmentHeader,
+    tmp: PathBuf,
+    file: File,
+    file_no: u32,
+    buf: Vec<u8>,
+    /// Where `buf` starts in the file.
+    written: u64,
+}
+
+impl CompactionOutput {
+    /// The file number this output will have once installed.
+    pub fn file_no(&self) -> u32 {
+        self.file_no
+    }
+
+    /// Adds one record's bytes; returns the offset it will start at.
+    pub fn push(&mut self, record: &[u8]) -> u64 {
+        let at = self.written + self.buf.len() as u64;
+        self.buf.extend_from_slice(record);
+        at
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what is buffered.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len() as u64;
+        let (result, mut buf) = self.file.write_all_at(buf, self.written).await;
+        result?;
+        self.written += len;
+        buf.clear();
+        self.buf = buf;
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+}
+
+impl LogFile {
+    /// Starts a compacted segment that will replace the segments `first..=last` (sealed, in the
+    /// log), whose records all come before `end_seq`.
+    pub async fn compaction_output(
+        &self,
+        first: &Segment,
+        last: &Segment,
+        end_seq: u64,
+    ) -> io::Result<CompactionOutput> {
+        let header = SegmentHeader {
+            compacted: Some(Compacted {
+                covers_through: last.id,
+                end_seq,
+            }),
+            ..SegmentHeader::new(self.log_id(), first.id, first.first_seq)
+        };
+        let tmp = segment::compaction_path(&self.dir, first.id);
+        let file = create_rw(&tmp)?;
+        let file_no = self.next_file_no.get();
+        self.next_file_no.set(file_no + 1);
+        let mut output = CompactionOutput {
+            header,
+            tmp,
+            file,
+            file_no,
+            buf: Vec::with_capacity(1024 * 1024),
+            written: 0,
+        };
+        output.push(&header.encode());
+        output.flush().await?;
+        Ok(output)
+    }
+
+    /// Makes the output durable under its temp name (step one of installing it).
+    pub async fn sync_output(&self, output: &mut CompactionOutput) -> io::Result<()> {
+        output.flush().await?;
+        output.file.sync_all().await
+    }
+
+    /// Renames a synced output over its first segment: from here on a crash recovers the
+    /// compacted log. Then deletes the other segments it covers and fsyncs the directory.
+    /// `between` runs after the rename (a test's fault point). Returns the replaced files'
+    /// numbers: they stay readable until `forget`.
+    pub async fn install(
+        &self,
+        output: CompactionOutput,
+        between: impl Fn(&str),
+    ) -> io::Result<Vec<u32>> {
+        let header = output.header;
+        let compacted = header.compacted.expect("a compaction output");
+        let path = segment::path(&self.dir, header.segment_id);
+        tokio_uring::fs::rename(&output.tmp, &path).await?;
+        between("renamed");
+        let replaced: Vec<Rc<Segment>> = self
+            .segments
+            .borrow()
+            .range(header.segment_id..=compacted.covers_through)
+            .map(|(_, segment)| segment.clone())
+            .collect();
+        for segment in &replaced {
+            if segment.id != header.segment_id {
+                tokio_uring::fs::remove_file(segment::path(&self.dir, segment.id)).await?;
+            }
+        }
+        between("covered-deleted");
+        File::open(&self.dir).await?.sync_all().await?;
+        let freed: u64 = replaced.iter().map(|s| s.bytes.get()).sum();
+        {
+            let mut segments = self.segments.borrow_mut();
+            for segment in &replaced {
+                segments.remove(&segment.id);
+            }
+        }
+        let segment = Rc::new(Segment {
+            id: header.segment_id,
+            file_no: output.file_no,
+            file: output.file,
+            first_seq: header.first_seq,
+            compacted: Some(compacted),
+            bytes: Cell::new(output.written),
+        });
+        self.files
+            .borrow_mut()
+            .insert(output.file_no, segment.clone());
+        self.segments
+            .borrow_mut()
+            .insert(header.segment_id, segment);
+        self.horizon_seq
+            .set(self.horizon_seq.get().max(compacted.end_seq - 1));
+        self.log_bytes
+            .set(self.log_bytes.get() + output.written - freed);
+        Ok(replaced.iter().map(|s| s.file_no).collect())
+    }
+
+    /// Abandons an output (its temp file is removed; recovery would remove it too).
+    pub fn abandon(&self, output: CompactionOutput) {
+        let _ = std::fs::remove_file(&output.tmp);
+    }
+
+    /// Closes files that are no longer in the log and that no reader names any more.
+    pub fn forget(&self, file_nos: &[u32]) {
+        let mut files = self.files.borrow_mut();
+        for file_no in file_nos {
+            files.remove(file_no);
+        }
+    }
+
+    /// The segment id of file `file_no`, if it is still in the log.
+    pub fn id_in_log(&self, file_no: u32) -> Option<u32> {
+        let id = self.files.borrow().get(&file_no)?.id;
+        let in_log = self.segments.borrow().get(&id)?.file_no == file_no;
+        in_log.then_some(id)
     }
 }
 

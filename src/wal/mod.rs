@@ -19,7 +19,9 @@ pub use record::{Op, Record, RecordHeader};
 /// Where a record's value lives: what the index keeps per key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
-    pub segment: u32,
+    /// The segment file's number in this run of kvsd (not its id: a compaction replaces a
+    /// segment under the same id with a new file, and both are readable while the index moves).
+    pub file: u32,
     pub value_offset: u32,
     pub value_len: u32,
 }

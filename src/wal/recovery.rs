@@ -15,13 +15,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, RecordHeader};
-use super::segment::{self, SegmentHeader};
+use super::segment::{self, Compacted, SegmentHeader};
 use super::{Location, LogId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentInfo {
     pub id: u32,
+    /// The file number that `Location`s of this run of kvsd name it by (1, 2, … in log order).
+    pub file: u32,
     pub first_seq: u64,
+    pub compacted: Option<Compacted>,
     /// Bytes of header and records: where the next record goes.
     pub bytes: u64,
     /// Bytes of the file: more than `bytes` where it was zero-filled ahead of use.
@@ -35,6 +38,9 @@ pub struct Recovered {
     pub segments: Vec<SegmentInfo>,
     /// The seq of the newest record; 0 for an empty log.
     pub last_seq: u64,
+    /// Every seq after this one is in the log, in order; seqs up to it may have been compacted
+    /// away. 0 when nothing was ever compacted.
+    pub horizon_seq: u64,
     pub records: u64,
     /// Bytes cut off a torn tail (or, with `--repair-truncate`, off damage).
     pub truncated_bytes: u64,
@@ -102,21 +108,20 @@ pub fn recover(
     ids.sort_unstable();
     if ids.is_empty() {
         let log_id = LogId::random().map_err(io_error(Path::new("/dev/urandom")))?;
-        let first = SegmentHeader {
-            log_id,
-            segment_id: 1,
-            first_seq: 1,
-        };
+        let first = SegmentHeader::new(log_id, 1, 1);
         create_segment(dir, &first, preallocate_bytes)?;
         return Ok(Recovered {
             log_id,
             segments: vec![SegmentInfo {
                 id: 1,
+                file: 1,
                 first_seq: 1,
+                compacted: None,
                 bytes: segment::HEADER_BYTES as u64,
                 file_bytes: preallocate_bytes.max(segment::HEADER_BYTES as u64),
             }],
             last_seq: 0,
+            horizon_seq: 0,
             records: 0,
             truncated_bytes: 0,
             created: true,
@@ -128,8 +133,17 @@ pub fn recover(
     let mut last_seq = 0;
     let mut records = 0;
     let mut truncated_bytes = 0;
+    let mut horizon_seq = 0;
+    let mut covered_through = 0;
     for (index, &id) in ids.iter().enumerate() {
         let path = segment::path(dir, id);
+        if id <= covered_through {
+            // A compaction replaced this segment and a crash came before it was deleted.
+            tracing::info!(path = %path.display(), "deleting a segment that a compaction replaced");
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            sync_dir(dir)?;
+            continue;
+        }
         let buf = fs::read(&path).map_err(io_error(&path))?;
         let corrupt = |offset: usize, reason: String| RecoveryError::Corrupt {
             path: path.clone(),
@@ -156,7 +170,7 @@ pub fn recover(
             }
             Some(_) => {}
         }
-        if index > 0 && header.first_seq != last_seq + 1 {
+        if !segments.is_empty() && header.first_seq != last_seq + 1 {
             return Err(corrupt(
                 0,
                 format!(
@@ -166,18 +180,27 @@ pub fn recover(
             ));
         }
         last_seq = header.first_seq - 1;
+        let file = segments.len() as u32 + 1;
+        if let Some(compacted) = header.compacted {
+            covered_through = compacted.covers_through;
+        }
 
-        let is_last = index + 1 == ids.len();
+        // A compacted segment was fsynced before it was renamed into place: never torn.
+        let is_last = index + 1 == ids.len() && header.compacted.is_none();
         let mut offset = segment::HEADER_BYTES;
         let damage = loop {
             if offset == buf.len() {
                 break None;
             }
+            let in_order = |seq: u64| match header.end_seq() {
+                Some(end_seq) => seq > last_seq && seq < end_seq,
+                None => seq == last_seq + 1,
+            };
             match record::decode_header(&buf[offset..]) {
-                Ok(record) if record.seq == last_seq + 1 => {
+                Ok(record) if in_order(record.seq) => {
                     let key_end = offset + record.value_offset();
                     let location = Location {
-                        segment: id,
+                        file,
                         value_offset: key_end as u32,
                         value_len: record.value_len,
                     };
@@ -191,11 +214,14 @@ pub fn recover(
                     offset += record.total_bytes;
                 }
                 Ok(record) => {
-                    break Some(format!(
-                        "record seq {} where {} was due",
-                        record.seq,
-                        last_seq + 1
-                    ))
+                    break Some(match header.end_seq() {
+                        Some(end_seq) => format!(
+                            "record seq {} in a compacted segment where a seq after {last_seq} \
+                             and before {end_seq} was due",
+                            record.seq
+                        ),
+                        None => format!("record seq {} where {} was due", record.seq, last_seq + 1),
+                    })
                 }
                 // Zeros to the end of the file: the unused part of a preallocated segment.
                 Err(_) if buf[offset..].iter().all(|byte| *byte == 0) => break None,
@@ -246,7 +272,9 @@ pub fn recover(
                 sync_dir(dir)?;
                 segments.push(SegmentInfo {
                     id,
+                    file,
                     first_seq: header.first_seq,
+                    compacted: header.compacted,
                     bytes,
                     file_bytes: bytes,
                 });
@@ -258,17 +286,40 @@ pub fn recover(
         } else {
             file_bytes
         };
+        if let Some(end_seq) = header.end_seq() {
+            last_seq = end_seq - 1;
+            horizon_seq = last_seq;
+        }
         segments.push(SegmentInfo {
             id,
+            file,
             first_seq: header.first_seq,
+            compacted: header.compacted,
             bytes,
             file_bytes,
         });
     }
+    let log_id = log_id.expect("at least one segment");
+    let last = *segments.last().expect("at least one segment");
+    if last.compacted.is_some() {
+        // Appends never go into a compacted segment (a follower's installed snapshot ends with
+        // one): start an ordinary segment after it.
+        let header = SegmentHeader::new(log_id, last.id + 1, last_seq + 1);
+        create_segment(dir, &header, preallocate_bytes)?;
+        segments.push(SegmentInfo {
+            id: last.id + 1,
+            file: last.file + 1,
+            first_seq: last_seq + 1,
+            compacted: None,
+            bytes: segment::HEADER_BYTES as u64,
+            file_bytes: preallocate_bytes.max(segment::HEADER_BYTES as u64),
+        });
+    }
     Ok(Recovered {
-        log_id: log_id.expect("at least one segment"),
+        log_id,
         segments,
         last_seq,
+        horizon_seq,
         records,
         truncated_bytes,
         created: false,
@@ -460,16 +511,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
         let log_id = recover(dir.path(), false, 0, |_, _, _| {}).unwrap().log_id;
-        create_segment(
-            dir.path(),
-            &SegmentHeader {
-                log_id,
-                segment_id: 2,
-                first_seq: 4,
-            },
-            0,
-        )
-        .unwrap();
+        create_segment(dir.path(), &SegmentHeader::new(log_id, 2, 4), 0).unwrap();
         let mut buf = fs::read(&path).unwrap();
         buf[ends[2] - 1] ^= 1; // the last record of the sealed segment
         fs::write(&path, &buf).unwrap();
@@ -483,11 +525,7 @@ mod tests {
     fn a_segment_of_another_log_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 3);
-        let other = SegmentHeader {
-            log_id: LogId([9; 16]),
-            segment_id: 2,
-            first_seq: 4,
-        };
+        let other = SegmentHeader::new(LogId([9; 16]), 2, 4);
         create_segment(dir.path(), &other, 0).unwrap();
         let error = seqs(dir.path(), false).unwrap_err().to_string();
         assert!(error.contains("belongs to log 0909"), "{error}");
@@ -523,5 +561,97 @@ mod tests {
         fs::write(segment::tmp_path(dir.path(), 2), b"half").unwrap();
         assert_eq!(seqs(dir.path(), false).unwrap(), vec![1, 2]);
         assert!(!segment::tmp_path(dir.path(), 2).exists());
+    }
+
+    fn segment_bytes(header: &SegmentHeader, seqs: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        let mut buf = header.encode().to_vec();
+        for seq in seqs {
+            let key = format!("key{}", seq % 4);
+            record::encode(
+                &mut buf,
+                &Record {
+                    seq,
+                    term: 0,
+                    op: Op::Set,
+                    key: key.as_bytes(),
+                    value: b"v",
+                },
+            );
+        }
+        buf
+    }
+
+    #[test]
+    fn a_compacted_segment_skips_seqs_and_replaces_the_segments_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_id = LogId([3; 16]);
+        let plain = |id, first| SegmentHeader::new(log_id, id, first);
+        let compacted = SegmentHeader {
+            compacted: Some(Compacted {
+                covers_through: 2,
+                end_seq: 11,
+            }),
+            ..plain(1, 1)
+        };
+        // A crash came after the compacted segment 1 was renamed in, before 2 was deleted.
+        fs::write(
+            segment::path(dir.path(), 1),
+            segment_bytes(&compacted, [3, 8]),
+        )
+        .unwrap();
+        fs::write(
+            segment::path(dir.path(), 2),
+            segment_bytes(&plain(2, 6), 6..=10),
+        )
+        .unwrap();
+        fs::write(
+            segment::path(dir.path(), 3),
+            segment_bytes(&plain(3, 11), 11..=12),
+        )
+        .unwrap();
+        let mut files = Vec::new();
+        let recovered = recover(dir.path(), false, 0, |header, _, location| {
+            files.push((header.seq, location.file))
+        })
+        .unwrap();
+        assert_eq!(files, vec![(3, 1), (8, 1), (11, 2), (12, 2)]);
+        assert_eq!((recovered.last_seq, recovered.horizon_seq), (12, 10));
+        assert!(
+            !segment::path(dir.path(), 2).exists(),
+            "the covered leftover is gone"
+        );
+        let ids: Vec<u32> = recovered.segments.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+
+        // A seq out of order inside a compacted segment, or one reaching end_seq, is damage.
+        for bad in [[8, 3], [3, 11]] {
+            fs::write(segment::path(dir.path(), 1), segment_bytes(&compacted, bad)).unwrap();
+            assert!(
+                matches!(seqs(dir.path(), false), Err(RecoveryError::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_log_ending_in_a_compacted_segment_gets_a_new_segment_to_append_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let compacted = SegmentHeader {
+            compacted: Some(Compacted {
+                covers_through: 1,
+                end_seq: 21,
+            }),
+            ..SegmentHeader::new(LogId([4; 16]), 1, 1)
+        };
+        fs::write(
+            segment::path(dir.path(), 1),
+            segment_bytes(&compacted, [5, 20]),
+        )
+        .unwrap();
+        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        assert_eq!(recovered.last_seq, 20);
+        let last = recovered.segments.last().unwrap();
+        assert_eq!((last.id, last.first_seq, last.compacted), (2, 21, None));
+        assert_eq!(seqs(dir.path(), false).unwrap(), vec![5, 20]);
     }
 }

@@ -12,21 +12,37 @@
 //! | 16     | 16   | `log_id`: the data dir's log id                         |
 //! | 32     | 4    | `segment_id` u32 LE: the same number as the file name   |
 //! | 36     | 8    | `first_seq` u64 LE: the seq the first record will have  |
-//! | 44     | 20   | reserved, zero                                          |
+//! | 44     | 4    | `flags` u32 LE: bit 0 = compacted                       |
+//! | 48     | 4    | `covers_through` u32 LE: compacted from segments up to  |
+//! | 52     | 8    | `end_seq` u64 LE: compacted: the next segment's first   |
+//! | 60     | 4    | `nonce` u32 LE: random per file, names this very file   |
+//!
+//! Version 1 headers have zeros from byte 44 on: an ordinary segment.
+//!
+//! A **compacted** segment holds the live records of the segments `id..=covers_through` as a
+//! compaction found them: seqs increase but skip, and none reaches `end_seq`, where the next
+//! segment starts. It is made under a temp name and renamed over segment `id`; the segments it
+//! covers are deleted after, and recovery deletes any a crash left behind.
 
 use std::path::{Path, PathBuf};
 
 use super::LogId;
 
 pub const MAGIC: [u8; 8] = *b"KVSWAL\0\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Oldest version this kvsd reads.
+pub const VERSION_MIN: u32 = 1;
+pub const FLAG_COMPACTED: u32 = 1;
 pub const MAGIC_OFFSET: usize = 0;
 pub const VERSION_OFFSET: usize = 8;
 pub const CRC_OFFSET: usize = 12;
 pub const LOG_ID_OFFSET: usize = 16;
 pub const SEGMENT_ID_OFFSET: usize = 32;
 pub const FIRST_SEQ_OFFSET: usize = 36;
-pub const RESERVED_OFFSET: usize = 44;
+pub const FLAGS_OFFSET: usize = 44;
+pub const COVERS_OFFSET: usize = 48;
+pub const END_SEQ_OFFSET: usize = 52;
+pub const NONCE_OFFSET: usize = 60;
 pub const HEADER_BYTES: usize = 64;
 
 pub const EXTENSION: &str = "wal";
@@ -37,6 +53,47 @@ pub struct SegmentHeader {
     pub log_id: LogId,
     pub segment_id: u32,
     pub first_seq: u64,
+    /// For a compacted segment: the last segment id it replaced, and the seq the segment after
+    /// it starts at. None for an ordinary segment.
+    pub compacted: Option<Compacted>,
+    /// Random per file: a hint file names the segment file it describes by it.
+    pub nonce: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub covers_through: u32,
+    pub end_seq: u64,
+}
+
+impl SegmentHeader {
+    /// An ordinary segment's header with a fresh nonce.
+    pub fn new(log_id: LogId, segment_id: u32, first_seq: u64) -> SegmentHeader {
+        SegmentHeader {
+            log_id,
+            segment_id,
+            first_seq,
+            compacted: None,
+            nonce: random_nonce(),
+        }
+    }
+
+    /// The seq after this segment's records, if it says (compacted segments do).
+    pub fn end_seq(&self) -> Option<u64> {
+        self.compacted.map(|c| c.end_seq)
+    }
+}
+
+/// Not cryptographic: tells files apart.
+pub fn random_nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() as u32
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,10 +102,12 @@ pub enum HeaderError {
     Short { len: usize },
     #[error("not a kvs log segment (bad magic)")]
     BadMagic,
-    #[error("segment format version {version} is not supported (this kvsd reads {VERSION})")]
+    #[error("segment format version {version} is not supported (this kvsd reads {VERSION_MIN} to {VERSION})")]
     BadVersion { version: u32 },
     #[error("segment header checksum mismatch")]
     BadChecksum,
+    #[error("segment header has unknown flags {flags:#x}")]
+    BadFlags { flags: u32 },
 }
 
 impl SegmentHeader {
@@ -58,7 +117,14 @@ impl SegmentHeader {
         buf[VERSION_OFFSET..CRC_OFFSET].copy_from_slice(&VERSION.to_le_bytes());
         buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET].copy_from_slice(&self.log_id.0);
         buf[SEGMENT_ID_OFFSET..FIRST_SEQ_OFFSET].copy_from_slice(&self.segment_id.to_le_bytes());
-        buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET].copy_from_slice(&self.first_seq.to_le_bytes());
+        buf[FIRST_SEQ_OFFSET..FLAGS_OFFSET].copy_from_slice(&self.first_seq.to_le_bytes());
+        if let Some(compacted) = self.compacted {
+            buf[FLAGS_OFFSET..COVERS_OFFSET].copy_from_slice(&FLAG_COMPACTED.to_le_bytes());
+            buf[COVERS_OFFSET..END_SEQ_OFFSET]
+                .copy_from_slice(&compacted.covers_through.to_le_bytes());
+            buf[END_SEQ_OFFSET..NONCE_OFFSET].copy_from_slice(&compacted.end_seq.to_le_bytes());
+        }
+        buf[NONCE_OFFSET..HEADER_BYTES].copy_from_slice(&self.nonce.to_le_bytes());
         let crc = checksum(&buf);
         buf[CRC_OFFSET..LOG_ID_OFFSET].copy_from_slice(&crc.to_le_bytes());
         buf
@@ -73,13 +139,21 @@ impl SegmentHeader {
             return Err(HeaderError::BadMagic);
         }
         let version = u32::from_le_bytes(buf[VERSION_OFFSET..CRC_OFFSET].try_into().expect("4"));
-        if version != VERSION {
+        if !(VERSION_MIN..=VERSION).contains(&version) {
             return Err(HeaderError::BadVersion { version });
         }
         let crc = u32::from_le_bytes(buf[CRC_OFFSET..LOG_ID_OFFSET].try_into().expect("4"));
         if crc != checksum(buf) {
             return Err(HeaderError::BadChecksum);
         }
+        let compacted = match u32_at(buf, FLAGS_OFFSET) {
+            0 => None,
+            FLAG_COMPACTED => Some(Compacted {
+                covers_through: u32_at(buf, COVERS_OFFSET),
+                end_seq: u64_at(buf, END_SEQ_OFFSET),
+            }),
+            flags => return Err(HeaderError::BadFlags { flags }),
+        };
         Ok(SegmentHeader {
             log_id: LogId(
                 buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET]
@@ -91,13 +165,19 @@ impl SegmentHeader {
                     .try_into()
                     .expect("4"),
             ),
-            first_seq: u64::from_le_bytes(
-                buf[FIRST_SEQ_OFFSET..RESERVED_OFFSET]
-                    .try_into()
-                    .expect("8"),
-            ),
+            first_seq: u64_at(buf, FIRST_SEQ_OFFSET),
+            compacted,
+            nonce: u32_at(buf, NONCE_OFFSET),
         })
     }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4"))
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8"))
 }
 
 fn checksum(buf: &[u8; HEADER_BYTES]) -> u32 {
@@ -114,6 +194,11 @@ pub fn path(dir: &Path, segment_id: u32) -> PathBuf {
 /// A segment being zero-filled ahead of use; also a temp name, so a crash leaves nothing behind.
 pub fn prepared_path(dir: &Path, segment_id: u32) -> PathBuf {
     dir.join(format!("{segment_id:010}.prepared{TMP_SUFFIX}"))
+}
+
+/// A compacted segment being written; a temp name, so a crash leaves nothing behind.
+pub fn compaction_path(dir: &Path, segment_id: u32) -> PathBuf {
+    dir.join(format!("{segment_id:010}.compacting{TMP_SUFFIX}"))
 }
 
 pub fn tmp_path(dir: &Path, segment_id: u32) -> PathBuf {
@@ -134,11 +219,16 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_catches_damage() {
-        let header = SegmentHeader {
-            log_id: LogId([7; 16]),
-            segment_id: 3,
-            first_seq: 99,
+        let mut header = SegmentHeader::new(LogId([7; 16]), 3, 99);
+        let compacted = SegmentHeader {
+            compacted: Some(Compacted {
+                covers_through: 5,
+                end_seq: 700,
+            }),
+            ..header
         };
+        assert_eq!(SegmentHeader::decode(&compacted.encode()), Ok(compacted));
+        header.nonce = 0x1234_5678;
         let buf = header.encode();
         assert_eq!(SegmentHeader::decode(&buf), Ok(header));
         for byte in 0..HEADER_BYTES {
