@@ -820,7 +820,12 @@ fn a_leader_restart_heals_by_itself() {
 #[test]
 fn catch_up_crosses_many_small_segments_and_records_larger_than_a_chunk() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let small = ["--segment-bytes", "65536"];
+    let small = [
+        "--segment-bytes",
+        "65536",
+        "--compact-garbage-ratio",
+        "never",
+    ];
     let l = leader(dirs[0].path(), &small);
     let (stop, acked) = (AtomicBool::new(true), AtomicU64::new(0));
     write_load(&l.addr, "seg", 3000, &stop, Duration::ZERO, &acked);
@@ -968,4 +973,167 @@ fn a_diverged_old_leader_is_not_merged_into_the_new_leaders_history() {
         "the old leader holds both histories (its own f, g and the new leader's z) after \
          '{outcome}': {state:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction and snapshots
+// ---------------------------------------------------------------------------------------------
+
+/// Small segments, so that a little churn makes compactable history.
+const SMALL_SEGMENTS: [&str; 4] = ["--segment-bytes", "65536", "--compact-garbage-ratio", "1.0"];
+
+/// Overwrites `keys` keys `rounds` times (and deletes every 9th in the last round).
+fn churn(addr: &str, keys: u64, rounds: u64, tag: &str) {
+    let mut client = connect(addr);
+    for round in 0..rounds {
+        for k in 0..keys {
+            let key = Bytes::from(format!("key{k:04}"));
+            let request = if round + 1 == rounds && k % 9 == 4 {
+                Request::Del { key }
+            } else {
+                let value = format!("{tag}-{round}-{k}-{}", "z".repeat(100));
+                Request::Set {
+                    key,
+                    value: value.into(),
+                }
+            };
+            client.send(&request).expect("send");
+        }
+        for _ in 0..keys {
+            let response = client.recv().expect("reply");
+            assert!(matches!(response.status, Status::Ok | Status::NotFound));
+        }
+    }
+}
+
+/// Waits until the follower received a snapshot and started again on it (it re-executes
+/// itself: connections made meanwhile are reset).
+#[track_caller]
+fn wait_snapshot_installed(follower: &Server) {
+    wait_for_log(follower, &["snapshot received"]);
+    wait_for_log(follower, &["kvsd ready"]);
+}
+
+fn compact(addr: &str) -> BTreeMap<String, String> {
+    let summary = connect(addr).compact().expect("COMPACT");
+    stats_lines(&summary)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_follower_joining_after_compaction_gets_a_snapshot_then_the_stream() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let l = leader(dirs[0].path(), &SMALL_SEGMENTS);
+    churn(&l.addr, 400, 6, "a");
+    let summary = compact(&l.addr);
+    assert!(figure(&summary, "compacted") > 0, "{summary:?}");
+    assert!(figure(&stats(&l.addr), "horizon_seq") > 0);
+
+    let f = follower(dirs[1].path(), "f1", &l.addr, &SMALL_SEGMENTS);
+    wait_for_log(&l, &["sending a snapshot", "f1"]);
+    wait_snapshot_installed(&f);
+    churn(&l.addr, 50, 2, "b");
+    wait_caught_up(&l, &[&f]);
+    assert_same_state(&l, &f);
+    // The follower's own log now starts with the snapshot: it survives a kill -9.
+    let f_dir = f.data_dir.clone();
+    f.kill9();
+    let f = follower(&f_dir, "f1", &l.addr, &SMALL_SEGMENTS);
+    wait_caught_up(&l, &[&f]);
+    assert_same_state(&l, &f);
+}
+
+#[test]
+fn compaction_while_a_follower_streams_and_a_returning_follower_behind_the_horizon() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let l = leader(dirs[0].path(), &SMALL_SEGMENTS);
+    let live = follower(dirs[1].path(), "live", &l.addr, &SMALL_SEGMENTS);
+    let away = follower(dirs[2].path(), "away", &l.addr, &SMALL_SEGMENTS);
+    churn(&l.addr, 300, 2, "a");
+    wait_caught_up(&l, &[&live, &away]);
+    let away_dir = away.data_dir.clone();
+    assert!(away.terminate().success());
+
+    // Writes and compactions while `live` streams: it must never notice.
+    for round in 0..4 {
+        churn(&l.addr, 300, 3, &format!("r{round}"));
+        compact(&l.addr);
+    }
+    wait_caught_up(&l, &[&live]);
+    assert_same_state(&l, &live);
+    let ours = stats(&l.addr);
+    assert!(figure(&ours, "horizon_seq") > 300 * 2, "{ours:?}");
+
+    // `away` stopped before the horizon: its next seq was compacted away.
+    let away = follower(&away_dir, "away", &l.addr, &SMALL_SEGMENTS);
+    wait_for_log(&l, &["sending a snapshot", "away", "compacted"]);
+    wait_snapshot_installed(&away);
+    wait_caught_up(&l, &[&live, &away]);
+    assert_same_state(&l, &away);
+}
+
+#[test]
+fn a_follower_killed_in_the_middle_of_a_snapshot_starts_it_again_cleanly() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let l = leader(dirs[0].path(), &SMALL_SEGMENTS);
+    // Enough live data for several RECORDS frames (256 KiB each).
+    churn(&l.addr, 6000, 2, "a");
+    compact(&l.addr);
+    let f_dir = dirs[1].path().join("f");
+    let mut args = vec!["--node-id", "f1", "--leader-addr", &l.addr];
+    args.extend_from_slice(&SMALL_SEGMENTS);
+    args.extend_from_slice(&["--crash-point", "snapshot:partial"]);
+    let mut dying = Server::start(&f_dir, &args);
+    let status = dying.child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the follower died mid-snapshot: {status}"
+    );
+    assert!(
+        f_dir.join("snapshot.tmp").exists(),
+        "it left a partial snapshot behind"
+    );
+    drop(dying);
+
+    let f = follower(&f_dir, "f1", &l.addr, &SMALL_SEGMENTS);
+    assert!(
+        f.ready.contains("keys=0"),
+        "the partial snapshot was not installed: {}",
+        f.ready
+    );
+    wait_snapshot_installed(&f);
+    wait_caught_up(&l, &[&f]);
+    assert_same_state(&l, &f);
+    assert!(!f_dir.join("snapshot.tmp").exists());
+}
+
+#[test]
+fn resync_replaces_a_foreign_log_only_when_asked() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = leader(dirs[0].path(), &[]);
+    let b = leader(dirs[1].path(), &[]);
+    let f = follower(dirs[2].path(), "f1", &a.addr, &[]);
+    set(&a.addr, "x", "from-a");
+    churn(&b.addr, 200, 2, "b");
+    wait_caught_up(&a, &[&f]);
+    let f_dir = f.data_dir.clone();
+    assert!(f.terminate().success());
+
+    let f = follower(&f_dir, "f1", &b.addr, &[]);
+    let refusal = wait_for_log(&f, &["refused"]);
+    assert!(
+        refusal.contains("--resync"),
+        "the refusal names --resync: {refusal}"
+    );
+    assert_eq!(get(&f.addr, "x").as_deref(), Some("from-a"), "data kept");
+    assert!(f.terminate().success());
+
+    let f = follower(&f_dir, "f1", &b.addr, &["--resync"]);
+    wait_snapshot_installed(&f);
+    wait_caught_up(&b, &[&f]);
+    assert_same_state(&b, &f);
+    assert_eq!(get(&f.addr, "x"), None, "A's data is gone");
+    assert_eq!(stats(&f.addr)["log_id"], stats(&b.addr)["log_id"]);
 }

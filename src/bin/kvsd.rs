@@ -115,9 +115,15 @@ struct Args {
     /// Compact a sealed log segment (copy its live records into a new file, drop the rest) once
     /// this share of its bytes is overwritten or deleted data. Lower keeps the disk closer to
     /// the live data and rewrites more; 1.0 compacts only segments that are entirely garbage.
-    /// `kvsctl compact` compacts every segment with any garbage now.
+    /// `never` leaves it to `kvsctl compact`, which compacts every segment with any garbage now.
     #[arg(long, default_value_t = limits::COMPACT_GARBAGE_RATIO_DEFAULT, value_parser = parse_ratio)]
     compact_garbage_ratio: f64,
+
+    /// Follower: if this node's data is another history than the leader's (another log, a
+    /// diverged or a longer one), discard it and take a snapshot of the leader's instead of
+    /// being refused. Without it, such a follower is refused and its data left untouched.
+    #[arg(long, requires = "leader_addr")]
+    resync: bool,
 
     /// Tests only: abort at a named point, as kill -9 would (e.g. compaction:renamed).
     #[arg(long, env = "KVS_CRASH_POINT", hide = true)]
@@ -125,6 +131,9 @@ struct Args {
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
+    if text == "never" {
+        return Ok(f64::INFINITY);
+    }
     let ratio: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number"))?;
@@ -132,7 +141,7 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
         Ok(ratio)
     } else {
         Err(format!(
-            "{text} is not in (0, 1]: it is the share of a segment that is garbage"
+            "{text} is neither in (0, 1] (the share of a segment that is garbage) nor never"
         ))
     }
 }
@@ -169,6 +178,7 @@ fn main() -> ExitCode {
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
         compact_garbage_ratio: args.compact_garbage_ratio,
         crash_point: args.crash_point,
+        resync: args.resync,
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

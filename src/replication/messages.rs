@@ -6,6 +6,14 @@
 //! | 0x41 | WELCOME | leader → follower | 0                     | `log_id` 16, `durable_seq` u64            |
 //! | 0x42 | RECORDS | leader → follower | leader's durable seq  | whole log records, back to back (may be empty: a heartbeat) |
 //! | 0x43 | ACK     | follower → leader | 0                     | `durable_seq` u64: the follower's own     |
+//! | 0x44 | SNAPSHOT_DONE | leader → follower | `snapshot_seq`  | empty: the snapshot is complete           |
+//!
+//! HELLO flag 0x01 (`--resync`): rather than be refused for holding another history, the
+//! follower asks for a snapshot that replaces its data. WELCOME flag 0x01: a snapshot follows;
+//! the body then ends with `snapshot_seq` u64. The RECORDS after it carry every record of the
+//! leader's retained log up to `snapshot_seq` in log order (seqs increase but may skip where
+//! the leader compacted), then SNAPSHOT_DONE, and the leader closes the link. The follower
+//! installs the snapshot and dials again from `snapshot_seq`.
 //!
 //! A leader that refuses a follower answers HELLO with an ordinary ERROR frame (status 0x03)
 //! saying why and what to do, and closes.
@@ -20,6 +28,14 @@ pub mod op {
     pub const WELCOME: u8 = 0x41;
     pub const RECORDS: u8 = 0x42;
     pub const ACK: u8 = 0x43;
+    pub const SNAPSHOT_DONE: u8 = 0x44;
+}
+
+pub mod flag {
+    /// HELLO: replace this follower's data with a snapshot rather than be refused.
+    pub const RESYNC: u8 = 0x01;
+    /// WELCOME: a snapshot follows.
+    pub const SNAPSHOT: u8 = 0x01;
 }
 
 const LOG_ID_BYTES: usize = 16;
@@ -33,12 +49,16 @@ pub struct Hello {
     pub last_seq: u64,
     pub last_crc: u32,
     pub node_id: String,
+    /// `--resync`: discard this follower's data for a snapshot if it cannot follow as it is.
+    pub resync: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Welcome {
     pub log_id: LogId,
     pub durable_seq: u64,
+    /// A snapshot of the leader's log up to this seq follows.
+    pub snapshot_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +70,17 @@ pub struct MessageError {
 
 fn header(kind: u8, id: u64) -> Header {
     Header { kind, flags: 0, id }
+}
+
+fn known_flags(name: &'static str, flags: u8, known: u8) -> Result<(), MessageError> {
+    if flags & !known == 0 {
+        Ok(())
+    } else {
+        Err(MessageError {
+            name,
+            detail: "unknown flags",
+        })
+    }
 }
 
 fn log_id_and_seq(body: &[u8], name: &'static str) -> Result<(LogId, u64), MessageError> {
@@ -69,9 +100,13 @@ fn log_id_and_seq(body: &[u8], name: &'static str) -> Result<(LogId, u64), Messa
 
 impl Hello {
     pub fn encode(&self, dst: &mut BytesMut) {
+        let flags = if self.resync { flag::RESYNC } else { 0 };
         frame::encode(
             dst,
-            header(op::HELLO, 0),
+            Header {
+                flags,
+                ..header(op::HELLO, 0)
+            },
             &[
                 &self.log_id.0,
                 &self.last_seq.to_le_bytes(),
@@ -81,7 +116,8 @@ impl Hello {
         );
     }
 
-    pub fn decode(body: &[u8]) -> Result<Hello, MessageError> {
+    pub fn decode(flags: u8, body: &[u8]) -> Result<Hello, MessageError> {
+        known_flags("HELLO", flags, flag::RESYNC)?;
         let (log_id, last_seq) = log_id_and_seq(body, "HELLO")?;
         let crc_at = LOG_ID_BYTES + SEQ_BYTES;
         let last_crc = body.get(crc_at..crc_at + 4).ok_or(MessageError {
@@ -98,24 +134,45 @@ impl Hello {
             last_seq,
             last_crc,
             node_id: node_id.to_string(),
+            resync: flags & flag::RESYNC != 0,
         })
     }
 }
 
 impl Welcome {
     pub fn encode(&self, dst: &mut BytesMut) {
+        let (flags, snapshot) = match self.snapshot_seq {
+            Some(seq) => (flag::SNAPSHOT, seq.to_le_bytes().to_vec()),
+            None => (0, Vec::new()),
+        };
         frame::encode(
             dst,
-            header(op::WELCOME, 0),
-            &[&self.log_id.0, &self.durable_seq.to_le_bytes()],
+            Header {
+                flags,
+                ..header(op::WELCOME, 0)
+            },
+            &[&self.log_id.0, &self.durable_seq.to_le_bytes(), &snapshot],
         );
     }
 
-    pub fn decode(body: &[u8]) -> Result<Welcome, MessageError> {
+    pub fn decode(flags: u8, body: &[u8]) -> Result<Welcome, MessageError> {
+        known_flags("WELCOME", flags, flag::SNAPSHOT)?;
         let (log_id, durable_seq) = log_id_and_seq(body, "WELCOME")?;
+        let rest = &body[LOG_ID_BYTES + SEQ_BYTES..];
+        let snapshot_seq = match (flags & flag::SNAPSHOT != 0, rest.len()) {
+            (false, 0) => None,
+            (true, SEQ_BYTES) => Some(u64::from_le_bytes(rest.try_into().expect("8 bytes"))),
+            _ => {
+                return Err(MessageError {
+                    name: "WELCOME",
+                    detail: "body length does not match its flags",
+                })
+            }
+        };
         Ok(Welcome {
             log_id,
             durable_seq,
+            snapshot_seq,
         })
     }
 }
@@ -123,6 +180,10 @@ impl Welcome {
 /// A RECORDS frame around `records` (already encoded log records).
 pub fn encode_records(dst: &mut BytesMut, leader_durable_seq: u64, records: &[u8]) {
     frame::encode(dst, header(op::RECORDS, leader_durable_seq), &[records]);
+}
+
+pub fn encode_snapshot_done(dst: &mut BytesMut, snapshot_seq: u64) {
+    frame::encode(dst, header(op::SNAPSHOT_DONE, snapshot_seq), &[]);
 }
 
 pub fn encode_ack(dst: &mut BytesMut, durable_seq: u64) {
@@ -148,8 +209,7 @@ pub fn admit(ours: LogId, durable_seq: u64, hello: &Hello) -> Result<(), String>
         return Err(format!(
             "follower '{}' holds log {} but this leader's log is {ours}: they are different \
              histories and will not be merged. If the follower's data is to be discarded, stop it, \
-             move its data dir away and start it again empty (it then copies the leader's log); \
-             a snapshot transfer (--resync) is not implemented yet.",
+             or start it with --resync to replace its data with a snapshot of this leader's.",
             hello.node_id, hello.log_id
         ));
     }
@@ -158,7 +218,7 @@ pub fn admit(ours: LogId, durable_seq: u64, hello: &Hello) -> Result<(), String>
             "follower '{}' is ahead of this leader: it holds seq {} but the leader's log ends at \
              {durable_seq}. The leader may have lost data or been restored from an old copy; \
              nothing was overwritten. Decide which copy is right: restart that node as the leader, \
-             or move the follower's data dir away to let it copy this leader's log.",
+             or start the follower with --resync to replace its data with this leader's.",
             hello.node_id, hello.last_seq
         ));
     }
@@ -171,8 +231,8 @@ pub fn same_history(hello: &Hello, leader_crc: Option<u32>) -> Result<(), String
         Some(crc) if hello.last_seq > 0 && crc != hello.last_crc => Err(format!(
             "follower '{}' diverged from this leader: its record at seq {} differs from the \
              leader's (another node took writes as leader while they were apart). Nothing was \
-             merged or overwritten. Keep the history you want: move this follower's data dir \
-             away to let it copy the leader's log, or make it the leader.",
+             merged or overwritten. Keep the history you want: start this follower with --resync \
+             to replace its data with a snapshot of the leader's, or make it the leader.",
             hello.node_id, hello.last_seq
         )),
         _ => Ok(()),
@@ -190,28 +250,38 @@ mod tests {
             last_seq: 42,
             last_crc: 0xdead_beef,
             node_id: "f1".into(),
+            resync: true,
         };
         let mut buf = BytesMut::new();
         hello.encode(&mut buf);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(frame.header.kind, op::HELLO);
-        assert_eq!(Hello::decode(&frame.body), Ok(hello));
+        assert_eq!(Hello::decode(frame.header.flags, &frame.body), Ok(hello));
 
-        let welcome = Welcome {
-            log_id: LogId([4; 16]),
-            durable_seq: 7,
-        };
-        welcome.encode(&mut buf);
-        let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
-        assert_eq!(Welcome::decode(&frame.body), Ok(welcome));
+        for snapshot_seq in [None, Some(99)] {
+            let welcome = Welcome {
+                log_id: LogId([4; 16]),
+                durable_seq: 7,
+                snapshot_seq,
+            };
+            welcome.encode(&mut buf);
+            let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
+            assert_eq!(
+                Welcome::decode(frame.header.flags, &frame.body),
+                Ok(welcome)
+            );
+            let other_flags = frame.header.flags ^ flag::SNAPSHOT;
+            assert!(Welcome::decode(other_flags, &frame.body).is_err());
+        }
 
         encode_ack(&mut buf, 9);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(decode_ack(&frame.body), Ok(9));
         assert!(decode_ack(&Bytes::from_static(b"1234567")).is_err());
-        assert!(Hello::decode(b"short").is_err());
-        assert!(Hello::decode(&[[0u8; 28].as_slice(), b"\xff"].concat()).is_err());
-        assert!(Hello::decode(&[0u8; 26]).is_err());
+        assert!(Hello::decode(0, b"short").is_err());
+        assert!(Hello::decode(0, &[[0u8; 28].as_slice(), b"\xff"].concat()).is_err());
+        assert!(Hello::decode(0, &[0u8; 26]).is_err());
+        assert!(Hello::decode(0x02, &[0u8; 28]).is_err(), "unknown flag");
     }
 
     #[test]
@@ -222,6 +292,7 @@ mod tests {
             last_seq,
             last_crc: 5,
             node_id: "f".into(),
+            resync: false,
         };
         assert!(
             admit(ours, 10, &hello(LogId([2; 16]), 0)).is_ok(),

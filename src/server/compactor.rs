@@ -315,12 +315,6 @@ async fn compact_run(
     Ok(true)
 }
 
-/// A test's fault hook (`KVS_CRASH_POINT=compaction:<step>`): dies like `kill -9` there.
 fn crash_point(shared: &Shared, step: &str) {
-    if let Some(point) = &shared.config.crash_point {
-        if point.strip_prefix("compaction:") == Some(step) {
-            tracing::warn!(step, "KVS_CRASH_POINT: aborting the process here");
-            std::process::abort();
-        }
-    }
+    shared.crash_point("compaction", step);
 }

@@ -73,6 +73,9 @@ pub struct Config {
     pub compact_garbage_ratio: f64,
     /// Tests only: abort the process at this named point (`KVS_CRASH_POINT`).
     pub crash_point: Option<String>,
+    /// Follower: replace this node's data with a snapshot of the leader's when it holds
+    /// another history, rather than be refused.
+    pub resync: bool,
 }
 
 #[cfg(test)]

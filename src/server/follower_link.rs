@@ -18,6 +18,7 @@ use crate::limits::{
 use crate::protocol::Status;
 use crate::replication::messages::{self, Hello, Welcome};
 use crate::wal::record;
+use crate::wal::snapshot::SnapshotWriter;
 
 use super::frames::{self, ReadError};
 use super::Shared;
@@ -87,6 +88,7 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         last_seq,
         last_crc,
         node_id,
+        resync: shared.config.resync,
     }
     .encode(&mut out);
     if let Err(error) = stream.write_all(out).await.0 {
@@ -95,7 +97,7 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
     let mut buf = BytesMut::new();
     let welcome = match next_frame(&stream, &mut buf, silence).await {
         Ok(frame) if frame.header.kind == messages::op::WELCOME => {
-            match Welcome::decode(&frame.body) {
+            match Welcome::decode(frame.header.flags, &frame.body) {
                 Ok(welcome) => welcome,
                 Err(error) => return error.to_string(),
             }
@@ -112,6 +114,21 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         }
         Err(error) => return error,
     };
+    if let Some(snapshot_seq) = welcome.snapshot_seq {
+        tracing::info!(leader = %leader_addr, snapshot_seq, "the leader sends a snapshot: this follower's log cannot continue into the leader's (receiving it beside the current data, which serves reads until the snapshot is complete)");
+        shared.link.borrow_mut().state = "receiving snapshot";
+        let reason = take_snapshot(
+            shared,
+            &stream,
+            &mut buf,
+            silence,
+            welcome.log_id,
+            snapshot_seq,
+        )
+        .await;
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return reason;
+    }
     if welcome.log_id != log_id {
         if shared.engine.borrow().last_seq() != 0 {
             return format!(
@@ -205,6 +222,68 @@ async fn take_records(
         link.leader_durable_seq = link.leader_durable_seq.max(frame.header.id);
         link.records_received += taken;
         link.records_received_total += taken;
+    }
+}
+
+/// Receives a snapshot into the data dir's snapshot area; once complete, asks the server to
+/// start again on it (install happens at start, see `wal::snapshot`).
+async fn take_snapshot(
+    shared: &Shared,
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    silence: Duration,
+    log_id: crate::wal::LogId,
+    snapshot_seq: u64,
+) -> String {
+    let config = &shared.config;
+    let mut writer = match SnapshotWriter::create(&config.data_dir, log_id, config.segment_bytes) {
+        Ok(writer) => writer,
+        Err(error) => return format!("cannot start a snapshot: {error}"),
+    };
+    loop {
+        let frame = match next_frame(stream, buf, silence).await {
+            Ok(frame) => frame,
+            Err(reason) => return format!("snapshot transfer broke off: {reason}"),
+        };
+        match frame.header.kind {
+            messages::op::RECORDS => {}
+            messages::op::SNAPSHOT_DONE if frame.header.id == snapshot_seq => {
+                let records = writer.records;
+                if let Err(error) = writer.finish(snapshot_seq).await {
+                    return format!("cannot finish the snapshot: {error}");
+                }
+                tracing::info!(
+                    records,
+                    snapshot_seq,
+                    "snapshot received; starting again on it"
+                );
+                shared.restart.notify_one();
+                return "snapshot received; restarting on it".into();
+            }
+            kind => return format!("unexpected frame kind 0x{kind:02x} in a snapshot transfer"),
+        }
+        let mut at = 0;
+        let mut taken = 0;
+        while at < frame.body.len() {
+            let header = match record::decode(&frame.body[at..]) {
+                Ok((header, _)) if header.seq <= snapshot_seq => header,
+                Ok((header, _)) => {
+                    return format!("snapshot record seq {} past {snapshot_seq}", header.seq)
+                }
+                Err(error) => return format!("damaged record from the leader: {error}"),
+            };
+            let bytes = &frame.body[at..at + header.total_bytes];
+            if let Err(error) = writer.push(&header, bytes).await {
+                return format!("cannot write the snapshot: {error}");
+            }
+            at += header.total_bytes;
+            taken += 1;
+        }
+        let mut link = shared.link.borrow_mut();
+        link.records_received += taken;
+        link.records_received_total += taken;
+        drop(link);
+        shared.crash_point("snapshot", "partial");
     }
 }
 

@@ -32,26 +32,15 @@ pub async fn serve(
     hello: Frame,
     buf: BytesMut,
 ) {
-    let hello = match Hello::decode(&hello.body) {
+    let hello = match Hello::decode(hello.header.flags, &hello.body) {
         Ok(hello) => hello,
         Err(error) => return refuse(stream, &error.to_string()).await,
     };
     let durable_seq = shared.engine.borrow().durable_seq();
-    if let Err(reason) = messages::admit(shared.log.log_id(), durable_seq, &hello) {
-        log_refusal(shared, peer, &hello.node_id, &reason);
-        return refuse(stream, &reason).await;
-    }
-    let next_seq = hello.last_seq + 1;
-    let (segment, offset) = match locate(shared, next_seq).await {
-        Ok((segment, offset, leader_crc)) => match messages::same_history(&hello, leader_crc) {
-            Ok(()) => (segment, offset),
-            Err(reason) => {
-                log_refusal(shared, peer, &hello.node_id, &reason);
-                return refuse(stream, &reason).await;
-            }
-        },
+    let start = match admit(shared, &hello, durable_seq).await {
+        Ok(start) => start,
         Err(reason) => {
-            tracing::error!(%peer, node_id = %hello.node_id, %reason, "cannot serve a follower");
+            log_refusal(shared, peer, &hello.node_id, &reason);
             return refuse(stream, &reason).await;
         }
     };
@@ -59,11 +48,26 @@ pub async fn serve(
     Welcome {
         log_id: shared.log.log_id(),
         durable_seq,
+        snapshot_seq: match start {
+            Start::Snapshot { .. } => Some(durable_seq),
+            Start::Stream { .. } => None,
+        },
     }
     .encode(&mut out);
     if stream.write_all(out).await.0.is_err() {
         return;
     }
+    let (segment, offset) = match start {
+        Start::Stream { position } => position,
+        Start::Snapshot { why } => {
+            tracing::info!(%peer, node_id = %hello.node_id, snapshot_seq = durable_seq, %why, "sending a snapshot to a follower");
+            let reason = snapshot(shared, stream, peer, &hello, durable_seq).await;
+            tracing::info!(%peer, node_id = %hello.node_id, %reason, "snapshot transfer ended");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    };
+    let next_seq = hello.last_seq + 1;
     let link_id = shared.next_link_id.get();
     shared.next_link_id.set(link_id + 1);
     shared.followers.borrow_mut().insert(
@@ -105,6 +109,128 @@ pub async fn serve(
     shared.followers.borrow_mut().remove(&link_id);
     shared.update_replicated();
     tracing::info!(%peer, node_id = %hello.node_id, %reason, "follower disconnected");
+}
+
+enum Start {
+    /// Stream the log from this position (file, offset): the record after the follower's last.
+    Stream { position: (u32, u64) },
+    /// The follower cannot continue from its own log: send it a snapshot.
+    Snapshot { why: String },
+}
+
+/// Decides how a follower starts, or why it is refused.
+async fn admit(shared: &Shared, hello: &Hello, durable_seq: u64) -> Result<Start, String> {
+    let horizon = shared.log.horizon_seq();
+    if let Err(reason) = messages::admit(shared.log.log_id(), durable_seq, hello) {
+        return match hello.resync {
+            true => Ok(Start::Snapshot { why: reason }),
+            false => Err(reason),
+        };
+    }
+    if horizon > 0 && hello.last_seq <= horizon {
+        let why = format!(
+            "its next seq {} is in history this leader compacted (up to seq {horizon})",
+            hello.last_seq + 1
+        );
+        return Ok(Start::Snapshot { why });
+    }
+    match locate(shared, hello.last_seq + 1).await {
+        Ok((segment, offset, leader_crc)) => match messages::same_history(hello, leader_crc) {
+            Ok(()) => Ok(Start::Stream {
+                position: (segment, offset),
+            }),
+            Err(why) if hello.resync => Ok(Start::Snapshot { why }),
+            Err(reason) => Err(reason),
+        },
+        Err(why) => Ok(Start::Snapshot { why }),
+    }
+}
+
+/// Sends every record of the log up to `snapshot_seq`, in log order, then SNAPSHOT_DONE.
+async fn snapshot(
+    shared: &Shared,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    hello: &Hello,
+    snapshot_seq: u64,
+) -> String {
+    let first = shared.log.segments()[0].file_no;
+    let link_id = shared.next_link_id.get();
+    shared.next_link_id.set(link_id + 1);
+    // Registered as a follower so that compaction leaves the files it has yet to read alone.
+    shared.followers.borrow_mut().insert(
+        link_id,
+        FollowerInfo {
+            node_id: format!("{} (snapshot)", hello.node_id),
+            addr: peer,
+            acked_seq: 0,
+            sent_seq: 0,
+            position: (first, segment::HEADER_BYTES as u64),
+            records_sent: 0,
+            connected_at: Instant::now(),
+        },
+    );
+    let reason = send_snapshot(shared, stream, link_id, snapshot_seq).await;
+    shared.followers.borrow_mut().remove(&link_id);
+    reason
+}
+
+async fn send_snapshot(
+    shared: &Shared,
+    stream: &TcpStream,
+    link_id: u64,
+    snapshot_seq: u64,
+) -> String {
+    let (mut file, mut offset) = shared.followers.borrow()[&link_id].position;
+    let mut after = 0;
+    let mut want = REPLICATION_CHUNK_BYTES;
+    let mut out = BytesMut::new();
+    let mut sent = 0;
+    while after < snapshot_seq {
+        let chunk = match shared.log.read_at(file, offset, want).await {
+            Ok(chunk) => chunk,
+            Err(error) => return format!("reading the log: {error}"),
+        };
+        let (bytes, count, last, stop) = cursor::snapshot_sendable(&chunk, after, snapshot_seq);
+        want = REPLICATION_CHUNK_BYTES;
+        if count == 0 {
+            match stop {
+                Stop::NotDurable => break,
+                Stop::Incomplete { need } => want = need,
+                Stop::EndOfChunk => match shared.log.next_file(file) {
+                    Some(next) => {
+                        file = next;
+                        offset = segment::HEADER_BYTES as u64;
+                    }
+                    None => return format!("the log ends before seq {snapshot_seq}"),
+                },
+                Stop::Damaged(reason) => {
+                    return format!("log damaged in file {file} at byte {offset}: {reason}")
+                }
+            }
+            continue;
+        }
+        messages::encode_records(&mut out, snapshot_seq, &chunk[..bytes]);
+        offset += bytes as u64;
+        after = last;
+        sent += count;
+        if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+            info.position = (file, offset);
+            info.sent_seq = last;
+            info.records_sent = sent;
+        }
+        let (written, returned) = stream.write_all(out).await;
+        out = returned;
+        out.clear();
+        if let Err(error) = written {
+            return format!("sending: {error}");
+        }
+    }
+    messages::encode_snapshot_done(&mut out, snapshot_seq);
+    if let Err(error) = stream.write_all(out).await.0 {
+        return format!("sending: {error}");
+    }
+    format!("sent {sent} records up to seq {snapshot_seq}")
 }
 
 /// Logs a refusal once per follower and reason (a refused follower retries every 2 s).

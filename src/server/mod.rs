@@ -82,6 +82,8 @@ pub struct Shared {
     compact_wake: Notify,
     /// Bumped when a compaction pass ends.
     compact_done: watch::Sender<u64>,
+    /// Follower: a snapshot was received; stop serving and start again on it.
+    restart: Notify,
 }
 
 /// What the leader knows of one follower.
@@ -122,6 +124,16 @@ impl Shared {
         }
     }
 
+    /// A test's fault hook (`KVS_CRASH_POINT=<what>:<step>`): dies there as kill -9 would.
+    fn crash_point(&self, what: &str, step: &str) {
+        if let Some(point) = &self.config.crash_point {
+            if point.split_once(':') == Some((what, step)) {
+                tracing::warn!(what, step, "KVS_CRASH_POINT: aborting the process here");
+                std::process::abort();
+            }
+        }
+    }
+
     /// Recomputes the seq durable on `--min-acks` followers; true if it moved.
     fn update_replicated(&self) -> bool {
         let needed = self.config.min_acks as usize;
@@ -142,9 +154,75 @@ impl Shared {
     }
 }
 
+/// The listening socket handed to a kvsd that re-executes itself (see `restart`).
+const LISTEN_FD_ENV: &str = "KVS_LISTEN_FD";
+
 /// Recovers the data dir and serves until SIGINT or SIGTERM; returns once every acknowledged
-/// write is durable.
+/// write is durable. A follower that received a snapshot starts again on it: the process
+/// executes itself anew, keeping only its listening socket (and so its port).
 pub fn run(config: Config) -> Result<(), ServerError> {
+    let listener = match inherited_listener() {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?,
+    };
+    match serve(
+        config,
+        listener.try_clone().map_err(|source| ServerError::Io {
+            what: "listening socket",
+            source,
+        })?,
+    )? {
+        Outcome::Stopped => Ok(()),
+        Outcome::Restart => restart(listener),
+    }
+}
+
+/// Starts this program again with the same arguments and the listening socket: every other
+/// file, socket and io_uring closes as at exit, so no connection of the old state lingers.
+fn restart(listener: std::net::TcpListener) -> Result<(), ServerError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    // SAFETY: plain fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err(ServerError::Io {
+            what: "keeping the listening socket across restart",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!("starting again on the snapshot");
+    let error = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .env(LISTEN_FD_ENV, fd.to_string())
+        .exec();
+    Err(ServerError::Io {
+        what: "starting again after a snapshot",
+        source: error,
+    })
+}
+
+fn inherited_listener() -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(LISTEN_FD_ENV);
+    // SAFETY: the fd was our listening socket before exec, passed on by `restart`; it is
+    // checked below to be a bound TCP socket, and marked close-on-exec again.
+    let listener = unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        std::net::TcpListener::from_raw_fd(fd)
+    };
+    listener.local_addr().ok().map(|_| listener)
+}
+
+enum Outcome {
+    Stopped,
+    Restart,
+}
+
+fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, ServerError> {
     let set_bytes_max =
         SET_OVERHEAD_BYTES + config.limits.key_bytes_max + config.limits.value_bytes_max;
     if config.frame_bytes_max < set_bytes_max {
@@ -158,6 +236,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
 
     let started = Instant::now();
+    match crate::wal::snapshot::install_pending(&config.data_dir) {
+        Ok(Some(what)) => tracing::info!(data_dir = %config.data_dir.display(), "{what}"),
+        Ok(None) => {}
+        Err(source) => {
+            return Err(ServerError::Io {
+                what: "installing a snapshot received from the leader",
+                source,
+            })
+        }
+    }
     let mut engine = Engine::new(0);
     let mut last_crc = 0;
     let recovered = recovery::recover(
@@ -172,11 +260,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     engine.recovered(recovered.last_seq, last_crc);
     let recovery_time = started.elapsed();
 
-    let listener =
-        std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         what: "local_addr",
         source,
@@ -212,6 +295,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             compaction: RefCell::default(),
             compact_wake: Notify::new(),
             compact_done: watch::Sender::new(0),
+            restart: Notify::new(),
             link: RefCell::new(LinkInfo {
                 state: "connecting",
                 connected_at: None,
@@ -271,10 +355,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 },
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
+                _ = shared.restart.notified() => break "snapshot received",
             }
         };
         drop(listener);
-        shut_down(&shared, reason).await
+        shut_down(&shared, reason).await?;
+        Ok(if reason == "snapshot received" {
+            Outcome::Restart
+        } else {
+            Outcome::Stopped
+        })
     })
 }
 

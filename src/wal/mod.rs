@@ -13,6 +13,7 @@ pub mod file;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 
 pub use record::{Op, Record, RecordHeader};
 
