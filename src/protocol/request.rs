@@ -8,6 +8,7 @@
 //! | 0x04 | KEYS  | prefix; flag 0x01: `plen` u32 LE, prefix, `start_after` (rest)  |
 //! | 0x05 | PING  | any bytes                                                       |
 //! | 0x06 | STATS | empty                                                           |
+//! | 0x07 | AUTH  | the secret (`--auth-file`)                                      |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -20,6 +21,7 @@ pub mod op {
     pub const KEYS: u8 = 0x04;
     pub const PING: u8 = 0x05;
     pub const STATS: u8 = 0x06;
+    pub const AUTH: u8 = 0x07;
 }
 
 pub mod flag {
@@ -53,6 +55,19 @@ pub enum Request {
         payload: Bytes,
     },
     Stats,
+    Auth {
+        secret: SecretBytes,
+    },
+}
+
+/// The body of AUTH; `Debug` shows only its length, so a request logged never shows a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Bytes);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
 }
 
 /// What the server accepts; checked while decoding so no later layer sees an oversized key.
@@ -95,6 +110,7 @@ impl Request {
             Request::Keys { .. } => "KEYS",
             Request::Ping { .. } => "PING",
             Request::Stats => "STATS",
+            Request::Auth { .. } => "AUTH",
         }
     }
 
@@ -186,6 +202,12 @@ impl Request {
                 }
                 Request::Stats
             }
+            op::AUTH => {
+                known_flags("AUTH", flags, 0)?;
+                Request::Auth {
+                    secret: SecretBytes(body.clone()),
+                }
+            }
             _ => return Err(RequestError::UnknownOp { op: kind }),
         };
         if let Request::Get { key, .. } | Request::Set { key, .. } | Request::Del { key } = &request
@@ -234,6 +256,7 @@ impl Request {
             }
             Request::Ping { payload } => frame::encode(dst, header(op::PING, 0), &[payload]),
             Request::Stats => frame::encode(dst, header(op::STATS, 0), &[]),
+            Request::Auth { secret } => frame::encode(dst, header(op::AUTH, 0), &[&secret.0]),
         }
     }
 }
@@ -330,6 +353,9 @@ mod tests {
             Request::Ping { payload: b(b"") },
             Request::Ping { payload: b(b"hi") },
             Request::Stats,
+            Request::Auth {
+                secret: SecretBytes(b(b"s3cret")),
+            },
         ] {
             assert_eq!(decode_one(&request).as_ref(), Ok(&request));
         }
@@ -366,7 +392,14 @@ mod tests {
             };
             Request::decode(&frame, LIMITS).unwrap_err()
         };
-        assert_eq!(raw(0x07, 0, b""), RequestError::UnknownOp { op: 7 });
+        assert_eq!(raw(0x08, 0, b""), RequestError::UnknownOp { op: 8 });
+        assert!(!format!(
+            "{:?}",
+            decode_one(&Request::Auth {
+                secret: SecretBytes(b(b"pw"))
+            })
+        )
+        .contains("pw"));
         assert_eq!(
             raw(op::GET, 0x02, b"k"),
             RequestError::UnknownFlags {

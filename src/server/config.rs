@@ -69,6 +69,13 @@ pub struct Config {
     /// Leader: a write is answered OK once durable here and on this many followers.
     pub min_acks: u32,
     pub ack_timeout: Duration,
+    /// `--auth-file`: every connection (a follower's too) must AUTH with it first; a follower
+    /// sends it to its leader.
+    pub auth: Option<crate::auth::Secret>,
+    /// `--idle-timeout-secs`; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `--output-stall-secs`.
+    pub output_stall: Duration,
 }
 
 #[cfg(test)]

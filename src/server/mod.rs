@@ -6,6 +6,7 @@ mod committer;
 pub mod config;
 mod connection;
 mod cpu;
+mod fd_limit;
 mod follower_link;
 mod frames;
 mod leader_stream;
@@ -166,6 +167,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )?;
     engine.recovered(recovered.last_seq, last_crc);
     let recovery_time = started.elapsed();
+    fd_limit::ensure(config.connections_max, recovered.segments.len())
+        .map_err(ServerError::Config)?;
 
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
