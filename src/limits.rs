@@ -112,7 +112,7 @@ pub const OUTPUT_STALL_SECS_DEFAULT: u64 = 60;
 
 /// How often each connection's watchdog looks for an idle or stalled connection: the
 /// timeouts above act within this much after they run out.
-pub const CONNECTION_WATCH_MS: u64 = 250;
+pub const CONNECTION_WATCH_MS: u64 = 1_000;
 
 /// File descriptors kvsd needs besides one per connection and one per log segment: the
 /// listener, the io_uring ring, the data dir, signals, the follower link, spares.

@@ -250,6 +250,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             truncated_bytes = recovered.truncated_bytes,
             recovery_ms = recovery_time.as_millis() as u64,
             new_log = recovered.created,
+            auth = config.auth.is_some(),
+            idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
 
