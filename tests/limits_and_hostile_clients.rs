@@ -357,7 +357,7 @@ fn a_thousand_half_frames_are_closed_after_the_idle_timeout_while_others_are_ser
     }
     let (mut stalled, mut silent) = opened.unwrap();
     assert!(
-        figure(&mut other, "connections_closed_idle_total") >= STALLED as u64 + 1,
+        figure(&mut other, "connections_closed_idle_total") > STALLED as u64,
         "the idle closes are counted"
     );
     // Each was told why, with id 0, then closed; nothing of the half frame was applied.
