@@ -128,7 +128,9 @@ async fn read_requests(
     let mut gate = Gate::new(config.auth.as_ref());
     loop {
         let mut wrote = false;
-        loop {
+        // Stop taking frames at the cap even inside one read: 64 KiB of 14-byte requests can
+        // ask for gigabytes of replies. The rest stays in `buf` until the replies drain.
+        while !conn.full() {
             let frame = match frame::decode(&mut buf, gate.frame_bytes_max(config.frame_bytes_max))
             {
                 Ok(Some(frame)) => frame,
@@ -265,6 +267,13 @@ async fn read_requests(
         }
         if conn.writer_dead.get() || *shutdown.borrow() {
             return None;
+        }
+        // Frames left in the buffer at the cap go first (and a bad one is answered first).
+        if !matches!(
+            frame::check(&buf, gate.frame_bytes_max(config.frame_bytes_max)),
+            Ok(None)
+        ) {
+            continue;
         }
         conn.reading.set(true);
         let frame_bytes_max = gate.frame_bytes_max(config.frame_bytes_max);
