@@ -6,9 +6,11 @@
 //! are the only places that name the io_uring runtime.
 //!
 //! - `limits`: every limit and default, units last.
+//! - `auth`: the shared secret of `--auth-file` and the per-connection gate. Pure.
 //! - `protocol`: frames, requests, responses. Pure.
 //! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
 
+pub mod auth;
 pub mod client;
 pub mod command;
 pub mod engine;

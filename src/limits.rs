@@ -102,3 +102,29 @@ pub const COMPACTION_IO_BYTES: usize = 1024 * 1024;
 pub const COMPACTION_SWITCH_SLICE: usize = 4096;
 /// Files a compaction replaced stay open this long for reads decided before it.
 pub const COMPACTION_RETIRE_MS: u64 = 30_000;
+/// Authentication (`--auth-file`): a secret is 1 to `AUTH_SECRET_BYTES_MAX` bytes. Before a
+/// connection has authenticated, its frames may be at most `AUTH_FRAME_BYTES_MAX` (the `len`
+/// field), judged from the header before anything is allocated, as Redis caps unauthenticated
+/// requests; after `AUTH_FAILURES_MAX` failures (a wrong secret, or any other request sent
+/// before AUTH) the connection is closed.
+pub const AUTH_SECRET_BYTES_MAX: usize = 1024;
+pub const AUTH_FRAME_BYTES_MAX: u32 = 4096;
+pub const AUTH_FAILURES_MAX: u32 = 3;
+
+const _: () = assert!(AUTH_FRAME_BYTES_MAX as usize >= 10 + AUTH_SECRET_BYTES_MAX);
+
+/// `--idle-timeout-secs` default: a connection that sends nothing for this long while it is
+/// owed no reply (a stalled half frame included) is closed. 0 turns it off.
+pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 300;
+
+/// `--output-stall-secs` default: a connection whose replies wait to be sent while the socket
+/// takes none of their bytes for this long (a client that stopped reading) is closed.
+pub const OUTPUT_STALL_SECS_DEFAULT: u64 = 60;
+
+/// How often each connection's watchdog looks for an idle or stalled connection: the
+/// timeouts above act within this much after they run out.
+pub const CONNECTION_WATCH_MS: u64 = 1_000;
+
+/// File descriptors kvsd needs besides one per connection and one per log segment: the
+/// listener, the io_uring ring, the data dir, signals, the follower link, spares.
+pub const FILE_DESCRIPTORS_RESERVED: u64 = 64;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::raw::{frame, proc_status_kib, set_body, Conn, PING, SET};
+use common::raw::{frame, proc_status_kib, set_body, Conn, GET, KEYS, PING, SET};
 use common::{start_expecting_exit, Server};
 
 const MIB_AS_KIB: u64 = 1024;
@@ -293,4 +293,160 @@ fn max_frame_smaller_than_the_largest_set_is_refused_at_start() {
     let (key, value) = (vec![b'k'; 64], vec![b'v'; 1000]);
     conn.set(&key, &value);
     assert_eq!(conn.value(&key), Some(value));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle and stalled connections, clients that never read
+// ---------------------------------------------------------------------------------------------
+
+/// A STATS figure as a number.
+fn figure(conn: &mut Conn, name: &str) -> u64 {
+    let stats = conn.stats();
+    stats
+        .get(name)
+        .unwrap_or_else(|| panic!("STATS has no {name}: {stats:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_half_frames_are_closed_after_the_idle_timeout_while_others_are_served() {
+    const STALLED: usize = 1000;
+    let (_dir, server) = start(&["--idle-timeout-secs", "2", "--max-connections", "1100"]);
+    let mut other = Conn::connect(&server.addr);
+    other.ping(b"warm up");
+
+    // Half a frame each: some only part of the header, most a header and part of the body.
+    // They are opened from a thread while the busy client below keeps working.
+    let addr = server.addr.clone();
+    let mut opener = Some(thread::spawn(move || {
+        let whole = frame(SET, 0, 77, &set_body(b"stalled", &[0x33; 100]));
+        let stalled: Vec<Conn> = (0..STALLED)
+            .map(|i| {
+                let mut conn = Conn::connect(&addr);
+                let cut = if i % 10 == 0 { 3 } else { whole.len() / 2 };
+                conn.send(&whole[..cut]);
+                conn
+            })
+            .collect();
+        // And one that sends nothing at all.
+        (stalled, Conn::connect(&addr))
+    }));
+
+    // The busy client stays served the whole time, and is not closed: it is not idle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0u64;
+    let mut opened = None;
+    loop {
+        round += 1;
+        other.ping(&round.to_le_bytes());
+        other.set(b"other", &round.to_le_bytes());
+        if opener.as_ref().is_some_and(|opener| opener.is_finished()) {
+            opened = Some(opener.take().unwrap().join().unwrap());
+            continue;
+        }
+        let open = figure(&mut other, "connections");
+        if opened.is_some() && open == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} connections still open 60 s after they went idle"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (mut stalled, mut silent) = opened.unwrap();
+    assert!(
+        figure(&mut other, "connections_closed_idle_total") > STALLED as u64,
+        "the idle closes are counted"
+    );
+    // Each was told why, with id 0, then closed; nothing of the half frame was applied.
+    for conn in stalled.iter_mut().step_by(97).chain([&mut silent]) {
+        let reply = conn.reply();
+        reply.assert_error(0);
+        let message = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(message.contains("--idle-timeout-secs"), "{message}");
+        conn.expect_closed();
+    }
+    assert_eq!(other.value(b"stalled"), None);
+    assert_eq!(other.value(b"other"), Some(round.to_le_bytes().to_vec()));
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_after_the_output_stall() {
+    let (_dir, server) = start(&["--output-stall-secs", "1"]);
+    let pid = server.child.id();
+    let mut other = Conn::connect(&server.addr);
+    let value = vec![0x61; 512 * 1024];
+    other.set(b"big", &value);
+    let rss_before = proc_status_kib(pid, "VmRSS");
+
+    // 2 GiB of replies asked for by 64 KiB of GETs; none is ever read.
+    let frames: Vec<Vec<u8>> = (0..4096u64).map(|i| frame(GET, 0, i, b"big")).collect();
+    let hostile = Unread::start(&server.addr, frames);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rss_max = rss_before;
+    while figure(&mut other, "connections_closed_output_stall_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a client that reads nothing is still connected after 60 s"
+        );
+        other.ping(b"still served");
+        rss_max = rss_max.max(proc_status_kib(pid, "VmRSS"));
+        thread::sleep(Duration::from_millis(20));
+    }
+    wait_for_connections(&mut other, 1);
+    let growth_kib = rss_max.saturating_sub(rss_before);
+    assert!(
+        growth_kib < 64 * MIB_AS_KIB,
+        "RSS grew by {growth_kib} KiB for a client that does not read its replies"
+    );
+    // What the kernel had buffered may still arrive; then the connection ends.
+    let mut stream = hostile.conn.stream.try_clone().unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    drop(hostile);
+    other.ping(b"after");
+}
+
+#[test]
+fn unread_keys_replies_count_against_the_connection_cap() {
+    // Small requests, large replies built at once: each KEYS below answers about 1 MiB.
+    let (_dir, server) = start(&[]);
+    let pid = server.child.id();
+    let mut other = Conn::connect(&server.addr);
+    for i in 0..260u32 {
+        let key = format!("{i:04}{}", "k".repeat(4000));
+        other.set(key.as_bytes(), b"");
+    }
+    other.ping(b"loaded");
+    let rss_before = proc_status_kib(pid, "VmRSS");
+
+    // 4,000 KEYS of 14 bytes each, in one write (so one read can take them all): 4 GiB of
+    // replies if each were built and kept.
+    let burst: Vec<u8> = (0..4000u64).flat_map(|i| frame(KEYS, 0, i, b"")).collect();
+    let hostile = Unread::start(&server.addr, vec![burst]);
+    let mut rss_max = rss_before;
+    hostile.watch(50, || {
+        other.ping(b"other");
+        rss_max = rss_max.max(proc_status_kib(pid, "VmRSS"));
+    });
+    // Give the server time to build what it would.
+    for _ in 0..50 {
+        other.ping(b"other");
+        rss_max = rss_max.max(proc_status_kib(pid, "VmRSS"));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let growth_kib = rss_max.saturating_sub(rss_before);
+    assert!(
+        growth_kib < 64 * MIB_AS_KIB,
+        "RSS grew by {growth_kib} KiB for unread KEYS replies"
+    );
+    drop(hostile);
+    other.ping(b"after");
 }

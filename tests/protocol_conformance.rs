@@ -571,7 +571,7 @@ fn four_gib_length_headers_cost_no_memory() {
 fn unknown_op_gets_error_with_its_id_and_the_connection_stays_open() {
     let (_dir, server) = start(&[]);
     let mut conn = Conn::connect(&server.addr);
-    for op in [0x00u8, 0x07, 0x20, 0x3f, 0x80, 0xfe, 0xff] {
+    for op in [0x00u8, 0x09, 0x20, 0x3f, 0x80, 0xfe, 0xff] {
         let id = spread_id(op as u64 + 1);
         conn.call(op, 0, id, b"some body").assert_error(id);
         conn.ping(&[op]);

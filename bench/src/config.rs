@@ -78,6 +78,10 @@ pub struct Args {
     /// No progress line every second.
     #[arg(long)]
     pub quiet: bool,
+    /// kvs targets: a file holding the server's secret (its --auth-file), sent in AUTH on
+    /// every connection; without it, the secret is taken from KVS_AUTH, if set.
+    #[arg(long, value_name = "PATH")]
+    pub auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -181,6 +185,9 @@ pub struct Config {
     pub hdr: Option<PathBuf>,
     #[serde(skip)]
     pub quiet: bool,
+    /// The secret kvs connections send in AUTH first.
+    #[serde(skip)]
+    pub auth: Option<kvs::auth::Secret>,
 }
 
 /// The smallest value that can carry its version and the run's id for --verify.
@@ -249,6 +256,19 @@ impl Config {
         if !(args.timeout > 0.0 && args.timeout <= SECONDS_MAX) {
             bail!("--timeout must be a positive number of seconds, at most {SECONDS_MAX}");
         }
+        if args.auth_file.is_some() && target.kind != TargetKind::Kvs {
+            bail!("--auth-file is for kvs:// targets only");
+        }
+        let auth = match target.kind {
+            TargetKind::Kvs => kvs::auth::Secret::for_client(args.auth_file.as_deref())?,
+            _ => None,
+        };
+        let auth = auth.map(|file| {
+            if let Some(warning) = file.warning {
+                eprintln!("kvs-bench: warning: {warning}");
+            }
+            file.secret
+        });
         Ok(Config {
             target,
             clients: args.clients,
@@ -271,6 +291,7 @@ impl Config {
             json: args.json,
             hdr: args.hdr,
             quiet: args.quiet,
+            auth,
         })
     }
 

@@ -40,10 +40,23 @@ pub enum Connection {
 }
 
 impl Connection {
-    pub async fn connect(target: &Target, timeout: Duration) -> anyhow::Result<Connection> {
+    /// Connects; to kvs with a `secret`, authenticates first.
+    pub async fn connect(
+        target: &Target,
+        timeout: Duration,
+        secret: Option<&kvs::auth::Secret>,
+    ) -> anyhow::Result<Connection> {
         let addr = &target.addr;
         let connection = match target.kind {
-            TargetKind::Kvs => Connection::Kvs(Pipelined::connect(addr, timeout).await?),
+            TargetKind::Kvs => {
+                let mut conn = Pipelined::connect(addr, timeout).await?;
+                if let Some(secret) = secret {
+                    conn.authenticate(secret, timeout)
+                        .await
+                        .with_context(|| format!("authenticating to kvs at {addr}"))?;
+                }
+                Connection::Kvs(conn)
+            }
             TargetKind::Redis => Connection::Redis(Pipelined::connect(addr, timeout).await?),
             TargetKind::Etcd => Connection::Etcd(Etcd {
                 client: EtcdClient::connect(addr, timeout)
@@ -87,6 +100,48 @@ pub struct Pipelined<C> {
     next_id: u64,
     broken: bool,
     codec: PhantomData<C>,
+}
+
+impl Pipelined<KvsCodec> {
+    /// Sends AUTH with `secret` and waits for its OK, before any measured request.
+    async fn authenticate(
+        &mut self,
+        secret: &kvs::auth::Secret,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let secret =
+            kvs::protocol::request::SecretBytes(bytes::Bytes::copy_from_slice(secret.bytes()));
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = BytesMut::new();
+        kvs::protocol::Request::Auth { secret }.encode(id, &mut out);
+        let exchange = async {
+            self.stream.write_all(&out).await?;
+            loop {
+                if let Some((reply_id, response)) = KvsCodec::decode(&mut self.read_buf)
+                    .map_err(|error| anyhow::anyhow!(error.0))?
+                {
+                    if reply_id != id {
+                        anyhow::bail!("the reply to AUTH carries id {reply_id}, not {id}");
+                    }
+                    if response.status != kvs::protocol::Status::Ok {
+                        anyhow::bail!(
+                            "the server refused the secret: {}",
+                            String::from_utf8_lossy(&response.body)
+                        );
+                    }
+                    return Ok(());
+                }
+                self.read_buf.reserve(READ_BYTES);
+                if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                    anyhow::bail!("the server closed the connection before answering AUTH");
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .context("no answer to AUTH in time")?
+    }
 }
 
 /// What the writer and the reader share; borrowed only between awaits.

@@ -258,7 +258,9 @@ fn load_thread(
     let connected = local.block_on(&runtime, async {
         let mut connections = Vec::with_capacity(clients.len());
         for _ in clients {
-            connections.push(Connection::connect(&config.target, config.timeout()).await?);
+            connections.push(
+                Connection::connect(&config.target, config.timeout(), config.auth.as_ref()).await?,
+            );
         }
         Ok::<_, anyhow::Error>(connections)
     });

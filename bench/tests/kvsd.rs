@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bench, Kvsd};
+use common::{bench, bench_env, Kvsd};
 
 #[test]
 fn pipelined_mixed_load_verifies_and_counts_match() {
@@ -91,4 +91,44 @@ fn an_open_loop_run_against_kvsd_is_clean() {
     ]);
     run.assert_clean();
     assert_eq!(run.u64("/ops"), 1000);
+}
+
+#[test]
+fn auth_file_and_kvs_auth_authenticate_every_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "bench secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret.to_str().unwrap();
+    let kvsd = Kvsd::start(&["--auth-file", secret]);
+    let url = kvsd.url();
+    let load = [
+        "--target",
+        &url,
+        "--clients",
+        "3",
+        "--requests",
+        "300",
+        "--keyspace",
+        "50",
+    ];
+
+    let mut with_file = load.to_vec();
+    with_file.extend(["--auth-file", secret]);
+    bench(&with_file).assert_clean();
+
+    let run = bench_env(&load, Some("bench secret"));
+    run.assert_clean();
+
+    // Without the secret every connection is refused, and kvs-bench says why.
+    for (secret, says) in [
+        (None, "authentication required"),
+        (Some("wrong"), "authentication failed"),
+    ] {
+        let run = bench_env(&load, secret);
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert_ne!(run.code, Some(0), "{output}");
+        assert!(output.contains(says), "{output}");
+    }
 }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kvs::auth::Secret;
 use kvs::client::{stats_lines, Client, ClientError, ClientOptions};
 use kvs::limits;
 
@@ -37,6 +38,11 @@ Shell:
   An error is printed and the shell goes on; a lost connection is made again by the next
   command. In the shell, \"-\" is a plain value, not stdin.
 
+Authentication:
+  A server started with --auth-file wants its secret before anything else: give kvsctl the
+  same file with --auth-file, or the secret itself in KVS_AUTH (--auth-file wins). It is sent
+  on every connection kvsctl makes, reconnections and redirections included.
+
 Followers:
   A write sent to a follower is answered NOT_LEADER with the leader's address; kvsctl sends it
   again to the leader, once, and says so on stderr.
@@ -60,6 +66,11 @@ struct Cli {
         default_value_t = format!("127.0.0.1:{}", limits::PORT_DEFAULT)
     )]
     addr: String,
+
+    /// A file holding the server's secret (its --auth-file); without it, the secret is taken
+    /// from the KVS_AUTH environment variable, if set
+    #[arg(long, value_name = "PATH")]
+    auth_file: Option<PathBuf>,
 
     /// Seconds to wait for the server to answer before giving up; 0 waits for ever
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -202,14 +213,16 @@ impl From<io::Error> for Failure {
 struct Session {
     addr: String,
     options: ClientOptions,
+    secret: Option<Secret>,
     client: Option<Client>,
 }
 
 impl Session {
-    fn new(addr: String, options: ClientOptions) -> Session {
+    fn new(addr: String, options: ClientOptions, secret: Option<Secret>) -> Session {
         Session {
             addr,
             options,
+            secret,
             client: None,
         }
     }
@@ -221,7 +234,7 @@ impl Session {
     fn connect(&mut self) -> Result<&mut Client, ClientError> {
         let client = match self.client.take() {
             Some(client) => client,
-            None => Client::connect_with(&self.addr, self.options)?,
+            None => Client::connect_auth(&self.addr, self.options, self.secret.as_ref())?,
         };
         Ok(self.client.insert(client))
     }
@@ -250,7 +263,19 @@ fn main() -> ExitCode {
         write_timeout: timeout,
         ..ClientOptions::default()
     };
-    let mut session = Session::new(with_default_port(&cli.addr), options);
+    let secret = match Secret::for_client(cli.auth_file.as_deref()) {
+        Ok(file) => file.map(|file| {
+            if let Some(warning) = file.warning {
+                note(&warning);
+            }
+            file.secret
+        }),
+        Err(error) => {
+            note(&error.to_string());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let mut session = Session::new(with_default_port(&cli.addr), options, secret);
     let status = match cli.command {
         Some(command) => one_shot(&mut session, command),
         None if io::stdin().is_terminal() => interactive(&mut session),

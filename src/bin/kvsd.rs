@@ -30,8 +30,8 @@ struct Args {
     #[arg(long, default_value = "node1")]
     node_id: String,
 
-    /// Address to listen on. Keep 127.0.0.1 unless clients on other machines must reach kvsd
-    /// (there is no authentication yet).
+    /// Address to listen on. Keep 127.0.0.1 unless clients on other machines must reach kvsd,
+    /// and then use --auth-file (traffic is not encrypted: keep it on a trusted network).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
 
@@ -55,7 +55,9 @@ struct Args {
     #[arg(long, default_value = "always", verbatim_doc_comment)]
     fsync: FsyncPolicy,
 
-    /// Client connections served at once; one more gets an ERROR and is closed.
+    /// Client connections served at once; one more gets an ERROR and is closed. kvsd raises its
+    /// open-file limit (RLIMIT_NOFILE) to the hard limit if this needs it, and refuses to start
+    /// if even that is too low.
     #[arg(long, default_value_t = limits::CONNECTIONS_MAX_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
@@ -107,6 +109,27 @@ struct Args {
     #[arg(long, default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT)]
     ack_timeout_ms: u64,
 
+    /// A file holding a shared secret (1 to 1024 bytes; one trailing newline is ignored; keep
+    /// it chmod 600). Every connection, followers' included, must then send AUTH with the
+    /// secret before anything else; a follower sends its own --auth-file to its leader.
+    /// kvsctl and kvs-bench take --auth-file or KVS_AUTH.
+    #[arg(long, value_name = "PATH")]
+    auth_file: Option<PathBuf>,
+
+    /// Close a connection that sends nothing for this many seconds while it is owed no reply,
+    /// one stalled in the middle of a frame included (0: never). Clients and followers that
+    /// idle longer simply reconnect.
+    #[arg(long, default_value_t = limits::IDLE_TIMEOUT_SECS_DEFAULT, value_name = "SECONDS")]
+    idle_timeout_secs: u64,
+
+    /// Close a connection whose replies wait to be sent while the client takes none of their
+    /// bytes for this many seconds (it stopped reading). Until then such a client costs at
+    /// most its 8 MiB / 4,096 requests of unanswered requests and replies: kvsd stops reading
+    /// from it at that cap.
+    #[arg(long, default_value_t = limits::OUTPUT_STALL_SECS_DEFAULT, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    output_stall_secs: u64,
+
     /// Start even if the log is corrupt before its tail: cut it at the first bad record and
     /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
     #[arg(long)]
@@ -157,6 +180,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    let auth = match args.auth_file.as_deref().map(kvs::auth::Secret::from_file) {
+        None => None,
+        Some(Ok(file)) => {
+            if let Some(warning) = file.warning {
+                tracing::warn!("{warning}");
+            }
+            Some(file.secret)
+        }
+        Some(Err(error)) => {
+            eprintln!("kvsd: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         node_id: args.node_id,
         listen: SocketAddr::new(args.bind, args.port),
@@ -179,6 +215,10 @@ fn main() -> ExitCode {
         compact_garbage_ratio: args.compact_garbage_ratio,
         crash_point: args.crash_point,
         resync: args.resync,
+        auth,
+        idle_timeout: (args.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(args.idle_timeout_secs)),
+        output_stall: Duration::from_secs(args.output_stall_secs),
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

@@ -20,9 +20,10 @@ use bytes::{Bytes, BytesMut};
 
 pub use error::{status_name, ClientError};
 
+use crate::auth::Secret;
 use crate::limits;
 use crate::protocol::frame;
-use crate::protocol::request::Request;
+use crate::protocol::request::{Request, SecretBytes};
 use crate::protocol::response::{self, Response, Status};
 
 /// How long `connect` tries each address the name resolves to.
@@ -70,6 +71,9 @@ pub struct Client {
     pending: usize,
     /// Set once an error has left the stream out of step with the server.
     broken: bool,
+    /// The secret this connection authenticated with, sent again on a connection made for it
+    /// (`follow_leader`).
+    secret: Option<Secret>,
 }
 
 impl std::fmt::Debug for Client {
@@ -122,7 +126,34 @@ impl Client {
             next_id: 1,
             pending: 0,
             broken: false,
+            secret: None,
         })
+    }
+
+    /// Connects, then sends AUTH with `secret` if there is one (see `authenticate`).
+    pub fn connect_auth(
+        addr: &str,
+        options: ClientOptions,
+        secret: Option<&Secret>,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::connect_with(addr, options)?;
+        if let Some(secret) = secret {
+            client.authenticate(secret)?;
+        }
+        Ok(client)
+    }
+
+    /// Sends AUTH with `secret` (`--auth-file` on the server); an error if the server refuses
+    /// it. A server without `--auth-file` answers OK.
+    pub fn authenticate(&mut self, secret: &Secret) -> Result<(), ClientError> {
+        let response = self.call(&Request::Auth {
+            secret: SecretBytes(Bytes::copy_from_slice(secret.bytes())),
+        })?;
+        if response.status != Status::Ok {
+            return Err(refusal("AUTH", &response));
+        }
+        self.secret = Some(secret.clone());
+        Ok(())
     }
 
     /// The address this client was asked to connect to.
@@ -377,7 +408,8 @@ impl Client {
         match operation(self) {
             Err(ClientError::NotLeader(leader)) if !leader.is_empty() => {
                 on_redirect(&leader);
-                let mut leader_client = Client::connect_with(&leader, self.options)?;
+                let mut leader_client =
+                    Client::connect_auth(&leader, self.options, self.secret.as_ref())?;
                 operation(&mut leader_client)
             }
             result => result,

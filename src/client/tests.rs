@@ -102,10 +102,21 @@ fn typed_calls_read_their_replies() {
                 Request::Stats => peer.reply(Status::Ok, 0, id, b"role:leader\nkeys:1\n"),
                 Request::Keys { .. } => peer.reply(Status::Ok, 0, id, &keys_body(&[b"k"])),
                 Request::Compact => peer.reply(Status::Ok, 0, id, b"compacted:1\n"),
+                Request::Auth { secret } if &secret.0[..] == b"pw" => {
+                    peer.reply(Status::Ok, 0, id, b"")
+                }
+                Request::Auth { .. } => peer.reply(Status::Error, 0, id, b"authentication failed"),
             }
         }
     });
     let mut client = Client::connect(&addr).unwrap();
+    let wrong = crate::auth::Secret::new(b"pq").unwrap();
+    assert!(
+        matches!(client.authenticate(&wrong), Err(ClientError::Server(m)) if m == "authentication failed")
+    );
+    client
+        .authenticate(&crate::auth::Secret::new(b"pw").unwrap())
+        .unwrap();
     assert_eq!(client.set(b"k", b"v\0\xff").unwrap(), 5);
     assert_eq!(
         client.get_min_seq(b"k", 5).unwrap(),

@@ -43,6 +43,14 @@ impl Pending {
             | Pending::Later { after_seq, .. } => *after_seq,
         }
     }
+
+    /// Bytes of a reply body built at accept time and held until the reply is sent.
+    pub fn reply_body_bytes(&self) -> usize {
+        match self {
+            Pending::Reply { body, .. } => body.len(),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -128,6 +136,19 @@ pub fn accept(
             read: Later::Compact,
             after_seq: 0,
         },
+        // The connection's `auth::Gate` answers AUTH before a request gets here; this is what
+        // AUTH means on its own, on a server without `--auth-file`: a no-op.
+        Request::Auth { .. } => ok_empty(),
+    }
+}
+
+/// OK with an empty body, at once.
+pub fn ok_empty() -> Pending {
+    Pending::Reply {
+        status: Status::Ok,
+        flags: 0,
+        body: Bytes::new(),
+        after_seq: 0,
     }
 }
 

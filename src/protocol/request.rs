@@ -9,6 +9,7 @@
 //! | 0x05 | PING  | any bytes                                                       |
 //! | 0x06 | STATS | empty                                                           |
 //! | 0x08 | COMPACT | empty: run a compaction pass now, answer when it is done        |
+//! | 0x07 | AUTH  | the secret (`--auth-file`)                                      |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,6 +23,7 @@ pub mod op {
     pub const PING: u8 = 0x05;
     pub const STATS: u8 = 0x06;
     pub const COMPACT: u8 = 0x08;
+    pub const AUTH: u8 = 0x07;
 }
 
 pub mod flag {
@@ -56,6 +58,19 @@ pub enum Request {
     },
     Stats,
     Compact,
+    Auth {
+        secret: SecretBytes,
+    },
+}
+
+/// The body of AUTH; `Debug` shows only its length, so a request logged never shows a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Bytes);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
 }
 
 /// What the server accepts; checked while decoding so no later layer sees an oversized key.
@@ -99,6 +114,7 @@ impl Request {
             Request::Ping { .. } => "PING",
             Request::Stats => "STATS",
             Request::Compact => "COMPACT",
+            Request::Auth { .. } => "AUTH",
         }
     }
 
@@ -200,6 +216,12 @@ impl Request {
                 }
                 Request::Compact
             }
+            op::AUTH => {
+                known_flags("AUTH", flags, 0)?;
+                Request::Auth {
+                    secret: SecretBytes(body.clone()),
+                }
+            }
             _ => return Err(RequestError::UnknownOp { op: kind }),
         };
         if let Request::Get { key, .. } | Request::Set { key, .. } | Request::Del { key } = &request
@@ -249,6 +271,7 @@ impl Request {
             Request::Ping { payload } => frame::encode(dst, header(op::PING, 0), &[payload]),
             Request::Stats => frame::encode(dst, header(op::STATS, 0), &[]),
             Request::Compact => frame::encode(dst, header(op::COMPACT, 0), &[]),
+            Request::Auth { secret } => frame::encode(dst, header(op::AUTH, 0), &[&secret.0]),
         }
     }
 }
@@ -345,6 +368,9 @@ mod tests {
             Request::Ping { payload: b(b"") },
             Request::Ping { payload: b(b"hi") },
             Request::Stats,
+            Request::Auth {
+                secret: SecretBytes(b(b"s3cret")),
+            },
         ] {
             assert_eq!(decode_one(&request).as_ref(), Ok(&request));
         }
@@ -381,7 +407,14 @@ mod tests {
             };
             Request::decode(&frame, LIMITS).unwrap_err()
         };
-        assert_eq!(raw(0x07, 0, b""), RequestError::UnknownOp { op: 7 });
+        assert_eq!(raw(0x08, 0, b""), RequestError::UnknownOp { op: 8 });
+        assert!(!format!(
+            "{:?}",
+            decode_one(&Request::Auth {
+                secret: SecretBytes(b(b"pw"))
+            })
+        )
+        .contains("pw"));
         assert_eq!(
             raw(op::GET, 0x02, b"k"),
             RequestError::UnknownFlags {

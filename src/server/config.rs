@@ -76,6 +76,13 @@ pub struct Config {
     /// Follower: replace this node's data with a snapshot of the leader's when it holds
     /// another history, rather than be refused.
     pub resync: bool,
+    /// `--auth-file`: every connection (a follower's too) must AUTH with it first; a follower
+    /// sends it to its leader.
+    pub auth: Option<crate::auth::Secret>,
+    /// `--idle-timeout-secs`; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `--output-stall-secs`.
+    pub output_stall: Duration,
 }
 
 #[cfg(test)]

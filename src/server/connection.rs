@@ -6,7 +6,13 @@
 //! durable. Reads wait for the connection's earlier writes, so one connection's requests take
 //! effect in the order sent. The queue is capped in requests and bytes: past either cap the
 //! reader stops reading until the writer drains it, so a client that never reads its replies
-//! costs bounded memory.
+//! costs bounded memory. Eager reply bodies (a KEYS page, a GET of a pending write) count
+//! against the byte cap too, so small requests with large replies cannot pile up memory.
+//!
+//! A watchdog per connection closes it when it has sent nothing for `--idle-timeout-secs`
+//! while owed no reply (a half frame stalled mid-way included), and when replies wait to be
+//! sent but the socket takes none of their bytes for `--output-stall-secs` (the client stopped
+//! reading). With `--auth-file`, every frame first passes the connection's `auth::Gate`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -17,12 +23,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio_uring::net::TcpStream;
 
+use crate::auth::{Gate, Verdict};
 use crate::command::{self, Later, Pending};
 use crate::limits::{
-    BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BYTES,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
+    AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_READ_BYTES,
+    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WATCH_MS, CONNECTION_WRITE_BYTES_MAX,
 };
-use crate::protocol::frame::{self, BODY_OFFSET};
+use crate::protocol::frame::{self, FrameError, BODY_OFFSET};
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
 
@@ -60,6 +67,14 @@ struct Conn {
     reader_writing: Cell<bool>,
     writer_wake: tokio::sync::Notify,
     reader_wake: tokio::sync::Notify,
+    /// What the watchdog looks at: bytes read and written so far, whether the reader waits
+    /// on the socket, and how many writes are under way.
+    bytes_read: Cell<u64>,
+    bytes_written: Cell<u64>,
+    reading: Cell<bool>,
+    writes_in_flight: Cell<u32>,
+    /// The watchdog closed the read side: the client sent nothing for too long.
+    idle_closed: Cell<bool>,
 }
 
 impl Conn {
@@ -80,10 +95,12 @@ pub async fn serve(shared: Rc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let stream = Rc::new(stream);
     let conn = Rc::new(Conn::default());
     let writer = tokio_uring::spawn(write_replies(shared.clone(), stream.clone(), conn.clone()));
-    let handoff = read_requests(&shared, &stream, &conn).await;
+    let watchdog = tokio_uring::spawn(watch(shared.clone(), stream.clone(), conn.clone(), peer));
+    let handoff = read_requests(&shared, &stream, &conn, peer).await;
     conn.reader_done.set(true);
     conn.writer_wake.notify_one();
     let _ = writer.await;
+    watchdog.abort();
     if conn.fatal.get() {
         linger(&stream).await;
     }
@@ -102,19 +119,29 @@ async fn read_requests(
     shared: &Shared,
     stream: &TcpStream,
     conn: &Conn,
+    peer: SocketAddr,
 ) -> Option<(Frame, BytesMut)> {
     let config = &shared.config;
     let mut shutdown = shared.shutdown.subscribe();
     let mut buf = BytesMut::with_capacity(CONNECTION_READ_BYTES);
     let mut out = BytesMut::new();
+    let mut gate = Gate::new(config.auth.as_ref());
     loop {
         let mut wrote = false;
-        loop {
-            let frame = match frame::decode(&mut buf, config.frame_bytes_max) {
+        // Stop taking frames at the cap even inside one read: 64 KiB of 14-byte requests can
+        // ask for gigabytes of replies. The rest stays in `buf` until the replies drain.
+        while !conn.full() {
+            let frame = match frame::decode(&mut buf, gate.frame_bytes_max(config.frame_bytes_max))
+            {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
-                    let message = format!("{error}; closing the connection");
+                    let message = match error {
+                        FrameError::TooLong { len, .. } if !gate.is_open() => format!(
+                            "frame length {len} exceeds the {AUTH_FRAME_BYTES_MAX} bytes a connection may send before it authenticates: send AUTH first; closing the connection"
+                        ),
+                        error => format!("{error}; closing the connection"),
+                    };
                     let pending = command::error(message);
                     conn.push(Queued {
                         id: 0,
@@ -126,6 +153,36 @@ async fn read_requests(
                     return None;
                 }
             };
+            let failures = gate.failures();
+            match gate.admit(frame.header.kind, frame.header.flags, &frame.body) {
+                Verdict::Pass => {}
+                Verdict::Accepted => {
+                    conn.push(Queued {
+                        id: frame.header.id,
+                        pending: command::ok_empty(),
+                        cost: 0,
+                        deadline: None,
+                    });
+                    continue;
+                }
+                Verdict::Refused { message, close } => {
+                    if gate.failures() > failures {
+                        shared.stats.count_auth_failure(close);
+                    }
+                    conn.push(Queued {
+                        id: frame.header.id,
+                        pending: command::error(message),
+                        cost: 0,
+                        deadline: None,
+                    });
+                    if close {
+                        tracing::warn!(%peer, failures = gate.failures(), "closing a connection that failed to authenticate");
+                        conn.fatal.set(true);
+                        return None;
+                    }
+                    continue;
+                }
+            }
             if frame.header.kind == messages::op::HELLO {
                 match shared.leader_addr() {
                     None => return Some((frame, buf)),
@@ -188,6 +245,9 @@ async fn read_requests(
                     pending
                 }
             };
+            // A reply body built now (a KEYS page, a pending write's value) is held until
+            // sent: it counts against the connection's cap like the request does.
+            let cost = cost + pending.reply_body_bytes();
             conn.push(Queued {
                 id,
                 pending,
@@ -208,16 +268,112 @@ async fn read_requests(
         if conn.writer_dead.get() || *shutdown.borrow() {
             return None;
         }
+        // Frames left in the buffer at the cap go first (and a bad one is answered first).
+        if !matches!(
+            frame::check(&buf, gate.frame_bytes_max(config.frame_bytes_max)),
+            Ok(None)
+        ) {
+            continue;
+        }
+        conn.reading.set(true);
+        let frame_bytes_max = gate.frame_bytes_max(config.frame_bytes_max);
         let (read, returned) = tokio::select! {
-            read = frames::read_more(stream, buf, config.frame_bytes_max) => read,
+            read = frames::read_more(stream, buf, frame_bytes_max) => read,
             _ = shutdown.changed() => return None,
         };
+        conn.reading.set(false);
         buf = returned;
         match read {
+            Ok(0) if conn.idle_closed.get() => {
+                let seconds = config.idle_timeout.map_or(0, |idle| idle.as_secs());
+                let message = format!(
+                    "closing the connection: it sent nothing for {seconds} s (--idle-timeout-secs)"
+                );
+                conn.push(Queued {
+                    id: 0,
+                    pending: command::error(message),
+                    cost: 0,
+                    deadline: None,
+                });
+                conn.fatal.set(true);
+                return None;
+            }
             Ok(0) | Err(_) => return None,
-            Ok(_) => {}
+            Ok(read) => conn.bytes_read.set(conn.bytes_read.get() + read as u64),
         }
     }
+}
+
+/// Closes the connection when it idles past `--idle-timeout-secs` (it sent nothing, waits on
+/// the socket, and is owed no reply) or its output stalls past `--output-stall-secs` (a write
+/// is under way and the socket took none of its bytes). Looks every `CONNECTION_WATCH_MS`,
+/// from counters the reader and writer keep, so the request path pays no timer.
+async fn watch(shared: Rc<Shared>, stream: Rc<TcpStream>, conn: Rc<Conn>, peer: SocketAddr) {
+    let config = &shared.config;
+    let tick = Duration::from_millis(CONNECTION_WATCH_MS);
+    let (mut idle_for, mut stalled_for) = (Duration::ZERO, Duration::ZERO);
+    let (mut last_read, mut last_written) = (conn.bytes_read.get(), conn.bytes_written.get());
+    loop {
+        tokio::time::sleep(tick).await;
+        let (read, written) = (conn.bytes_read.get(), conn.bytes_written.get());
+        let writing = conn.writes_in_flight.get() > 0;
+        let idle =
+            conn.reading.get() && read == last_read && !writing && conn.queue.borrow().is_empty();
+        idle_for = if idle {
+            idle_for + tick
+        } else {
+            Duration::ZERO
+        };
+        let stalled = writing && written == last_written;
+        stalled_for = if stalled {
+            stalled_for + tick
+        } else {
+            Duration::ZERO
+        };
+        (last_read, last_written) = (read, written);
+        if config
+            .idle_timeout
+            .is_some_and(|timeout| idle_for >= timeout)
+        {
+            tracing::debug!(%peer, idle_s = idle_for.as_secs(), "closing an idle connection (--idle-timeout-secs)");
+            shared.stats.count_idle_closed();
+            conn.idle_closed.set(true);
+            // The reader sees the end of the stream, says why, and closes.
+            let _ = stream.shutdown(std::net::Shutdown::Read);
+            return;
+        }
+        if stalled_for >= config.output_stall {
+            tracing::warn!(%peer, stalled_s = stalled_for.as_secs(), "closing a connection that takes none of its replies (--output-stall-secs)");
+            shared.stats.count_output_stalled();
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// Writes all of `out`, one socket write at a time, counting the bytes for the watchdog.
+async fn send(stream: &TcpStream, conn: &Conn, out: BytesMut) -> (std::io::Result<()>, BytesMut) {
+    use tokio_uring::buf::BoundedBuf;
+    conn.writes_in_flight.set(conn.writes_in_flight.get() + 1);
+    let mut buf = out;
+    let mut at = 0;
+    let result = loop {
+        if at == buf.len() {
+            break Ok(());
+        }
+        let (written, slice) = stream.write(buf.slice(at..)).submit().await;
+        buf = slice.into_inner();
+        match written {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n;
+                conn.bytes_written.set(conn.bytes_written.get() + n as u64);
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    conn.writes_in_flight.set(conn.writes_in_flight.get() - 1);
+    (result, buf)
 }
 
 /// The open batch has a size cap; a write that finds it full waits for the committer to take
@@ -269,7 +425,7 @@ async fn answer_at_once(
         return true;
     }
     conn.reader_writing.set(true);
-    let (written, returned) = stream.write_all(std::mem::take(out)).await;
+    let (written, returned) = send(stream, conn, std::mem::take(out)).await;
     *out = returned;
     out.clear();
     conn.reader_writing.set(false);
@@ -313,7 +469,7 @@ async fn write_replies(shared: Rc<Shared>, stream: Rc<TcpStream>, conn: Rc<Conn>
         }
         if !out.is_empty() {
             conn.reader_wake.notify_one();
-            let (written, returned) = stream.write_all(out).await;
+            let (written, returned) = send(&stream, &conn, out).await;
             out = returned;
             out.clear();
             if written.is_err() {

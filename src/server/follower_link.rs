@@ -8,14 +8,15 @@ use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_uring::net::TcpStream;
 
 use crate::limits::{
     BATCH_BYTES_MAX, REPLICATION_BACKOFF_MS_MAX, REPLICATION_BACKOFF_MS_MIN,
     REPLICATION_FRAME_BYTES_MAX, REPLICATION_HEARTBEAT_MS, REPLICATION_SILENCE_MS_MAX,
 };
-use crate::protocol::Status;
+use crate::protocol::request::SecretBytes;
+use crate::protocol::{Request, Status};
 use crate::replication::messages::{self, Hello, Welcome};
 use crate::wal::record;
 use crate::wal::snapshot::SnapshotWriter;
@@ -82,6 +83,12 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         (engine.last_seq(), engine.last_crc())
     };
     let mut out = BytesMut::new();
+    // With --auth-file, AUTH goes first, in the same write: the leader serves nothing before it.
+    const AUTH_ID: u64 = 1;
+    if let Some(secret) = &shared.config.auth {
+        let secret = SecretBytes(Bytes::copy_from_slice(secret.bytes()));
+        Request::Auth { secret }.encode(AUTH_ID, &mut out);
+    }
     let node_id = shared.config.node_id.clone();
     Hello {
         log_id,
@@ -95,6 +102,22 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         return format!("sending HELLO: {error}");
     }
     let mut buf = BytesMut::new();
+    if shared.config.auth.is_some() {
+        match next_frame(&stream, &mut buf, silence).await {
+            Ok(frame) if frame.header.kind == Status::Ok as u8 && frame.header.id == AUTH_ID => {}
+            Ok(frame) if frame.header.kind == Status::Error as u8 => {
+                let reason = String::from_utf8_lossy(&frame.body).into_owned();
+                return format!("the leader refused this follower's secret: {reason}; check that this follower's --auth-file holds the leader's secret");
+            }
+            Ok(frame) => {
+                return format!(
+                    "unexpected frame kind 0x{:02x} instead of the answer to AUTH",
+                    frame.header.kind
+                )
+            }
+            Err(error) => return error,
+        }
+    }
     let welcome = match next_frame(&stream, &mut buf, silence).await {
         Ok(frame) if frame.header.kind == messages::op::WELCOME => {
             match Welcome::decode(frame.header.flags, &frame.body) {
@@ -104,6 +127,9 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         }
         Ok(frame) if frame.header.kind == Status::Error as u8 => {
             let reason = String::from_utf8_lossy(&frame.body).into_owned();
+            if shared.config.auth.is_none() && reason.contains("authentication required") {
+                return format!("the leader refused this follower: {reason}; start this follower with --auth-file holding the leader's secret");
+            }
             return format!("the leader refused this follower: {reason}");
         }
         Ok(frame) => {

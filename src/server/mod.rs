@@ -7,6 +7,7 @@ mod compactor;
 pub mod config;
 mod connection;
 mod cpu;
+mod fd_limit;
 mod follower_link;
 mod frames;
 mod leader_stream;
@@ -259,6 +260,8 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     )?;
     engine.recovered(recovered.last_seq, last_crc);
     let recovery_time = started.elapsed();
+    fd_limit::ensure(config.connections_max, recovered.segments.len())
+        .map_err(ServerError::Config)?;
 
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         what: "local_addr",
@@ -340,6 +343,8 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             truncated_bytes = recovered.truncated_bytes,
             recovery_ms = recovery_time.as_millis() as u64,
             new_log = recovered.created,
+            auth = config.auth.is_some(),
+            idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
 

@@ -15,6 +15,10 @@ pub struct Stats {
     pub batch_records_max: Cell<u64>,
     pub fsync_us_total: Cell<u64>,
     pub fsync_us_max: Cell<u64>,
+    pub auth_failures_total: Cell<u64>,
+    pub connections_closed_auth_total: Cell<u64>,
+    pub connections_closed_idle_total: Cell<u64>,
+    pub connections_closed_output_stall_total: Cell<u64>,
 }
 
 fn add(cell: &Cell<u64>, amount: u64) {
@@ -28,6 +32,20 @@ fn raise(cell: &Cell<u64>, value: u64) {
 impl Stats {
     pub fn count_request(&self) {
         add(&self.requests_total, 1);
+    }
+
+    /// A wrong secret, or a request before AUTH; `closed`: the connection is closed for it.
+    pub fn count_auth_failure(&self, closed: bool) {
+        add(&self.auth_failures_total, 1);
+        add(&self.connections_closed_auth_total, u64::from(closed));
+    }
+
+    pub fn count_idle_closed(&self) {
+        add(&self.connections_closed_idle_total, 1);
+    }
+
+    pub fn count_output_stalled(&self) {
+        add(&self.connections_closed_output_stall_total, 1);
     }
 
     pub fn count_batch(&self, records: usize, took: Duration) {
@@ -79,6 +97,27 @@ pub fn render(shared: &Shared) -> String {
     line("connections", &shared.connections.get());
     line("connections_total", &stats.connections_total.get());
     line("requests_total", &stats.requests_total.get());
+    line(
+        "auth",
+        &if shared.config.auth.is_some() {
+            "required"
+        } else {
+            "off"
+        },
+    );
+    line("auth_failures_total", &stats.auth_failures_total.get());
+    line(
+        "connections_closed_auth_total",
+        &stats.connections_closed_auth_total.get(),
+    );
+    line(
+        "connections_closed_idle_total",
+        &stats.connections_closed_idle_total.get(),
+    );
+    line(
+        "connections_closed_output_stall_total",
+        &stats.connections_closed_output_stall_total.get(),
+    );
     line("batches_total", &stats.batches_total.get());
     line(
         "batch_records_avg",

@@ -30,6 +30,8 @@ pub const DEL: u8 = 0x03;
 pub const KEYS: u8 = 0x04;
 pub const PING: u8 = 0x05;
 pub const STATS: u8 = 0x06;
+/// AUTH: the body is the secret (`--auth-file`); OK with an empty body when it matches.
+pub const AUTH: u8 = 0x07;
 
 // Response status codes.
 pub const OK: u8 = 0x00;

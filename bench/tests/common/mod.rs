@@ -77,6 +77,34 @@ pub fn bench(args: &[&str]) -> BenchRun {
     }
 }
 
+/// Runs kvs-bench with `args` and `KVS_AUTH` set to `kvs_auth` (or unset); a run that fails
+/// before writing its JSON gets `json: null`.
+pub fn bench_env(args: &[&str], kvs_auth: Option<&str>) -> BenchRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("result.json");
+    let mut command = Command::new(KVS_BENCH);
+    command
+        .args(args)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--quiet")
+        .env_remove("KVS_AUTH")
+        .stdin(Stdio::null());
+    if let Some(secret) = kvs_auth {
+        command.env("KVS_AUTH", secret);
+    }
+    let output = command.output().expect("run kvs-bench");
+    let json = std::fs::read_to_string(&json_path)
+        .map(|text| serde_json::from_str(&text).expect("valid JSON"))
+        .unwrap_or(serde_json::Value::Null);
+    BenchRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        json,
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (for servers that cannot take port 0).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
