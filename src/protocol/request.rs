@@ -8,8 +8,8 @@
 //! | 0x04 | KEYS  | prefix; flag 0x01: `plen` u32 LE, prefix, `start_after` (rest)  |
 //! | 0x05 | PING  | any bytes                                                       |
 //! | 0x06 | STATS | empty                                                           |
-//! | 0x08 | COMPACT | empty: run a compaction pass now, answer when it is done        |
 //! | 0x07 | AUTH  | the secret (`--auth-file`)                                      |
+//! | 0x08 | COMPACT | empty: run a compaction pass now, answer when it is done      |
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,8 +22,8 @@ pub mod op {
     pub const KEYS: u8 = 0x04;
     pub const PING: u8 = 0x05;
     pub const STATS: u8 = 0x06;
-    pub const COMPACT: u8 = 0x08;
     pub const AUTH: u8 = 0x07;
+    pub const COMPACT: u8 = 0x08;
 }
 
 pub mod flag {
@@ -368,6 +368,7 @@ mod tests {
             Request::Ping { payload: b(b"") },
             Request::Ping { payload: b(b"hi") },
             Request::Stats,
+            Request::Compact,
             Request::Auth {
                 secret: SecretBytes(b(b"s3cret")),
             },
@@ -407,7 +408,14 @@ mod tests {
             };
             Request::decode(&frame, LIMITS).unwrap_err()
         };
-        assert_eq!(raw(0x08, 0, b""), RequestError::UnknownOp { op: 8 });
+        assert_eq!(raw(0x09, 0, b""), RequestError::UnknownOp { op: 9 });
+        assert_eq!(
+            raw(op::COMPACT, 0, b"x"),
+            RequestError::BodyNotEmpty {
+                name: "COMPACT",
+                len: 1
+            }
+        );
         assert!(!format!(
             "{:?}",
             decode_one(&Request::Auth {
