@@ -249,15 +249,37 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     }
     let mut engine = Engine::new(0);
     let mut last_crc = 0;
+    let checkpoint = load_checkpoint(&config.data_dir, &mut engine, &mut last_crc);
+    let resume = checkpoint.as_ref().map(|c| c.resume()).unwrap_or_default();
     let recovered = recovery::recover(
         &config.data_dir,
         config.repair_truncate,
         config.segment_bytes,
+        &resume,
         |record: &RecordHeader, key, location| {
             engine.recover(record.op, key, location);
             last_crc = record.crc;
         },
     )?;
+    if let Some(checkpoint) = &checkpoint {
+        let same = checkpoint
+            .segments
+            .iter()
+            .zip(&recovered.segments)
+            .all(|(c, r)| c.id == r.id);
+        if !same {
+            return Err(ServerError::Config(
+                "the index checkpoint did not match the log it was checked against; delete \
+                 index.ckpt from the data dir and start again (the log itself is intact)"
+                    .into(),
+            ));
+        }
+    }
+    // It describes the log only until the log changes: never let it outlive this start.
+    crate::wal::checkpoint::remove(&config.data_dir).map_err(|source| ServerError::Io {
+        what: "removing the index checkpoint",
+        source,
+    })?;
     engine.recovered(recovered.last_seq, last_crc);
     let recovery_time = started.elapsed();
     fd_limit::ensure(config.connections_max, recovered.segments.len())
@@ -373,6 +395,115 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     })
 }
 
+/// Loads the index from `index.ckpt` if it matches the log; a checkpoint that does not is
+/// logged and ignored (recovery then reads the whole log).
+fn load_checkpoint(
+    dir: &std::path::Path,
+    engine: &mut Engine,
+    last_crc: &mut u32,
+) -> Option<crate::wal::checkpoint::Checkpoint> {
+    use crate::wal::checkpoint;
+    let started = Instant::now();
+    let loaded = checkpoint::read(dir).and_then(|found| {
+        let Some(found) = found else { return Ok(None) };
+        engine.load_index(found.entries()?);
+        Ok(Some(found))
+    });
+    match loaded {
+        Ok(Some(found)) => {
+            *last_crc = found.last_crc;
+            tracing::info!(
+                keys = engine.key_count(),
+                ms = started.elapsed().as_millis() as u64,
+                "loaded the index checkpoint"
+            );
+            Some(found)
+        }
+        Ok(None) => None,
+        Err(reason) => {
+            tracing::warn!(%reason, "ignoring the index checkpoint; reading the whole log instead");
+            *engine = Engine::new(0);
+            None
+        }
+    }
+}
+
+/// At a clean stop: writes the index checkpoint the next start loads instead of reading the
+/// whole log. A failure only costs that start time.
+fn write_checkpoint(shared: &Shared) {
+    use crate::wal::checkpoint::{self, CheckpointSegment};
+    let started = Instant::now();
+    let engine = shared.engine.borrow();
+    let segments = shared.log.segments();
+    let dir = &shared.config.data_dir;
+    let mut listed = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        let path = crate::wal::segment::path(dir, segment.id);
+        let nonce = match read_nonce(&path) {
+            Ok(nonce) => nonce,
+            Err(error) => {
+                tracing::warn!(%error, "no index checkpoint written");
+                return;
+            }
+        };
+        let last_seq = match segments.get(i + 1) {
+            Some(next) => next.first_seq - 1,
+            None => engine.durable_seq(),
+        };
+        listed.push(CheckpointSegment {
+            id: segment.id,
+            nonce,
+            bytes: segment.bytes(),
+            last_seq,
+        });
+    }
+    let index_of: std::collections::HashMap<u32, u32> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.file_no, i as u32))
+        .collect();
+    let mut unknown = false;
+    let entries = engine.index_entries().map(|(key, location)| {
+        let index = index_of.get(&location.file).copied().unwrap_or_else(|| {
+            unknown = true;
+            0
+        });
+        (key, index, location)
+    });
+    let result = checkpoint::write(
+        dir,
+        shared.log.log_id(),
+        engine.last_crc(),
+        &listed,
+        engine.key_count() as u64,
+        entries,
+    );
+    match result {
+        Ok(()) if unknown => {
+            let _ = checkpoint::remove(dir);
+            tracing::warn!("no index checkpoint: the index names a file that is not in the log");
+        }
+        Ok(()) => tracing::info!(
+            keys = engine.key_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "wrote the index checkpoint"
+        ),
+        Err(error) => {
+            let _ = checkpoint::remove(dir);
+            tracing::warn!(%error, "could not write the index checkpoint; the next start reads the whole log");
+        }
+    }
+}
+
+fn read_nonce(path: &std::path::Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut head = [0u8; crate::wal::segment::HEADER_BYTES];
+    std::fs::File::open(path)?.read_exact(&mut head)?;
+    crate::wal::segment::SegmentHeader::decode(&head)
+        .map(|header| header.nonce)
+        .map_err(std::io::Error::other)
+}
+
 fn accept(shared: &Rc<Shared>, stream: tokio_uring::net::TcpStream, peer: SocketAddr) {
     let connections_max = shared.config.connections_max;
     if shared.connections.get() >= connections_max {
@@ -424,6 +555,12 @@ async fn shut_down(shared: &Shared, reason: &str) -> Result<(), ServerError> {
             what: "final fdatasync",
             source,
         })?;
+    }
+    if shared.engine.borrow().write_failed().is_none()
+        && shared.engine.borrow().open_batch_bytes() == 0
+        && !shared.compaction.borrow().running
+    {
+        write_checkpoint(shared);
     }
     let engine = shared.engine.borrow();
     tracing::info!(

@@ -9,6 +9,7 @@
 //! and says where they went.
 
 pub mod cache;
+pub mod checkpoint;
 pub mod file;
 pub mod record;
 pub mod recovery;

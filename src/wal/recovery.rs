@@ -31,6 +31,14 @@ pub struct SegmentInfo {
     pub file_bytes: u64,
 }
 
+/// Where to go on in a segment whose records up to `offset` an index checkpoint already holds
+/// (the last of them has `last_seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub offset: u64,
+    pub last_seq: u64,
+}
+
 #[derive(Debug)]
 pub struct Recovered {
     pub log_id: LogId,
@@ -76,11 +84,13 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
 }
 
 /// Scans `dir` (creating it and a new log if it holds none) and calls `visit` for every valid
-/// record in log order, with where its value lives.
+/// record in log order, with where its value lives; in the segments named in `resume`, only
+/// the records after the offset given.
 pub fn recover(
     dir: &Path,
     repair_truncate: bool,
     preallocate_bytes: u64,
+    resume: &std::collections::HashMap<u32, Resume>,
     mut visit: impl FnMut(&RecordHeader, &[u8], Location),
 ) -> Result<Recovered, RecoveryError> {
     if !dir.exists() {
@@ -144,7 +154,11 @@ pub fn recover(
             sync_dir(dir)?;
             continue;
         }
-        let buf = fs::read(&path).map_err(io_error(&path))?;
+        let resume = resume.get(&id).copied();
+        let buf = match resume {
+            Some(resume) => read_from(&path, resume.offset).map_err(io_error(&path))?,
+            None => fs::read(&path).map_err(io_error(&path))?,
+        };
         let corrupt = |offset: usize, reason: String| RecoveryError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
@@ -188,6 +202,10 @@ pub fn recover(
         // A compacted segment was fsynced before it was renamed into place: never torn.
         let is_last = index + 1 == ids.len() && header.compacted.is_none();
         let mut offset = segment::HEADER_BYTES;
+        if let Some(resume) = resume {
+            offset = (resume.offset as usize).clamp(segment::HEADER_BYTES, buf.len());
+            last_seq = resume.last_seq;
+        }
         let damage = loop {
             if offset == buf.len() {
                 break None;
@@ -346,6 +364,20 @@ fn valid_record_after(buf: &[u8], from: usize, last_seq: u64) -> bool {
     })
 }
 
+/// The file's bytes with only the header and the part from `from` on read; the rest stays
+/// zero (never touched, so never paged in).
+fn read_from(path: &Path, from: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    let mut buf = vec![0u8; len];
+    let head = segment::HEADER_BYTES.min(len);
+    file.read_exact_at(&mut buf[..head], 0)?;
+    let from = (from as usize).clamp(head, len);
+    file.read_exact_at(&mut buf[from..], from as u64)?;
+    Ok(buf)
+}
+
 fn zero_range(path: &Path, offset: u64, len: usize) -> Result<(), RecoveryError> {
     use std::os::unix::fs::FileExt;
     let file = OpenOptions::new()
@@ -403,7 +435,7 @@ mod tests {
 
     /// A log of `count` records in one segment; returns its path and each record's end offset.
     fn write_log(dir: &Path, count: u64) -> (PathBuf, Vec<usize>) {
-        recover(dir, false, 0, |_, _, _| {}).unwrap();
+        recover(dir, false, 0, &Default::default(), |_, _, _| {}).unwrap();
         let path = segment::path(dir, 1);
         let mut buf = fs::read(&path).unwrap();
         let mut ends = Vec::new();
@@ -430,16 +462,19 @@ mod tests {
 
     fn seqs(dir: &Path, repair: bool) -> Result<Vec<u64>, RecoveryError> {
         let mut seqs = Vec::new();
-        recover(dir, repair, 0, |header, _, _| seqs.push(header.seq)).map(|_| seqs)
+        recover(dir, repair, 0, &Default::default(), |header, _, _| {
+            seqs.push(header.seq)
+        })
+        .map(|_| seqs)
     }
 
     #[test]
     fn a_new_dir_gets_a_log() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let first = recover(&data, false, 0, |_, _, _| {}).unwrap();
+        let first = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
         assert!(first.created);
-        let again = recover(&data, false, 0, |_, _, _| {}).unwrap();
+        let again = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
         assert!(!again.created);
         assert_eq!(again.log_id, first.log_id);
         assert_eq!(again.last_seq, 0);
@@ -465,7 +500,7 @@ mod tests {
                 "torn bytes removed at cut {cut}"
             );
             assert_eq!(
-                recover(dir.path(), false, 0, |_, _, _| {})
+                recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
                     .unwrap()
                     .truncated_bytes,
                 0
@@ -510,7 +545,9 @@ mod tests {
     fn damage_in_a_sealed_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
-        let log_id = recover(dir.path(), false, 0, |_, _, _| {}).unwrap().log_id;
+        let log_id = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
+            .unwrap()
+            .log_id;
         create_segment(dir.path(), &SegmentHeader::new(log_id, 2, 4), 0).unwrap();
         let mut buf = fs::read(&path).unwrap();
         buf[ends[2] - 1] ^= 1; // the last record of the sealed segment
@@ -538,7 +575,7 @@ mod tests {
         let mut buf = fs::read(&path).unwrap();
         buf.resize(buf.len() + 4096, 0);
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 3);
         assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(recovered.segments[0].bytes, ends[2] as u64);
@@ -547,7 +584,7 @@ mod tests {
         // A torn record in front of the zeros is still a torn tail: zeroed, the file kept.
         buf[ends[2]..ends[2] + 5].copy_from_slice(b"\x30\x00\x00\x00\x99");
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
         assert_eq!((recovered.last_seq, recovered.truncated_bytes), (3, 5));
         let after = fs::read(&path).unwrap();
         assert_eq!(after.len(), buf.len());
@@ -610,9 +647,13 @@ mod tests {
         )
         .unwrap();
         let mut files = Vec::new();
-        let recovered = recover(dir.path(), false, 0, |header, _, location| {
-            files.push((header.seq, location.file))
-        })
+        let recovered = recover(
+            dir.path(),
+            false,
+            0,
+            &Default::default(),
+            |header, _, location| files.push((header.seq, location.file)),
+        )
         .unwrap();
         assert_eq!(files, vec![(3, 1), (8, 1), (11, 2), (12, 2)]);
         assert_eq!((recovered.last_seq, recovered.horizon_seq), (12, 10));
@@ -648,7 +689,7 @@ mod tests {
             segment_bytes(&compacted, [5, 20]),
         )
         .unwrap();
-        let recovered = recover(dir.path(), false, 0, |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 20);
         let last = recovered.segments.last().unwrap();
         assert_eq!((last.id, last.first_seq, last.compacted), (2, 21, None));

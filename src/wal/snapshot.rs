@@ -168,6 +168,7 @@ pub fn install_pending(data_dir: &Path) -> io::Result<Option<&'static str>> {
                 fs::remove_file(&path)?;
             }
         }
+        let _ = fs::remove_file(super::checkpoint::path(data_dir));
         sync(data_dir)?;
         fs::rename(dir.join(COMPLETE), dir.join(MOVING))?;
         sync(&dir)?;
