@@ -250,3 +250,103 @@ fn a_crash_at_every_step_of_compaction_loses_no_acknowledged_write() {
         check(&server.addr, &model);
     }
 }
+
+/// kill -9 at random moments while compactions run by themselves (small segments, a low
+/// ratio) under a pipelined write load: after each restart every key holds its last
+/// acknowledged value or a later one that was in flight.
+#[test]
+fn kill_9_at_random_moments_of_compaction_loses_no_acknowledged_write() {
+    let cycles: usize = std::env::var("KVS_COMPACTION_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--segment-bytes", SEGMENT, "--compact-garbage-ratio", "0.3"];
+    // key -> (last acknowledged value, values sent after it whose reply never came)
+    let mut acked: BTreeMap<Vec<u8>, (Option<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut runs_seen = 0;
+    for cycle in 0..cycles {
+        let server = Server::start(&data, &args);
+        let mut conn = Conn::connect(&server.addr);
+        // Check the previous cycle's writes survived.
+        for (key, (value, in_flight)) in &acked {
+            let now = conn.value(key);
+            assert!(
+                now == *value || in_flight.iter().any(|v| Some(v) == now.as_ref()),
+                "cycle {cycle}: key {} holds {:?}, acked {:?}",
+                String::from_utf8_lossy(key),
+                now.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            );
+        }
+        // What each key holds now is the acknowledged state from here on.
+        for (key, entry) in acked.iter_mut() {
+            *entry = (conn.value(key), Vec::new());
+        }
+        // A writer in this thread; a killer thread ends the process at a random moment.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_millis(700 + seed % 1300);
+        let pid = server.child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            common::unsafe_kill(pid, "KILL");
+        });
+        let mut n = 0u64;
+        'load: loop {
+            let window: Vec<(Vec<u8>, Vec<u8>)> = (0..64)
+                .map(|i| {
+                    let key = format!("key{:03}", (n + i * 7) % 250).into_bytes();
+                    let value = format!("c{cycle}-n{}-{}", n + i, "p".repeat(120)).into_bytes();
+                    (key, value)
+                })
+                .collect();
+            n += 64;
+            let mut out = Vec::new();
+            for (i, (key, value)) in window.iter().enumerate() {
+                out.extend(frame(SET, 0, i as u64 + 1, &set_body(key, value)));
+                acked.entry(key.clone()).or_default().1.push(value.clone());
+            }
+            if std::io::Write::write_all(&mut conn.stream, &out).is_err() {
+                break 'load;
+            }
+            for (key, value) in &window {
+                match read_reply(&mut conn.stream) {
+                    Ok(reply) if reply.status == OK => {
+                        let entry = acked.get_mut(key).unwrap();
+                        let at = entry.1.iter().position(|v| v == value).unwrap();
+                        entry.0 = Some(value.clone());
+                        entry.1.drain(..=at);
+                    }
+                    Ok(reply) => panic!("a SET failed: {reply:?}"),
+                    Err(_) => break 'load,
+                }
+            }
+        }
+        killer.join().unwrap();
+        drop(server);
+        runs_seen += 1;
+    }
+    let server = Server::start(&data, &args);
+    let mut conn = Conn::connect(&server.addr);
+    for (key, (value, in_flight)) in &acked {
+        let now = conn.value(key);
+        assert!(now == *value || in_flight.iter().any(|v| Some(v) == now.as_ref()));
+    }
+    assert_eq!(runs_seen, cycles);
+    // And the log the crashes left compacts cleanly, keeping every value.
+    compact(&mut conn);
+    for (key, (value, in_flight)) in &acked {
+        let now = conn.value(key);
+        assert!(now == *value || in_flight.iter().any(|v| Some(v) == now.as_ref()));
+    }
+}
