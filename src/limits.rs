@@ -98,6 +98,9 @@ pub const COMPACT_GARBAGE_RATIO_DEFAULT: f64 = 0.5;
 pub const COMPACTION_CHECK_MS: u64 = 1_000;
 /// Compaction reads and writes in steps of this size, yielding to the loop between them.
 pub const COMPACTION_IO_BYTES: usize = 1024 * 1024;
+/// Compaction fdatasyncs its output every this many bytes, so the disk takes it in small
+/// pieces rather than a whole segment in front of the log's own fdatasync.
+pub const COMPACTION_SYNC_BYTES: u64 = 4 * 1024 * 1024;
 /// Index entries moved to a compacted segment per step of the loop.
 pub const COMPACTION_SWITCH_SLICE: usize = 4096;
 /// Files a compaction replaced stay open this long for reads decided before it.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::limits::{
     COMPACTION_CHECK_MS, COMPACTION_IO_BYTES, COMPACTION_RETIRE_MS, COMPACTION_SWITCH_SLICE,
+    COMPACTION_SYNC_BYTES,
 };
 use crate::wal::file::Segment;
 use crate::wal::record::{self, DecodeError, Op};
@@ -202,6 +203,7 @@ async fn compact_run(
     let new_file = output.file_no();
     // (key, where it was, where its value is in the output)
     let mut moved: Vec<(Box<[u8]>, Location, u32)> = Vec::new();
+    let mut synced = 0;
     for segment in run {
         let mut offset = segment::HEADER_BYTES as u64;
         let mut want = COMPACTION_IO_BYTES;
@@ -260,6 +262,13 @@ async fn compact_run(
                     .flush()
                     .await
                     .map_err(io("writing the compacted segment"))?;
+                if output.bytes() - synced >= COMPACTION_SYNC_BYTES {
+                    output
+                        .sync_data()
+                        .await
+                        .map_err(io("syncing the compacted segment"))?;
+                    synced = output.bytes();
+                }
             }
         }
     }

@@ -444,6 +444,12 @@ impl CompactionOutput {
     pub fn bytes(&self) -> u64 {
         self.written + self.buf.len() as u64
     }
+
+    /// fdatasync of what is written so far: done every few MiB, so that the device never has
+    /// a whole segment of dirty pages to take at once in front of the log's own fdatasync.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data().await
+    }
 }
 
 impl LogFile {
