@@ -112,6 +112,14 @@ impl Welcome {
     }
 
     pub fn decode(body: &[u8]) -> Result<Welcome, MessageError> {
+        // Exactly the two fields: bytes this follower does not understand are refused, not
+        // skipped (found by the fuzzer: a longer body was taken as if it were this one).
+        if body.len() != LOG_ID_BYTES + SEQ_BYTES {
+            return Err(MessageError {
+                name: "WELCOME",
+                detail: "body is not a log id and a seq (24 bytes)",
+            });
+        }
         let (log_id, durable_seq) = log_id_and_seq(body, "WELCOME")?;
         Ok(Welcome {
             log_id,
@@ -204,6 +212,7 @@ mod tests {
         welcome.encode(&mut buf);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(Welcome::decode(&frame.body), Ok(welcome));
+        assert!(Welcome::decode(&[&frame.body[..], b"x"].concat()).is_err());
 
         encode_ack(&mut buf, 9);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
