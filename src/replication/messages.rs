@@ -273,6 +273,14 @@ mod tests {
             let other_flags = frame.header.flags ^ flag::SNAPSHOT;
             assert!(Welcome::decode(other_flags, &frame.body).is_err());
         }
+        let welcome = Welcome {
+            log_id: LogId([4; 16]),
+            durable_seq: 7,
+            snapshot_seq: None,
+        };
+        welcome.encode(&mut buf);
+        let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
+        assert!(Welcome::decode(0, &[&frame.body[..], b"x"].concat()).is_err());
 
         encode_ack(&mut buf, 9);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
