@@ -251,6 +251,9 @@ fn a_crash_at_every_step_of_compaction_loses_no_acknowledged_write() {
     }
 }
 
+/// A key's last acknowledged value, and values sent after it whose reply never came.
+type Acked = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// kill -9 at random moments while compactions run by themselves (small segments, a low
 /// ratio) under a pipelined write load: after each restart every key holds its last
 /// acknowledged value or a later one that was in flight.
@@ -263,8 +266,7 @@ fn kill_9_at_random_moments_of_compaction_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = ["--segment-bytes", SEGMENT, "--compact-garbage-ratio", "0.3"];
-    // key -> (last acknowledged value, values sent after it whose reply never came)
-    let mut acked: BTreeMap<Vec<u8>, (Option<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+    let mut acked: BTreeMap<Vec<u8>, Acked> = BTreeMap::new();
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
