@@ -398,16 +398,29 @@ impl Load {
 // Nodes
 // ---------------------------------------------------------------------------------------------
 
+/// A SET that must succeed; returns its seq. With `--min-acks`, a follower whose link has just
+/// come up may not be counted by the leader yet: such a write is durable on the leader but not
+/// confirmed (an ERROR that says so), and is tried again.
 fn probe(addr: &str, cycle: usize) -> u64 {
     let mut conn = Conn::connect(addr);
-    let id = conn.id();
-    let reply = conn.call(
-        SET,
-        0,
-        id,
-        &set_body(b"drill-probe", &(cycle as u64).to_le_bytes()),
-    );
-    reply.seq()
+    for _ in 0..30 {
+        let id = conn.id();
+        let reply = conn.call(
+            SET,
+            0,
+            id,
+            &set_body(b"drill-probe", &(cycle as u64).to_le_bytes()),
+        );
+        if reply.status == OK {
+            return reply.seq();
+        }
+        let message = String::from_utf8_lossy(&reply.body);
+        assert!(
+            message.contains("not confirmed"),
+            "the probe write got {reply:?}"
+        );
+    }
+    panic!("30 probe writes in a row were not confirmed by the follower");
 }
 
 fn stats(addr: &str) -> std::collections::BTreeMap<String, String> {

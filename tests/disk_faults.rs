@@ -11,10 +11,12 @@
 //!   reports the error to the fdatasync, and io_uring hands it to kvsd. Nothing in kvsd is
 //!   stubbed; the fault is a real block-device write error.
 //! - ENOSPC is a real full tmpfs used as the data dir.
+//! - EIO comes from ext4 itself: `xfs_io -x -c shutdown` (the EXT4_IOC_SHUTDOWN ioctl, what
+//!   ext4 does to itself when its disk dies) makes every later write, fsync and read fail.
 //! - The fsyncs kvsd makes while starting (creating a data dir, truncating a torn tail) are
 //!   plain syscalls: there `strace -e inject=fsync:error=EIO` injects the error.
 //!
-//! These need root (loop devices, mounts) and losetup, mkfs.ext4, filefrag, fallocate, strace
+//! These need root (loop devices, mounts) and losetup, mkfs.ext4, filefrag, fallocate, xfs_io, strace
 //! (`tools/install-peers` installs them). Without them each test prints `SKIPPED` and why, and
 //! passes; set `KVS_REQUIRE_DISK_FAULTS=1` to make a skip fail instead.
 
@@ -217,16 +219,21 @@ fn assert_acked_present(addr: &str, acked: &Acked, when: &str) {
     }
 }
 
-/// After a failed write: the failed batch was not acknowledged, later writes and deletes are
-/// refused with a message that says what to do, reads still work, STATS shows it.
+/// After a failed write on `conn`: the failed batch was not acknowledged, later writes and
+/// deletes are refused with a message that says what to do, reads still work (on `conn` too,
+/// and KEYS, which waits for every write), STATS shows it. Returns the failed batch's message.
 #[track_caller]
-fn assert_refusing_writes(server: &Server, failed: &common::raw::Reply, acked: &Acked) -> String {
+fn assert_refusing_writes(
+    server: &Server,
+    conn: &mut Conn,
+    failed: &common::raw::Reply,
+    acked: &Acked,
+) -> String {
     let first = error_text(failed);
     assert!(
         first.contains("not acknowledged") && first.contains("may or may not be on disk"),
         "the failed batch's ERROR says it was not acknowledged: {first}"
     );
-    let mut conn = Conn::connect(&server.addr);
     for attempt in 0..3 {
         let id = conn.id();
         let reply = conn.call(SET, 0, id, &set_body(b"after-failure", b"x"));
@@ -238,7 +245,26 @@ fn assert_refusing_writes(server: &Server, failed: &common::raw::Reply, acked: &
         let message = error_text(&conn.del(b"after-failure"));
         assert!(message.contains("writes are refused"), "DEL: {message}");
     }
+    // Reads on the connection whose write failed, and on a new one.
+    for (key, value, seq) in acked.iter().rev().take(20) {
+        let found = conn.value(key);
+        assert!(
+            found.as_ref() == Some(value),
+            "{} (seq {seq}) read on the failed write's connection",
+            String::from_utf8_lossy(key)
+        );
+    }
     assert_acked_present(&server.addr, acked, "reads after the failure");
+    let (keys, _) = conn.keys(b"", 1 << 20);
+    let (keys_new_conn, _) = Conn::connect(&server.addr).keys(b"", 1 << 20);
+    assert_eq!(keys, keys_new_conn);
+    for (key, _, _) in acked {
+        assert!(
+            keys.contains(key),
+            "KEYS lists {}",
+            String::from_utf8_lossy(key)
+        );
+    }
     assert_eq!(conn.stats()["write_failed"], "1");
     conn.ping(b"still here");
     first
@@ -392,7 +418,7 @@ fn a_failed_fdatasync_is_never_acknowledged_and_stops_writes_until_restart() {
     let failed_index = more.len() as u64;
     acked.extend(more);
     let (failed_key, failed) = refused.expect("the device never failed a write: no fault injected");
-    let first = assert_refusing_writes(&server, &failed, &acked);
+    let first = assert_refusing_writes(&server, &mut conn, &failed, &acked);
     assert!(
         first.contains("fdatasync"),
         "the failure was the fdatasync: {first}"
@@ -464,7 +490,7 @@ fn a_full_disk_refuses_writes_with_enospc_and_recovers_once_grown() {
     let mut conn = Conn::connect(&server.addr);
     let (acked, refused) = set_until_refused(&mut conn, "k", 3000, 2000);
     let (_, failed) = refused.expect("a 960 KiB disk took 6 MB of writes");
-    let first = assert_refusing_writes(&server, &failed, &acked);
+    let first = assert_refusing_writes(&server, &mut conn, &failed, &acked);
     assert!(
         first.contains("No space left on device"),
         "the ERROR names ENOSPC: {first}"
@@ -682,4 +708,75 @@ fn a_failed_fsync_at_start_stops_kvsd_with_a_clear_error() {
 fn bytes_now_clean(segment: &Path, end: usize) -> bool {
     let bytes = fs::read(segment).unwrap();
     bytes[end..end + 37].iter().all(|b| *b == 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// EIO: the file system shut down under kvsd (ext4's shutdown ioctl, as a dying disk causes)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_dead_file_system_fails_writes_with_eio_and_reads_from_memory_go_on() {
+    const TEST: &str = "a_dead_file_system_fails_writes_with_eio_and_reads_from_memory_go_on";
+    if let Some(why) = missing(&["losetup", "mkfs.ext4", "xfs_io"]) {
+        return skip(TEST, &why);
+    }
+    let mut mounts = Mounts::new();
+    let image = mounts.path("disk.img");
+    fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
+    let device = match mounts.loop_device(&image) {
+        Ok(device) => device,
+        Err(why) => return skip(TEST, &format!("no loop device: {why}")),
+    };
+    must("mkfs.ext4", &["-q", "-F", &device]);
+    let mnt = mounts.mount(&device, "mnt");
+    let data_dir = mnt.join("data");
+    let flags = ["--segment-bytes", "4194304"];
+
+    let server = start(&data_dir, &flags);
+    let mut conn = Conn::connect(&server.addr);
+    let (mut acked, refused) = set_until_refused(&mut conn, "k", 500, 200);
+    assert!(refused.is_none(), "a healthy disk refused: {refused:?}");
+    // Larger than the value cache takes: reading it back needs the file.
+    let big = vec![b'b'; 100_000];
+    let big_seq = conn.set(b"big", &big);
+    acked.push((b"big".to_vec(), big.clone(), big_seq));
+    // Read everything once, so the small values are in the value cache.
+    assert_acked_present(&server.addr, &acked, "before the shutdown");
+
+    // The file system goes down (EXT4_IOC_SHUTDOWN, without flushing its journal): from now
+    // on every write, fsync and read on it fails with EIO, in the kernel, under io_uring.
+    must("xfs_io", &["-x", "-c", "shutdown", mnt.to_str().unwrap()]);
+
+    let id = conn.id();
+    let failed = conn.call(SET, 0, id, &set_body(b"after", b"down"));
+    let small: Acked = acked.iter().filter(|a| a.0 != b"big").cloned().collect();
+    let first = assert_refusing_writes(&server, &mut conn, &failed, &small);
+    assert!(
+        first.contains("Input/output error"),
+        "the ERROR names EIO: {first}"
+    );
+    // A value that must come from the dead file system: an ERROR that says so, and the
+    // server goes on.
+    let reply = conn.get(b"big");
+    let message = error_text(&reply);
+    assert!(
+        message.contains("reading the value failed") && message.contains("Input/output error"),
+        "{message}"
+    );
+    conn.ping(b"alive");
+    println!(
+        "EIO drill: {} writes acknowledged; the failed batch got: {first}; a read from the dead \
+         file system got: {message}",
+        acked.len()
+    );
+    server.kill9();
+
+    // Replace the "disk": unmount, mount again (ext4 replays its journal), restart.
+    mounts.unmount("mnt");
+    let mnt = mounts.mount(&device, "mnt");
+    let server = start(&mnt.join("data"), &flags);
+    assert_acked_present(&server.addr, &acked, "after the restart");
+    let next = Conn::connect(&server.addr).set(b"after-restart", b"works");
+    assert!(next > big_seq);
+    drop(server);
 }
