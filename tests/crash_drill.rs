@@ -167,6 +167,11 @@ struct Model {
     acked_writes: u64,
     /// Key reads compared with the model.
     reads_checked: u64,
+    /// Keys found behind their acknowledged version, or altered.
+    lost: u64,
+    /// Seqs acknowledged twice, or not above every seq acknowledged before.
+    seq_errors: u64,
+    /// Every failure, those above and any other (a follower that does not converge...).
     violations: Vec<String>,
 }
 
@@ -178,6 +183,8 @@ impl Model {
             max_acked_seq: 0,
             acked_writes: 0,
             reads_checked: 0,
+            lost: 0,
+            seq_errors: 0,
             violations: Vec::new(),
         }
     }
@@ -212,7 +219,10 @@ impl Model {
                             state.durable = lower_bound;
                         }
                     }
-                    Err(why) => self.violations.push(format!("{label}: {name}: {why}")),
+                    Err(why) => {
+                        self.lost += 1;
+                        self.violations.push(format!("{label}: {name}: {why}"));
+                    }
                 }
             }
         }
@@ -221,6 +231,7 @@ impl Model {
     /// A new write after a restart must get a seq above every seq ever acknowledged.
     fn check_probe(&mut self, label: &str, seq: u64) {
         if seq <= self.max_acked_seq || !self.acked_seqs.insert(seq) {
+            self.seq_errors += 1;
             self.violations.push(format!(
                 "{label}: a new write got seq {seq}, not above the acknowledged {}",
                 self.max_acked_seq
@@ -237,10 +248,12 @@ impl Model {
             for seq in result.seqs {
                 self.acked_writes += 1;
                 if seq <= probe {
+                    self.seq_errors += 1;
                     self.violations
                         .push(format!("{label}: seq {seq} not above the probe's {probe}"));
                 }
                 if !self.acked_seqs.insert(seq) {
+                    self.seq_errors += 1;
                     self.violations
                         .push(format!("{label}: seq {seq} acknowledged twice"));
                 }
@@ -252,8 +265,10 @@ impl Model {
     fn summary(&self, mode: &str, cycles: usize, seed: u64, took: Duration) -> String {
         format!(
             "crash drill ({mode}): cycles {cycles}, acked writes checked {}, lost: {}, \
-             key reads checked {}, max seq {}, seed {seed}, {:.1} s",
+             seq errors: {}, failures: {}, key reads checked {}, max seq {}, seed {seed}, {:.1} s",
             self.acked_writes,
+            self.lost,
+            self.seq_errors,
             self.violations.len(),
             self.reads_checked,
             self.max_acked_seq,
@@ -398,11 +413,12 @@ impl Load {
 // Nodes
 // ---------------------------------------------------------------------------------------------
 
-/// A SET that must succeed; returns its seq. With `--min-acks`, a follower whose link has just
-/// come up may not be counted by the leader yet: such a write is durable on the leader but not
-/// confirmed (an ERROR that says so), and is tried again.
-fn probe(addr: &str, cycle: usize) -> u64 {
+/// A SET that must succeed; returns its seq, or why it did not. With `--min-acks`, a follower
+/// whose link has just come up may not be counted by the leader yet: such a write is durable
+/// on the leader but not confirmed (an ERROR that says so), and is tried again, for a while.
+fn probe(addr: &str, cycle: usize) -> Result<u64, String> {
     let mut conn = Conn::connect(addr);
+    let mut last = String::new();
     for _ in 0..30 {
         let id = conn.id();
         let reply = conn.call(
@@ -412,15 +428,14 @@ fn probe(addr: &str, cycle: usize) -> u64 {
             &set_body(b"drill-probe", &(cycle as u64).to_le_bytes()),
         );
         if reply.status == OK {
-            return reply.seq();
+            return Ok(reply.seq());
         }
-        let message = String::from_utf8_lossy(&reply.body);
-        assert!(
-            message.contains("not confirmed"),
-            "the probe write got {reply:?}"
-        );
+        last = String::from_utf8_lossy(&reply.body).into_owned();
+        if !last.contains("not confirmed") {
+            break;
+        }
     }
-    panic!("30 probe writes in a row were not confirmed by the follower");
+    Err(format!("a new write was refused: {last}"))
 }
 
 fn stats(addr: &str) -> std::collections::BTreeMap<String, String> {
@@ -497,6 +512,12 @@ fn wait_converged(leader: &Server, follower: &Server) -> Result<u64, String> {
     }
 }
 
+/// The last lines a node logged (since the last call), for a failure's report.
+fn log_tail(server: &Server) -> String {
+    let lines = server.drain_log(Duration::from_millis(100));
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// Every drill key as the node holds it, raw.
 fn snapshot(addr: &str) -> Vec<Option<Vec<u8>>> {
     let mut conn = Conn::connect(addr);
@@ -523,7 +544,13 @@ fn crash_drill_single_node() {
         let label = format!("cycle {cycle}");
         let server = Server::start(dir.path(), &[]);
         model.check_node(&server.addr, &label, true, None);
-        let probe = probe(&server.addr, cycle);
+        let probe = match probe(&server.addr, cycle) {
+            Ok(seq) => seq,
+            Err(why) => {
+                model.violations.push(format!("{label}: {why}"));
+                0
+            }
+        };
         model.check_probe(&label, probe);
         model.assert_clean("single node", cycle, seed, started.elapsed());
         if cycle == cycles {
@@ -579,7 +606,11 @@ fn crash_drill_leader_and_follower() {
         let f = follower.get_or_insert_with(|| start_follower(dirs[1].path(), port));
         match wait_converged(l, f) {
             Ok(_) => {}
-            Err(why) => model.violations.push(format!("{label}: {why}")),
+            Err(why) => model.violations.push(format!(
+                "{label}: {why}\nleader log:\n{}\nfollower log:\n{}",
+                log_tail(l),
+                log_tail(f)
+            )),
         }
         model.check_node(&l.addr, &format!("{label}, leader"), true, None);
         // The follower holds exactly the leader's state.
@@ -590,7 +621,20 @@ fn crash_drill_leader_and_follower() {
                 "{label}: the follower differs from the leader on {differ} keys"
             ));
         }
-        let probe = probe(&l.addr, cycle);
+        let probe = match probe(&l.addr, cycle) {
+            Ok(seq) => seq,
+            Err(why) => {
+                model.violations.push(format!(
+                    "{label}: {why}\nleader STATS {:?}\nfollower STATS {:?}\nleader log:\n{}\n\
+                     follower log:\n{}",
+                    stats(&l.addr),
+                    stats(&f.addr),
+                    log_tail(l),
+                    log_tail(f)
+                ));
+                0
+            }
+        };
         model.check_probe(&label, probe);
         model.assert_clean("leader and follower", cycle, seed, started.elapsed());
         if cycle == cycles {
@@ -669,7 +713,7 @@ fn the_checker_catches_lost_writes_and_reused_seqs() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
     let server = Server::start(dir.path(), &[]);
-    let probe_seq = probe(&server.addr, 0);
+    let probe_seq = probe(&server.addr, 0).unwrap();
     model.check_probe("start", probe_seq);
     let load = Load::start(&server.addr, &model);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -693,6 +737,7 @@ fn the_checker_catches_lost_writes_and_reused_seqs() {
     let server = Server::start(dir.path(), &[]);
     model.check_node(&server.addr, "after the cut", true, None);
     let lost_keys = model.violations.len();
+    assert_eq!(model.lost, lost_keys as u64);
     assert!(
         lost_keys > 0,
         "the checker missed acknowledged writes cut from the log"
@@ -702,10 +747,10 @@ fn the_checker_catches_lost_writes_and_reused_seqs() {
         "{:?}",
         model.violations
     );
-    model.check_probe("after the cut", probe(&server.addr, 1));
+    model.check_probe("after the cut", probe(&server.addr, 1).unwrap());
     assert_eq!(
-        model.violations.len(),
-        lost_keys + 1,
+        (model.violations.len(), model.seq_errors),
+        (lost_keys + 1, 1),
         "the checker missed a seq at or below an acknowledged one"
     );
     println!(
