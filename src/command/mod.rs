@@ -78,6 +78,14 @@ pub fn accept(
         body,
         after_seq,
     };
+    // Once a log write failed, the engine holds nothing pending: whatever a read sees now is
+    // durable, so it waits for no earlier write of this connection (or, for KEYS, of any),
+    // which the failure would never let become durable. (`min_seq` still waits.)
+    let settled = |seq: u64| match engine.write_failed() {
+        Some(_) => seq.min(engine.durable_seq()),
+        None => seq,
+    };
+    let after_seq = settled(after_seq);
     match request {
         Request::Set { key, value } => match engine.set(&key, value) {
             Ok(seq) => Pending::Write { seq },
@@ -124,7 +132,7 @@ pub fn accept(
                 status: Status::Ok,
                 flags,
                 body,
-                after_seq: engine.last_seq(),
+                after_seq: settled(engine.last_seq()),
             }
         }
         Request::Stats => Pending::Later {

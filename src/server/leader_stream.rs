@@ -266,35 +266,42 @@ async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), St
     let mut offset = segment::HEADER_BYTES as u64;
     let mut next = first_seq;
     let mut crc = None;
+    // Walk the record headers through chunks of the log, reading a new chunk only when the
+    // next record runs past the one in hand (a read per record would copy a whole chunk per
+    // record: minutes, deep in a big segment, and the follower gives up waiting).
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk_at = offset;
+    // Bytes asked for by the read that made `chunk`; 0 before the first.
+    let mut asked = 0;
     while next < seq {
-        let chunk = shared
-            .log
-            .read_at(segment, offset, REPLICATION_CHUNK_BYTES)
-            .await;
-        let chunk = chunk.map_err(|e| format!("reading the log: {e}"))?;
-        let header = match record::decode_header(&chunk) {
-            Ok(header) if header.seq == next => header,
+        let start = (offset - chunk_at) as usize;
+        match record::decode_header(&chunk[start..]) {
+            Ok(header) if header.seq == next => {
+                offset += header.total_bytes as u64;
+                crc = Some(header.crc);
+                next += 1;
+            }
             Ok(header) => {
                 return Err(format!(
                     "log segment {segment}: seq {} where {next} was due",
                     header.seq
                 ))
             }
-            Err(record::DecodeError::Incomplete { need, .. })
-                if need > chunk.len() && !chunk.is_empty() =>
-            {
-                let whole = shared.log.read_at(segment, offset, need).await;
-                let whole = whole.map_err(|e| format!("reading the log: {e}"))?;
-                record::decode_header(&whole).map_err(|e| format!("log segment {segment}: {e}"))?
+            // Past the chunk in hand, or longer than was asked for: read on from this record.
+            Err(record::DecodeError::Incomplete { need, .. }) if start > 0 || need > asked => {
+                asked = REPLICATION_CHUNK_BYTES.max(need);
+                chunk = shared
+                    .log
+                    .read_at(segment, offset, asked)
+                    .await
+                    .map_err(|e| format!("reading the log: {e}"))?;
+                chunk_at = offset;
             }
-            Err(_) if chunk.is_empty() => {
+            Err(_) if start == chunk.len() => {
                 return Err(format!("the log ends at seq {} before seq {seq}", next - 1))
             }
             Err(error) => return Err(format!("log segment {segment} at byte {offset}: {error}")),
-        };
-        offset += header.total_bytes as u64;
-        crc = Some(header.crc);
-        next += 1;
+        }
     }
     Ok((segment, offset, crc))
 }

@@ -185,13 +185,22 @@ impl LogFile {
     /// Runs for the life of the server: keeps the next segment zero-filled and ready, so that
     /// rotation costs a header write and a rename, not a stall.
     pub async fn prepare_segments(&self) {
+        // A segment that could not be prepared is not tried again (each try would zero-fill
+        // up to a whole segment and log a warning, on every append of a full disk).
+        let mut failed_id = None;
         loop {
-            if self.prepared.borrow().is_none() && self.wants_next_segment() {
-                let segment_id = self.active_id.get() + 1;
+            let segment_id = self.active_id.get() + 1;
+            if self.prepared.borrow().is_none()
+                && self.wants_next_segment()
+                && failed_id != Some(segment_id)
+            {
                 match self.zero_filled(segment_id).await {
                     Ok(file) => *self.prepared.borrow_mut() = Some((segment_id, file)),
                     Err(error) => {
-                        // Not fatal: rotation then makes a plain segment itself.
+                        // Not fatal: rotation then makes a plain segment itself, in the space
+                        // the part-filled file would otherwise hold on a full disk.
+                        let _ = std::fs::remove_file(segment::prepared_path(&self.dir, segment_id));
+                        failed_id = Some(segment_id);
                         tracing::warn!(%error, segment_id, "could not prepare the next log segment");
                     }
                 }
