@@ -116,9 +116,9 @@ impl Engine {
             .map(|(key, location)| (IndexKey::from_slice(key), location))
             .collect();
         self.live_bytes.clear();
-        let live: Vec<(Location, usize)> = self.index.iter().map(|(k, l)| (*l, k.len())).collect();
-        for (location, key_len) in live {
-            self.count_live(location, key_len, true);
+        for (key, location) in &self.index {
+            *self.live_bytes.entry(location.file).or_default() +=
+                record_bytes(key.len(), *location);
         }
     }
 
@@ -130,7 +130,7 @@ impl Engine {
     }
 
     fn count_live(&mut self, location: Location, key_len: usize, add: bool) {
-        let bytes = (record::HEADER_BYTES + key_len) as u64 + location.value_len as u64;
+        let bytes = record_bytes(key_len, location);
         let live = self.live_bytes.entry(location.file).or_default();
         if add {
             *live += bytes;
@@ -387,6 +387,11 @@ impl Engine {
         self.open.clear();
         self.pending.clear();
     }
+}
+
+/// Bytes on disk of the SET record whose value is at `location`.
+fn record_bytes(key_len: usize, location: Location) -> u64 {
+    (record::HEADER_BYTES + key_len) as u64 + location.value_len as u64
 }
 
 #[cfg(test)]
