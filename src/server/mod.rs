@@ -251,29 +251,35 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     let mut last_crc = 0;
     let checkpoint = load_checkpoint(&config.data_dir, &mut engine, &mut last_crc);
     let resume = checkpoint.as_ref().map(|c| c.resume()).unwrap_or_default();
-    let recovered = recovery::recover(
-        &config.data_dir,
-        config.repair_truncate,
-        config.segment_bytes,
-        &resume,
-        |record: &RecordHeader, key, location| {
-            engine.recover(record.op, key, location);
-            last_crc = record.crc;
-        },
-    )?;
-    if let Some(checkpoint) = &checkpoint {
-        let same = checkpoint
+    let recover = |engine: &mut Engine, last_crc: &mut u32, resume| {
+        recovery::recover(
+            &config.data_dir,
+            config.repair_truncate,
+            config.segment_bytes,
+            resume,
+            |record: &RecordHeader, key, location| {
+                engine.recover(record.op, key, location);
+                *last_crc = record.crc;
+            },
+        )
+    };
+    let mut recovered = recover(&mut engine, &mut last_crc, &resume)?;
+    let same_files = checkpoint.as_ref().is_none_or(|checkpoint| {
+        let ids = recovered.segments.iter().map(|s| s.id);
+        checkpoint
             .segments
             .iter()
-            .zip(&recovered.segments)
-            .all(|(c, r)| c.id == r.id);
-        if !same {
-            return Err(ServerError::Config(
-                "the index checkpoint did not match the log it was checked against; delete \
-                 index.ckpt from the data dir and start again (the log itself is intact)"
-                    .into(),
-            ));
-        }
+            .map(|s| s.id)
+            .zip(ids)
+            .all(|(c, r)| c == r)
+    });
+    if !recovered.resume_matched || !same_files {
+        tracing::warn!("the index checkpoint does not match the log (it was cut or changed); reading the whole log instead");
+        engine = Engine::new(0);
+        last_crc = 0;
+        let cut = recovered.truncated_bytes;
+        recovered = recover(&mut engine, &mut last_crc, &Default::default())?;
+        recovered.truncated_bytes += cut;
     }
     // It describes the log only until the log changes: never let it outlive this start.
     crate::wal::checkpoint::remove(&config.data_dir).map_err(|source| ServerError::Io {

@@ -31,8 +31,8 @@ pub struct SegmentInfo {
     pub file_bytes: u64,
 }
 
-/// Where to go on in a segment whose records up to `offset` an index checkpoint already holds
-/// (the last of them has `last_seq`).
+/// A segment whose records up to `offset` an index checkpoint already holds (the last of them
+/// has `last_seq`): they are still read and verified, but not handed to `visit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resume {
     pub offset: u64,
@@ -54,6 +54,9 @@ pub struct Recovered {
     pub truncated_bytes: u64,
     /// True when the data dir held no log and a new one was made.
     pub created: bool,
+    /// False if a `resume` offset did not fall on the record boundary and seq it named: the
+    /// checkpoint does not describe this log (recover again without it).
+    pub resume_matched: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +86,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
     }
 }
 
-/// Scans `dir` (creating it and a new log if it holds none) and calls `visit` for every valid
-/// record in log order, with where its value lives; in the segments named in `resume`, only
-/// the records after the offset given.
+/// Scans `dir` (creating it and a new log if it holds none), verifies every record, and calls
+/// `visit` for each in log order with where its value lives; in the segments named in
+/// `resume`, only for the records after the offset given.
 pub fn recover(
     dir: &Path,
     repair_truncate: bool,
@@ -135,6 +138,7 @@ pub fn recover(
             records: 0,
             truncated_bytes: 0,
             created: true,
+            resume_matched: resume.is_empty(),
         });
     }
 
@@ -145,6 +149,7 @@ pub fn recover(
     let mut truncated_bytes = 0;
     let mut horizon_seq = 0;
     let mut covered_through = 0;
+    let mut resume_matched = true;
     for (index, &id) in ids.iter().enumerate() {
         let path = segment::path(dir, id);
         if id <= covered_through {
@@ -155,10 +160,7 @@ pub fn recover(
             continue;
         }
         let resume = resume.get(&id).copied();
-        let buf = match resume {
-            Some(resume) => read_from(&path, resume.offset).map_err(io_error(&path))?,
-            None => fs::read(&path).map_err(io_error(&path))?,
-        };
+        let buf = fs::read(&path).map_err(io_error(&path))?;
         let corrupt = |offset: usize, reason: String| RecoveryError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
@@ -202,10 +204,9 @@ pub fn recover(
         // A compacted segment was fsynced before it was renamed into place: never torn.
         let is_last = index + 1 == ids.len() && header.compacted.is_none();
         let mut offset = segment::HEADER_BYTES;
-        if let Some(resume) = resume {
-            offset = (resume.offset as usize).clamp(segment::HEADER_BYTES, buf.len());
-            last_seq = resume.last_seq;
-        }
+        let visit_from = resume.map_or(0, |r| r.offset as usize);
+        let mut landed = resume
+            .is_none_or(|r| r.offset as usize == offset && r.last_seq == header.first_seq - 1);
         let damage = loop {
             if offset == buf.len() {
                 break None;
@@ -222,14 +223,20 @@ pub fn recover(
                         value_offset: key_end as u32,
                         value_len: record.value_len,
                     };
-                    visit(
-                        &record,
-                        &buf[offset + record::KEY_OFFSET..key_end],
-                        location,
-                    );
+                    if offset >= visit_from {
+                        visit(
+                            &record,
+                            &buf[offset + record::KEY_OFFSET..key_end],
+                            location,
+                        );
+                        records += 1;
+                    }
                     last_seq = record.seq;
-                    records += 1;
                     offset += record.total_bytes;
+                    if resume.is_some_and(|r| r.offset as usize == offset && r.last_seq == last_seq)
+                    {
+                        landed = true;
+                    }
                 }
                 Ok(record) => {
                     break Some(match header.end_seq() {
@@ -304,6 +311,8 @@ pub fn recover(
         } else {
             file_bytes
         };
+        // The checkpoint's offset must be a record boundary this scan reached, with its seq.
+        resume_matched &= landed && bytes as usize >= visit_from;
         if let Some(end_seq) = header.end_seq() {
             last_seq = end_seq - 1;
             horizon_seq = last_seq;
@@ -316,6 +325,10 @@ pub fn recover(
             bytes,
             file_bytes,
         });
+    }
+    if truncated_bytes > 0 {
+        // Whatever was cut, a checkpoint may have counted on it: recover again without one.
+        resume_matched = resume.is_empty();
     }
     let log_id = log_id.expect("at least one segment");
     let last = *segments.last().expect("at least one segment");
@@ -341,6 +354,7 @@ pub fn recover(
         records,
         truncated_bytes,
         created: false,
+        resume_matched,
     })
 }
 
@@ -362,20 +376,6 @@ fn valid_record_after(buf: &[u8], from: usize, last_seq: u64) -> bool {
         );
         seq > last_seq && seq <= seq_max && record::decode_header(&buf[at..]).is_ok()
     })
-}
-
-/// The file's bytes with only the header and the part from `from` on read; the rest stays
-/// zero (never touched, so never paged in).
-fn read_from(path: &Path, from: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path)?;
-    let len = file.metadata()?.len() as usize;
-    let mut buf = vec![0u8; len];
-    let head = segment::HEADER_BYTES.min(len);
-    file.read_exact_at(&mut buf[..head], 0)?;
-    let from = (from as usize).clamp(head, len);
-    file.read_exact_at(&mut buf[from..], from as u64)?;
-    Ok(buf)
 }
 
 fn zero_range(path: &Path, offset: u64, len: usize) -> Result<(), RecoveryError> {
