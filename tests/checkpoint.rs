@@ -64,6 +64,11 @@ fn a_clean_stop_writes_a_checkpoint_that_the_next_start_loads() {
     for round in 0..3 {
         write(&server.addr, &mut model, round, 800);
     }
+    // Compacted segments (their last records dropped) are described as well as plain ones.
+    let mut conn = Conn::connect(&server.addr);
+    let id = conn.id();
+    assert_eq!(conn.call(0x08, 0, id, b"").status, common::raw::OK);
+    write(&server.addr, &mut model, 4, 100);
     assert!(server.terminate().success());
     assert!(ckpt(&data).exists(), "a clean stop writes index.ckpt");
 

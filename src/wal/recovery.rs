@@ -205,8 +205,15 @@ pub fn recover(
         let is_last = index + 1 == ids.len() && header.compacted.is_none();
         let mut offset = segment::HEADER_BYTES;
         let visit_from = resume.map_or(0, |r| r.offset as usize);
-        let mut landed = resume
-            .is_none_or(|r| r.offset as usize == offset && r.last_seq == header.first_seq - 1);
+        // Where a checkpoint's count of this segment ends: its last seq (a compacted segment
+        // counts up to its end_seq, whose last records may have been dropped).
+        let boundary = |offset: usize, last_seq: u64| {
+            resume.is_some_and(|r| {
+                r.offset as usize == offset
+                    && (r.last_seq == last_seq || header.end_seq() == Some(r.last_seq + 1))
+            })
+        };
+        let mut landed = resume.is_none() || boundary(offset, header.first_seq - 1);
         let damage = loop {
             if offset == buf.len() {
                 break None;
@@ -233,10 +240,7 @@ pub fn recover(
                     }
                     last_seq = record.seq;
                     offset += record.total_bytes;
-                    if resume.is_some_and(|r| r.offset as usize == offset && r.last_seq == last_seq)
-                    {
-                        landed = true;
-                    }
+                    landed |= boundary(offset, last_seq);
                 }
                 Ok(record) => {
                     break Some(match header.end_seq() {
