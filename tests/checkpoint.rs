@@ -64,8 +64,15 @@ fn a_clean_stop_writes_a_checkpoint_that_the_next_start_loads() {
     for round in 0..3 {
         write(&server.addr, &mut model, round, 800);
     }
-    // Compacted segments (their last records dropped) are described as well as plain ones.
+    // Compacted segments are described as well as plain ones, also one whose last records
+    // were dropped: the keys written last are written again before the compaction.
     let mut conn = Conn::connect(&server.addr);
+    for k in 600..800u32 {
+        let key = format!("k{k:05}").into_bytes();
+        let value = format!("again-{k}").into_bytes();
+        conn.set(&key, &value);
+        model.insert(key, Some(value));
+    }
     let id = conn.id();
     assert_eq!(conn.call(0x08, 0, id, b"").status, common::raw::OK);
     write(&server.addr, &mut model, 4, 100);
