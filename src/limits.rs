@@ -131,3 +131,7 @@ pub const CONNECTION_WATCH_MS: u64 = 1_000;
 /// File descriptors kvsd needs besides one per connection and one per log segment: the
 /// listener, the io_uring ring, the data dir, signals, the follower link, spares.
 pub const FILE_DESCRIPTORS_RESERVED: u64 = 64;
+
+/// How long kvsd retries binding a port that is still in use (a killed kvsd's socket lingers
+/// while the kernel tears down its io_uring) before it gives up.
+pub const BIND_RETRY_MS: u64 = 5_000;

@@ -73,6 +73,20 @@ fn churn(conn: &mut Conn, model: &mut Model, keys: usize, rounds: usize, tag: &s
     }
 }
 
+/// `gone` set, churn (keys, rounds), `gone` deleted, churn again: the deleted key's tombstone
+/// must never let its old value come back.
+fn history_with_a_deleted_key(
+    conn: &mut Conn,
+    model: &mut Model,
+    (keys, rounds): (usize, usize),
+    (keys_after, rounds_after): (usize, usize),
+) {
+    write(conn, model, &[(b"gone".to_vec(), Some(b"old".to_vec()))]);
+    churn(conn, model, keys, rounds, "a");
+    write(conn, model, &[(b"gone".to_vec(), None)]);
+    churn(conn, model, keys_after, rounds_after, "b");
+}
+
 fn compact(conn: &mut Conn) -> BTreeMap<String, String> {
     let id = conn.id();
     let reply = conn.call(COMPACT, 0, id, b"");
@@ -109,15 +123,7 @@ fn compaction_keeps_every_live_key_drops_garbage_and_survives_restarts() {
     let server = start(&data, &[]);
     let mut conn = Conn::connect(&server.addr);
     let mut model = Model::new();
-    // A key deleted early: its tombstone must never let an old value come back.
-    write(
-        &mut conn,
-        &mut model,
-        &[(b"gone".to_vec(), Some(b"old".to_vec()))],
-    );
-    churn(&mut conn, &mut model, 300, 8, "a");
-    write(&mut conn, &mut model, &[(b"gone".to_vec(), None)]);
-    churn(&mut conn, &mut model, 300, 4, "b");
+    history_with_a_deleted_key(&mut conn, &mut model, (300, 8), (300, 4));
 
     let before = stat(&mut conn, "log_bytes");
     let summary = compact(&mut conn);
@@ -194,16 +200,9 @@ fn a_crash_at_every_step_of_compaction_loses_no_acknowledged_write() {
         let server = start(&data, &[]);
         let mut conn = Conn::connect(&server.addr);
         let mut model = Model::new();
-        write(
-            &mut conn,
-            &mut model,
-            &[(b"gone".to_vec(), Some(b"old".to_vec()))],
-        );
         // Live records spread over sealed segments full of garbage: keys 100.. stay at round 2
-        // of "a" while keys ..100 are overwritten on.
-        churn(&mut conn, &mut model, 600, 3, "a");
-        write(&mut conn, &mut model, &[(b"gone".to_vec(), None)]);
-        churn(&mut conn, &mut model, 100, 12, "b");
+        // of the first churn while keys ..100 are overwritten on.
+        history_with_a_deleted_key(&mut conn, &mut model, (600, 3), (100, 12));
         server.kill9();
 
         // The same data, and a kvsd that dies at `step` of the compaction COMPACT starts.

@@ -164,10 +164,7 @@ const LISTEN_FD_ENV: &str = "KVS_LISTEN_FD";
 pub fn run(config: Config) -> Result<(), ServerError> {
     let listener = match inherited_listener() {
         Some(listener) => listener,
-        None => std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?,
+        None => bind(config.listen)?,
     };
     match serve(
         config,
@@ -178,6 +175,28 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     )? {
         Outcome::Stopped => Ok(()),
         Outcome::Restart => restart(listener),
+    }
+}
+
+/// Binds the client port. Right after a kvsd on it was killed, the kernel may still hold its
+/// socket for a moment (an io_uring is torn down after its process): retry for a while then.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let deadline = Instant::now() + Duration::from_millis(crate::limits::BIND_RETRY_MS);
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::warn!(%addr, "the port is still in use; retrying for a few seconds");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(ServerError::Bind { addr, source }),
+        }
     }
 }
 
