@@ -17,5 +17,6 @@ pub mod engine;
 pub mod limits;
 pub mod protocol;
 pub mod replication;
+pub mod runtime;
 pub mod server;
 pub mod wal;

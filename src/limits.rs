@@ -48,6 +48,9 @@ pub const SEGMENT_BYTES_CEILING: u64 = 1 << 31;
 /// larger than this still goes, alone).
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// `--commit-window-ms`: how long a flush may wait for the clients the last one answered.
+pub const COMMIT_WINDOW_MS_DEFAULT: u64 = 1;
+
 /// How long a GET with `min_seq` waits for the server to apply that seq.
 pub const MIN_SEQ_WAIT_MS_DEFAULT: u64 = 5_000;
 

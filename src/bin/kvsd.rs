@@ -130,6 +130,13 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     output_stall_secs: u64,
 
+    /// Group commit: after an fdatasync, hold the next one for up to this long while the
+    /// clients it just answered have not yet sent their next request, so one flush carries
+    /// them all instead of two half batches alternating (0: never hold; flush as soon as the
+    /// last one completes). Only under `--fsync always`; a lone client is never held.
+    #[arg(long, default_value_t = limits::COMMIT_WINDOW_MS_DEFAULT, value_name = "MS")]
+    commit_window_ms: u64,
+
     /// Start even if the log is corrupt before its tail: cut it at the first bad record and
     /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
     #[arg(long)]
@@ -219,6 +226,8 @@ fn main() -> ExitCode {
         idle_timeout: (args.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(args.idle_timeout_secs)),
         output_stall: Duration::from_secs(args.output_stall_secs),
+        commit_window: (args.commit_window_ms > 0)
+            .then(|| Duration::from_millis(args.commit_window_ms)),
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

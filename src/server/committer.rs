@@ -1,90 +1,207 @@
-//! The committer: the one task that makes batches durable (group commit).
+//! The committer: the one task that makes batches durable (group commit), keeping the disk's
+//! flush busy.
 //!
-//! Whenever no write + fdatasync is in flight it takes the whole open batch, writes it with one
-//! write and syncs it with one fdatasync on the io_uring; whatever arrives meanwhile forms the
-//! next batch, so batches grow with load by themselves, with no timer. Only after the sync
-//! completes are the batch's writes applied to the index and their replies released.
+//! Writes and flushes overlap: while batch N's fdatasync runs, the records that arrived meanwhile
+//! are taken as batch N+1 and written (into the page cache), and N+1's fdatasync starts the
+//! moment N's completes. So a flush is always in flight under load and each covers everything
+//! written before it began. Batches become visible (index, replies) strictly in log order, and
+//! only once their flush completes.
+//!
+//! The commit window (`--commit-window-ms`, PostgreSQL's commit_delay idea): after a flush, the
+//! clients it answered usually write again within a round trip. Starting the next flush before
+//! they do splits the writers into two half batches that alternate; waiting until every client
+//! just answered has sent its next request (or the window ends) keeps each flush full.
 //!
 //! A failed write or sync poisons the engine: retrying an fsync can report success after the
 //! kernel dropped the dirty pages, so kvsd never pretends it did not happen.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::Batch;
 
 use super::config::FsyncPolicy;
-use super::Shared;
+use super::Node;
 
-pub async fn run(shared: Rc<Shared>) {
-    let mut spare = Batch::default();
+/// A batch written to the log at (file number, offset), not yet known durable.
+struct Written {
+    batch: Batch,
+    file: u32,
+    offset: u64,
+}
+
+type Op<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+/// A batch's write: where it landed in the log, and the batch back.
+type Write<'a> = Op<'a, (io::Result<(u32, u64)>, Batch)>;
+/// A flush in flight: the fdatasync, the batches it covers, and when it started.
+type Flush<'a> = (Op<'a, io::Result<()>>, Vec<Written>, Instant);
+
+pub async fn run(node: Rc<Node>) {
+    let shard = &node.shard;
+    let log = &shard.log;
+    let always = node.config.fsync == FsyncPolicy::Always;
+    let window = node.config.commit_window;
+    let mut spares: Vec<Batch> = Vec::new();
+    let mut written: VecDeque<Written> = VecDeque::new();
+    let mut writing: Option<Write<'_>> = None;
+    let mut syncing: Option<Flush<'_>> = None;
+    // When the last flush completed: the commit window runs from there.
+    let mut flushed_at: Option<Instant> = None;
     loop {
-        let taken = shared.engine.borrow_mut().take_batch(spare);
-        let mut batch = match taken {
-            Ok(batch) => batch,
-            Err(empty) => {
-                spare = empty;
-                shared.committing.set(false);
-                shared.commit_wake.notified().await;
+        let failed = shard.engine.borrow().write_failed().is_some();
+        if failed {
+            // Nothing written after a failure is ever flushed or acknowledged.
+            spares.extend(written.drain(..).map(|mut w| {
+                w.batch.clear();
+                w.batch
+            }));
+        }
+        if writing.is_none() && !failed {
+            let spare = spares.pop().unwrap_or_default();
+            match shard.engine.borrow_mut().take_batch(spare) {
+                Ok(mut batch) => {
+                    shard.batch_taken.notify_waiters();
+                    let first_seq = batch.first_seq().expect("a taken batch is not empty");
+                    let buf = batch.take_buf();
+                    writing = Some(Box::pin(async move {
+                        let (result, buf) = log.append(buf, first_seq).await;
+                        batch.restore_buf(buf);
+                        (result, batch)
+                    }));
+                }
+                Err(empty) => spares.push(empty),
+            }
+        }
+        // A flush covers the batches whose writes completed before it starts.
+        let mut window_ends = None;
+        if syncing.is_none() && !written.is_empty() {
+            if !always {
+                // `interval` and `never`: written is as durable as it gets here.
+                let batches: Vec<Written> = written.drain(..).collect();
+                applied(&node, &batches, Instant::now(), false);
+                spares.extend(batches.into_iter().map(|w| w.batch));
                 continue;
             }
-        };
-        shared.committing.set(true);
-        shared.batch_taken.notify_waiters();
-        let started = Instant::now();
-        let first_seq = batch.first_seq().expect("a taken batch is not empty");
-        let (appended, buf) = shared.log.append(batch.take_buf(), first_seq).await;
-        batch.restore_buf(buf);
-        let durable = match appended {
-            Ok(at) if shared.config.fsync == FsyncPolicy::Always => shared
-                .log
-                .sync()
-                .await
-                .map(|()| at)
-                .map_err(|e| format!("fdatasync: {e}")),
-            Ok(at) => Ok(at),
-            Err(error) => Err(format!("write: {error}")),
-        };
-        match durable {
-            Ok((segment, offset)) => {
-                shared
-                    .engine
-                    .borrow_mut()
-                    .apply_durable(&batch, segment, offset);
-                shared.stats.count_batch(batch.len(), started.elapsed());
+            let holding = match (window, flushed_at) {
+                (Some(window), Some(at)) if shard.awaiting_clients.get() > 0 => {
+                    let ends = at + window;
+                    (Instant::now() < ends).then_some(ends)
+                }
+                _ => None,
+            };
+            match holding {
+                Some(ends) if writing.is_none() => window_ends = Some(ends),
+                Some(_) => {}
+                None => {
+                    let file = written.back().expect("not empty").file;
+                    let batches: Vec<Written> = written.drain(..).collect();
+                    syncing = Some((Box::pin(log.sync_file(file)), batches, Instant::now()));
+                }
             }
-            Err(error) => fail(&shared, error),
         }
-        shared.progress.send_modify(|generation| *generation += 1);
-        batch.clear();
-        spare = batch;
+        shard
+            .committing
+            .set(writing.is_some() || syncing.is_some() || !written.is_empty());
+        if !shard.committing.get() {
+            shard.committer_idle.notify_waiters();
+        }
+        tokio::select! {
+            (result, mut batch) = poll(&mut writing) => {
+                writing = None;
+                match result {
+                    Ok((file, offset)) => written.push_back(Written { batch, file, offset }),
+                    Err(error) => {
+                        fail(&node, format!("write: {error}"));
+                        batch.clear();
+                        spares.push(batch);
+                    }
+                }
+            }
+            result = poll_sync(&mut syncing) => {
+                let (_, batches, started) = syncing.take().expect("a flush was in flight");
+                match result {
+                    Ok(()) => applied(&node, &batches, started, true),
+                    Err(error) => fail(&node, format!("fdatasync: {error}")),
+                }
+                flushed_at = Some(Instant::now());
+                shard.new_window();
+                spares.extend(batches.into_iter().map(|mut w| {
+                    w.batch.clear();
+                    w.batch
+                }));
+            }
+            _ = shard.commit_wake.notified() => {}
+            _ = sleep_until(window_ends), if window_ends.is_some() => {}
+        }
+    }
+}
+
+/// The batches are durable (or, without `--fsync always`, written): their writes become
+/// visible, in log order, and their replies may go.
+fn applied(node: &Node, batches: &[Written], started: Instant, synced: bool) {
+    let shard = &node.shard;
+    {
+        let mut engine = shard.engine.borrow_mut();
+        for written in batches {
+            engine.apply_durable(&written.batch, written.file, written.offset);
+        }
+    }
+    let records = batches.iter().map(|w| w.batch.len()).sum();
+    node.stats.count_batch(
+        records,
+        synced.then(|| started.elapsed()),
+        node.writers.get(),
+    );
+    node.progressed();
+}
+
+async fn poll<'a, T>(op: &mut Option<Op<'a, T>>) -> T {
+    match op {
+        Some(op) => op.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_sync(syncing: &mut Option<Flush<'_>>) -> io::Result<()> {
+    match syncing {
+        Some((op, _, _)) => op.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
 /// Under `--fsync interval=<ms>`: fdatasync the log every interval while it has unsynced data.
-pub async fn sync_every(shared: Rc<Shared>, every: std::time::Duration) {
-    let mut synced_seq = shared.engine.borrow().durable_seq();
+pub async fn sync_every(node: Rc<Node>, every: Duration) {
+    let mut synced_seq = node.shard.engine.borrow().durable_seq();
     loop {
         tokio::time::sleep(every).await;
-        let written = shared.engine.borrow().durable_seq();
-        if written == synced_seq || shared.engine.borrow().write_failed().is_some() {
+        let written = node.shard.engine.borrow().durable_seq();
+        if written == synced_seq || node.shard.engine.borrow().write_failed().is_some() {
             continue;
         }
-        match shared.log.sync().await {
+        match node.shard.log.sync().await {
             Ok(()) => synced_seq = written,
-            Err(error) => {
-                fail(&shared, format!("fdatasync: {error}"));
-                shared.progress.send_modify(|generation| *generation += 1);
-            }
+            Err(error) => fail(&node, format!("fdatasync: {error}")),
         }
     }
 }
 
-pub fn fail(shared: &Shared, error: String) {
+pub fn fail(node: &Node, error: String) {
     tracing::error!(
         %error,
         "a log write failed: refusing every further write; reads go on. \
          Writes not yet acknowledged may or may not be on disk. Fix the disk and restart kvsd."
     );
-    shared.engine.borrow_mut().fail(error);
+    node.shard.engine.borrow_mut().fail(error);
+    node.progressed();
 }

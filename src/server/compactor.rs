@@ -28,7 +28,7 @@ use crate::wal::file::Segment;
 use crate::wal::record::{self, DecodeError, Op};
 use crate::wal::{segment, Location};
 
-use super::Shared;
+use super::Node;
 
 /// What the compactor tells `STATS` and `COMPACT`.
 #[derive(Default)]
@@ -44,11 +44,11 @@ pub struct CompactionState {
 }
 
 /// Runs for the life of the server: a pass every `COMPACTION_CHECK_MS`, or at once on request.
-pub async fn run(shared: Rc<Shared>) {
-    let mut shutdown = shared.shutdown.subscribe();
+pub async fn run(node: Rc<Node>) {
+    let mut shutdown = node.shutdown.subscribe();
     loop {
         tokio::select! {
-            _ = shared.compact_wake.notified() => {}
+            _ = node.shard.compact_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(COMPACTION_CHECK_MS)) => {}
             _ = shutdown.changed() => return,
         }
@@ -56,93 +56,92 @@ pub async fn run(shared: Rc<Shared>) {
             return;
         }
         let forced = {
-            let mut state = shared.compaction.borrow_mut();
+            let mut state = node.shard.compaction.borrow_mut();
             state.passes_started += 1;
             state.running = true;
             std::mem::take(&mut state.requested)
         };
-        let result = pass(&shared, forced).await;
+        let result = pass(&node, forced).await;
         if let Err(error) = &result {
             tracing::error!(%error, "compaction failed; the log is unchanged where it failed");
         }
-        let mut state = shared.compaction.borrow_mut();
+        let mut state = node.shard.compaction.borrow_mut();
         state.passes_done += 1;
         state.running = false;
         state.last = Some(result);
         drop(state);
-        shared.compact_done.send_modify(|done| *done += 1);
+        node.shard.compact_done.send_modify(|done| *done += 1);
     }
 }
 
 /// COMPACT: asks for a pass and waits until a pass that started after now is done.
-pub async fn request(shared: &Shared) -> Result<String, String> {
+pub async fn request(node: &Node) -> Result<String, String> {
     let want = {
-        let mut state = shared.compaction.borrow_mut();
+        let mut state = node.shard.compaction.borrow_mut();
         state.requested = true;
         state.passes_started + 1
     };
-    let mut done = shared.compact_done.subscribe();
-    shared.compact_wake.notify_one();
+    let mut done = node.shard.compact_done.subscribe();
+    node.shard.compact_wake.notify_one();
     loop {
         {
-            let state = shared.compaction.borrow();
+            let state = node.shard.compaction.borrow();
             if state.passes_done >= want {
                 return state.last.clone().unwrap_or_else(|| Ok(String::new()));
             }
         }
-        if done.changed().await.is_err() || *shared.shutdown.borrow() {
+        if done.changed().await.is_err() || *node.shutdown.borrow() {
             return Err("the server is shutting down".into());
         }
     }
 }
 
 /// Garbage of one segment: bytes of records the index does not point at.
-fn garbage(shared: &Shared, segment: &Segment) -> (u64, u64) {
+fn garbage(node: &Node, segment: &Segment) -> (u64, u64) {
     let records = segment.bytes() - segment::HEADER_BYTES as u64;
-    let live = shared.engine.borrow().live_bytes(segment.file_no);
+    let live = node.shard.engine.borrow().live_bytes(segment.file_no);
     (records, records.saturating_sub(live))
 }
 
-async fn pass(shared: &Rc<Shared>, forced: bool) -> Result<String, String> {
-    if let Some(failed) = shared.engine.borrow().write_failed() {
+async fn pass(node: &Rc<Node>, forced: bool) -> Result<String, String> {
+    if let Some(failed) = node.shard.engine.borrow().write_failed() {
         return Err(format!("not compacting: {failed}"));
     }
-    let segments = shared.log.segments();
+    let segments = node.shard.log.segments();
     let sealed = &segments[..segments.len() - 1];
     // Segments a follower's cursor is in, or has yet to read, stay as they are.
-    let followed_from = shared
-        .followers
-        .borrow()
-        .values()
-        .filter_map(|f| shared.log.id_in_log(f.position.0))
+    let followed_from = node
+        .follower_positions()
+        .into_iter()
+        .filter_map(|(file, _)| node.shard.log.id_in_log(file))
         .min()
         .unwrap_or(u32::MAX);
-    let ratio = shared.config.compact_garbage_ratio;
-    let segment_max = shared.config.segment_bytes;
+    let ratio = node.config.compact_garbage_ratio;
+    let segment_max = node.config.segment_bytes;
     let qualifies = |segment: &Segment| {
-        let (records, garbage) = garbage(shared, segment);
+        let (records, garbage) = garbage(node, segment);
         garbage > 0 && (forced || garbage as f64 >= ratio * records as f64)
     };
     let small = |segment: &Segment| segment.bytes() < segment_max / 4;
 
     let started = Instant::now();
-    let before = shared.log.log_bytes();
+    let before = node.shard.log.log_bytes();
     let mut drop_tombstones = true;
     let mut runs = 0;
     let mut i = 0;
     while i < sealed.len() && sealed[i].id < followed_from {
         if !qualifies(&sealed[i]) {
-            if garbage(shared, &sealed[i]).1 > 0 {
+            if garbage(node, &sealed[i]).1 > 0 {
                 drop_tombstones = false;
             }
             i += 1;
             continue;
         }
-        let mut live = shared.engine.borrow().live_bytes(sealed[i].file_no);
+        let mut live = node.shard.engine.borrow().live_bytes(sealed[i].file_no);
         let mut end = i + 1;
         while end < sealed.len() && sealed[end].id < followed_from {
             let next = &sealed[end];
-            let next_live = shared.engine.borrow().live_bytes(next.file_no);
+            let next_live = node.shard.engine.borrow().live_bytes(next.file_no);
             if !(qualifies(next) || small(next)) || live + next_live > segment_max {
                 break;
             }
@@ -151,7 +150,7 @@ async fn pass(shared: &Rc<Shared>, forced: bool) -> Result<String, String> {
         }
         // The segment after the run (sealed or active) starts where the run's seqs end.
         let end_seq = segments[end].first_seq;
-        if !compact_run(shared, &sealed[i..end], end_seq, drop_tombstones).await? {
+        if !compact_run(node, &sealed[i..end], end_seq, drop_tombstones).await? {
             break;
         }
         runs += 1;
@@ -160,13 +159,13 @@ async fn pass(shared: &Rc<Shared>, forced: bool) -> Result<String, String> {
     if runs == 0 {
         return Ok(format!(
             "compacted:0\nlog_bytes:{before}\nsegments:{}\n",
-            shared.log.segment_count()
+            node.shard.log.segment_count()
         ));
     }
-    let after = shared.log.log_bytes();
+    let after = node.shard.log.log_bytes();
     let reclaimed = before.saturating_sub(after);
     {
-        let mut state = shared.compaction.borrow_mut();
+        let mut state = node.shard.compaction.borrow_mut();
         state.runs_total += runs;
         state.bytes_reclaimed_total += reclaimed;
     }
@@ -174,28 +173,29 @@ async fn pass(shared: &Rc<Shared>, forced: bool) -> Result<String, String> {
         runs,
         log_bytes_before = before,
         log_bytes_after = after,
-        horizon_seq = shared.log.horizon_seq(),
+        horizon_seq = node.shard.log.horizon_seq(),
         ms = started.elapsed().as_millis() as u64,
         "compacted the log"
     );
     Ok(format!(
         "compacted:{runs}\nlog_bytes_before:{before}\nlog_bytes:{after}\nsegments:{}\nhorizon_seq:{}\n",
-        shared.log.segment_count(),
-        shared.log.horizon_seq()
+        node.shard.log.segment_count(),
+        node.shard.log.horizon_seq()
     ))
 }
 
 /// Rewrites `run` (consecutive sealed segments) into one compacted segment. Returns false if
 /// it had to give up without changing anything (a follower started reading the run).
 async fn compact_run(
-    shared: &Rc<Shared>,
+    node: &Rc<Node>,
     run: &[Rc<Segment>],
     end_seq: u64,
     drop_tombstones: bool,
 ) -> Result<bool, String> {
     let (first, last) = (&run[0], &run[run.len() - 1]);
     let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
-    let mut output = shared
+    let mut output = node
+        .shard
         .log
         .compaction_output(first, last, end_seq)
         .await
@@ -209,7 +209,8 @@ async fn compact_run(
         let mut want = COMPACTION_IO_BYTES;
         loop {
             let asked = want;
-            let chunk = shared
+            let chunk = node
+                .shard
                 .log
                 .read_at(segment.file_no, offset, want)
                 .await
@@ -241,7 +242,7 @@ async fn compact_run(
                     value_len: header.value_len,
                 };
                 let keep = {
-                    let engine = shared.engine.borrow();
+                    let engine = node.shard.engine.borrow();
                     match header.op {
                         Op::Set => engine.is_live(key, location),
                         Op::Del => !drop_tombstones && !engine.contains(key),
@@ -272,43 +273,43 @@ async fn compact_run(
             }
         }
     }
-    shared
+    node.shard
         .log
         .sync_output(&mut output)
         .await
         .map_err(io("syncing the compacted segment"))?;
-    crash_point(shared, "synced");
+    crash_point(node, "synced");
     let run_files: Vec<u32> = run.iter().map(|s| s.file_no).collect();
-    let followed = shared
-        .followers
-        .borrow()
-        .values()
-        .any(|f| run_files.contains(&f.position.0));
-    if followed || shared.engine.borrow().write_failed().is_some() {
-        shared.log.abandon(output);
+    let followed = node
+        .follower_positions()
+        .iter()
+        .any(|(file, _)| run_files.contains(file));
+    if followed || node.shard.engine.borrow().write_failed().is_some() {
+        node.shard.log.abandon(output);
         return Ok(false);
     }
-    let replaced = shared
+    let replaced = node
+        .shard
         .log
-        .install(output, |step| crash_point(shared, step))
+        .install(output, |step| crash_point(node, step))
         .await
         .map_err(io("installing the compacted segment"))?;
-    crash_point(shared, "installed");
+    crash_point(node, "installed");
     for (n, (key, from, value_offset)) in moved.iter().enumerate() {
         let to = Location {
             file: new_file,
             value_offset: *value_offset,
             value_len: from.value_len,
         };
-        shared.engine.borrow_mut().relocate(key, *from, to);
+        node.shard.engine.borrow_mut().relocate(key, *from, to);
         if n == moved.len() / 2 {
-            crash_point(shared, "switching");
+            crash_point(node, "switching");
         }
         if n % COMPACTION_SWITCH_SLICE == COMPACTION_SWITCH_SLICE - 1 {
             tokio::task::yield_now().await;
         }
     }
-    crash_point(shared, "switched");
+    crash_point(node, "switched");
     tracing::debug!(
         first = first.id,
         last = last.id,
@@ -316,14 +317,14 @@ async fn compact_run(
         "compacted a run of segments"
     );
     // Reads decided before the switch may still name the old files for a moment.
-    let later = shared.clone();
-    tokio_uring::spawn(async move {
+    let later = node.clone();
+    crate::runtime::spawn(async move {
         tokio::time::sleep(Duration::from_millis(COMPACTION_RETIRE_MS)).await;
-        later.log.forget(&replaced);
+        later.shard.log.forget(&replaced);
     });
     Ok(true)
 }
 
-fn crash_point(shared: &Shared, step: &str) {
-    shared.crash_point("compaction", step);
+fn crash_point(node: &Node, step: &str) {
+    node.crash_point("compaction", step);
 }

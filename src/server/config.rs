@@ -83,6 +83,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// `--output-stall-secs`.
     pub output_stall: Duration,
+    /// `--commit-window-ms`; `None`: flush as soon as the last flush completes.
+    pub commit_window: Option<Duration>,
 }
 
 #[cfg(test)]

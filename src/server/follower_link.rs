@@ -8,8 +8,8 @@ use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::runtime::TcpStream;
 use bytes::{Bytes, BytesMut};
-use tokio_uring::net::TcpStream;
 
 use crate::limits::{
     BATCH_BYTES_MAX, REPLICATION_BACKOFF_MS_MAX, REPLICATION_BACKOFF_MS_MIN,
@@ -22,24 +22,33 @@ use crate::wal::record;
 use crate::wal::snapshot::SnapshotWriter;
 
 use super::frames::{self, ReadError};
-use super::Shared;
+use super::role::{LinkInfo, LinkState};
+use super::Node;
 
-pub async fn run(shared: Rc<Shared>, leader_addr: String) {
+/// The link's state: this task runs only on a follower.
+fn link(node: &Node) -> &std::cell::RefCell<LinkInfo> {
+    &node.follower().expect("the link runs on a follower").link
+}
+
+pub async fn run(node: Rc<Node>, leader_addr: String) {
+    let Some(follower) = node.follower() else {
+        return;
+    };
     let mut backoff = REPLICATION_BACKOFF_MS_MIN;
     let mut last_failure = String::new();
-    let mut shutdown = shared.shutdown.subscribe();
+    let mut shutdown = node.shutdown.subscribe();
     loop {
-        let received_before = shared.link.borrow().records_received_total;
+        let received_before = follower.link.borrow().records_received_total;
         let failure = tokio::select! {
-            failure = follow(&shared, &leader_addr) => failure,
+            failure = follow(&node, &leader_addr) => failure,
             _ = shutdown.changed() => return,
         };
         {
-            let mut link = shared.link.borrow_mut();
-            link.state = "disconnected";
+            let mut link = follower.link.borrow_mut();
+            link.state = LinkState::Disconnected;
             link.connected_at = None;
         }
-        let made_progress = shared.link.borrow().records_received_total > received_before;
+        let made_progress = follower.link.borrow().records_received_total > received_before;
         if made_progress {
             backoff = REPLICATION_BACKOFF_MS_MIN;
         }
@@ -64,7 +73,7 @@ fn jitter_ms(max: u64) -> u64 {
 }
 
 /// One session with the leader; returns why it ended.
-async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
+async fn follow(node: &Rc<Node>, leader_addr: &str) -> String {
     let addr = match leader_addr.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(addr)) => addr,
         Ok(None) => return format!("{leader_addr} resolves to no address"),
@@ -77,32 +86,32 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         Err(_) => return "connecting timed out".into(),
     };
     let _ = stream.set_nodelay(true);
-    let log_id = shared.log.log_id();
+    let log_id = node.shard.log.log_id();
     let (last_seq, last_crc) = {
-        let engine = shared.engine.borrow();
+        let engine = node.shard.engine.borrow();
         (engine.last_seq(), engine.last_crc())
     };
     let mut out = BytesMut::new();
     // With --auth-file, AUTH goes first, in the same write: the leader serves nothing before it.
     const AUTH_ID: u64 = 1;
-    if let Some(secret) = &shared.config.auth {
+    if let Some(secret) = &node.config.auth {
         let secret = SecretBytes(Bytes::copy_from_slice(secret.bytes()));
         Request::Auth { secret }.encode(AUTH_ID, &mut out);
     }
-    let node_id = shared.config.node_id.clone();
+    let node_id = node.config.node_id.clone();
     Hello {
         log_id,
         last_seq,
         last_crc,
         node_id,
-        resync: shared.config.resync,
+        resync: node.config.resync,
     }
     .encode(&mut out);
     if let Err(error) = stream.write_all(out).await.0 {
         return format!("sending HELLO: {error}");
     }
     let mut buf = BytesMut::new();
-    if shared.config.auth.is_some() {
+    if node.config.auth.is_some() {
         match next_frame(&stream, &mut buf, silence).await {
             Ok(frame) if frame.header.kind == Status::Ok as u8 && frame.header.id == AUTH_ID => {}
             Ok(frame) if frame.header.kind == Status::Error as u8 => {
@@ -127,7 +136,7 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         }
         Ok(frame) if frame.header.kind == Status::Error as u8 => {
             let reason = String::from_utf8_lossy(&frame.body).into_owned();
-            if shared.config.auth.is_none() && reason.contains("authentication required") {
+            if node.config.auth.is_none() && reason.contains("authentication required") {
                 return format!("the leader refused this follower: {reason}; start this follower with --auth-file holding the leader's secret");
             }
             return format!("the leader refused this follower: {reason}");
@@ -142,9 +151,9 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
     };
     if let Some(snapshot_seq) = welcome.snapshot_seq {
         tracing::info!(leader = %leader_addr, snapshot_seq, "the leader sends a snapshot: this follower's log cannot continue into the leader's (receiving it beside the current data, which serves reads until the snapshot is complete)");
-        shared.link.borrow_mut().state = "receiving snapshot";
+        link(node).borrow_mut().state = LinkState::ReceivingSnapshot;
         let reason = take_snapshot(
-            shared,
+            node,
             &stream,
             &mut buf,
             silence,
@@ -156,28 +165,28 @@ async fn follow(shared: &Rc<Shared>, leader_addr: &str) -> String {
         return reason;
     }
     if welcome.log_id != log_id {
-        if shared.engine.borrow().last_seq() != 0 {
+        if node.shard.engine.borrow().last_seq() != 0 {
             return format!(
                 "the leader's log is {} but this follower holds log {log_id}",
                 welcome.log_id
             );
         }
-        if let Err(error) = shared.log.adopt(welcome.log_id).await {
+        if let Err(error) = node.shard.log.adopt(welcome.log_id).await {
             return format!("taking the leader's log id: {error}");
         }
         tracing::info!(log_id = %welcome.log_id, "empty log: took the leader's log id");
     }
     {
-        let mut link = shared.link.borrow_mut();
-        link.state = "connected";
+        let mut link = link(node).borrow_mut();
+        link.state = LinkState::Connected;
         link.connected_at = Some(Instant::now());
         link.leader_durable_seq = welcome.durable_seq;
         link.records_received = 0;
     }
     tracing::info!(leader = %leader_addr, from_seq = last_seq + 1, leader_durable_seq = welcome.durable_seq, "following the leader");
 
-    let acker = tokio_uring::spawn(send_acks(shared.clone(), stream.clone()));
-    let reason = take_records(shared, &stream, &mut buf, silence).await;
+    let acker = crate::runtime::spawn(send_acks(node.clone(), stream.clone()));
+    let reason = take_records(node, &stream, &mut buf, silence).await;
     acker.abort();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     reason
@@ -207,7 +216,7 @@ async fn next_frame(
 /// Verifies each record (CRC, seq exactly the next) and appends it to the open batch; a record
 /// is taken whole or not at all.
 async fn take_records(
-    shared: &Shared,
+    node: &Node,
     stream: &TcpStream,
     buf: &mut BytesMut,
     silence: Duration,
@@ -230,21 +239,26 @@ async fn take_records(
                 Ok(decoded) => decoded,
                 Err(error) => return format!("damaged record from the leader: {error}"),
             };
-            while shared.engine.borrow().open_batch_bytes() >= BATCH_BYTES_MAX {
-                shared.batch_taken.notified().await;
+            while node.shard.engine.borrow().open_batch_bytes() >= BATCH_BYTES_MAX {
+                node.shard.batch_taken.notified().await;
             }
             let value_start = at + header.value_offset();
             let value = frame.body.slice(value_start..at + header.total_bytes);
-            if let Err(reason) = shared.engine.borrow_mut().append_replicated(&record, value) {
+            if let Err(reason) = node
+                .shard
+                .engine
+                .borrow_mut()
+                .append_replicated(&record, value)
+            {
                 return format!("cannot apply the leader's record: {reason}");
             }
             at += header.total_bytes;
             taken += 1;
         }
         if taken > 0 {
-            shared.commit_wake.notify_one();
+            node.shard.commit_wake.notify_one();
         }
-        let mut link = shared.link.borrow_mut();
+        let mut link = link(node).borrow_mut();
         link.leader_durable_seq = link.leader_durable_seq.max(frame.header.id);
         link.records_received += taken;
         link.records_received_total += taken;
@@ -254,14 +268,14 @@ async fn take_records(
 /// Receives a snapshot into the data dir's snapshot area; once complete, asks the server to
 /// start again on it (install happens at start, see `wal::snapshot`).
 async fn take_snapshot(
-    shared: &Shared,
+    node: &Node,
     stream: &TcpStream,
     buf: &mut BytesMut,
     silence: Duration,
     log_id: crate::wal::LogId,
     snapshot_seq: u64,
 ) -> String {
-    let config = &shared.config;
+    let config = &node.config;
     let mut writer = match SnapshotWriter::create(&config.data_dir, log_id, config.segment_bytes) {
         Ok(writer) => writer,
         Err(error) => return format!("cannot start a snapshot: {error}"),
@@ -283,7 +297,7 @@ async fn take_snapshot(
                     snapshot_seq,
                     "snapshot received; starting again on it"
                 );
-                shared.restart.notify_one();
+                node.restart.notify_one();
                 return "snapshot received; restarting on it".into();
             }
             kind => return format!("unexpected frame kind 0x{kind:02x} in a snapshot transfer"),
@@ -305,21 +319,21 @@ async fn take_snapshot(
             at += header.total_bytes;
             taken += 1;
         }
-        let mut link = shared.link.borrow_mut();
+        let mut link = link(node).borrow_mut();
         link.records_received += taken;
         link.records_received_total += taken;
         drop(link);
-        shared.crash_point("snapshot", "partial");
+        node.crash_point("snapshot", "partial");
     }
 }
 
 /// Tells the leader what is durable here whenever that moves, and every heartbeat anyway.
-async fn send_acks(shared: Rc<Shared>, stream: Rc<TcpStream>) {
-    let mut progress = shared.progress.subscribe();
+async fn send_acks(node: Rc<Node>, stream: Rc<TcpStream>) {
+    let mut progress = node.shard.progress.subscribe();
     let heartbeat = Duration::from_millis(REPLICATION_HEARTBEAT_MS);
     let mut out = BytesMut::new();
     loop {
-        messages::encode_ack(&mut out, shared.engine.borrow().durable_seq());
+        messages::encode_ack(&mut out, node.shard.engine.borrow().durable_seq());
         let (written, returned) = stream.write_all(out).await;
         out = returned;
         out.clear();

@@ -1,8 +1,8 @@
 //! Reading whole frames from an io_uring socket into a growing buffer.
 
+use crate::runtime::BoundedBuf;
+use crate::runtime::TcpStream;
 use bytes::BytesMut;
-use tokio_uring::buf::BoundedBuf;
-use tokio_uring::net::TcpStream;
 
 use crate::limits::CONNECTION_READ_BYTES;
 use crate::protocol::frame::{self, Frame, FrameError};

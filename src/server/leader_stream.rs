@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::runtime::TcpStream;
 use bytes::BytesMut;
-use tokio_uring::net::TcpStream;
 
 use crate::limits::{
     REPLICATION_CHUNK_BYTES, REPLICATION_FRAME_BYTES_MAX, REPLICATION_HEARTBEAT_MS,
@@ -23,10 +23,17 @@ use crate::wal::record;
 use crate::wal::segment;
 
 use super::frames::{self, ReadError};
-use super::{FollowerInfo, Shared};
+use super::role::{FollowerInfo, Leader};
+use super::Node;
+
+/// The leader's side of replication: a follower's HELLO is handed over only on a leader.
+fn leader(node: &Node) -> &Leader {
+    node.leader()
+        .expect("followers are served only by a leader")
+}
 
 pub async fn serve(
-    shared: &Rc<Shared>,
+    node: &Rc<Node>,
     stream: &Rc<TcpStream>,
     peer: SocketAddr,
     hello: Frame,
@@ -36,17 +43,17 @@ pub async fn serve(
         Ok(hello) => hello,
         Err(error) => return refuse(stream, &error.to_string()).await,
     };
-    let durable_seq = shared.engine.borrow().durable_seq();
-    let start = match admit(shared, &hello, durable_seq).await {
+    let durable_seq = node.shard.engine.borrow().durable_seq();
+    let start = match admit(node, &hello, durable_seq).await {
         Ok(start) => start,
         Err(reason) => {
-            log_refusal(shared, peer, &hello.node_id, &reason);
+            log_refusal(node, peer, &hello.node_id, &reason);
             return refuse(stream, &reason).await;
         }
     };
     let mut out = BytesMut::new();
     Welcome {
-        log_id: shared.log.log_id(),
+        log_id: node.shard.log.log_id(),
         durable_seq,
         snapshot_seq: match start {
             Start::Snapshot { .. } => Some(durable_seq),
@@ -61,16 +68,15 @@ pub async fn serve(
         Start::Stream { position } => position,
         Start::Snapshot { why } => {
             tracing::info!(%peer, node_id = %hello.node_id, snapshot_seq = durable_seq, %why, "sending a snapshot to a follower");
-            let reason = snapshot(shared, stream, peer, &hello, durable_seq).await;
+            let reason = snapshot(node, stream, peer, &hello, durable_seq).await;
             tracing::info!(%peer, node_id = %hello.node_id, %reason, "snapshot transfer ended");
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
     };
     let next_seq = hello.last_seq + 1;
-    let link_id = shared.next_link_id.get();
-    shared.next_link_id.set(link_id + 1);
-    shared.followers.borrow_mut().insert(
+    let link_id = leader(node).new_link_id();
+    leader(node).followers.borrow_mut().insert(
         link_id,
         FollowerInfo {
             node_id: hello.node_id.clone(),
@@ -83,31 +89,25 @@ pub async fn serve(
             connected_at: Instant::now(),
         },
     );
-    shared.update_replicated();
-    shared.refusals.borrow_mut().remove(&hello.node_id);
+    if leader(node).update_replicated(node.config.min_acks) {
+        node.progressed();
+    }
+    leader(node).refusals.borrow_mut().remove(&hello.node_id);
     tracing::info!(%peer, node_id = %hello.node_id, from_seq = next_seq, durable_seq, "follower connected");
 
     let closed = Rc::new(tokio::sync::Notify::new());
-    let acks = tokio_uring::spawn(read_acks(
-        shared.clone(),
+    let acks = crate::runtime::spawn(read_acks(
+        node.clone(),
         stream.clone(),
         buf,
         link_id,
         closed.clone(),
     ));
-    let reason = send_records(
-        shared,
-        stream,
-        link_id,
-        next_seq,
-        (segment, offset),
-        &closed,
-    )
-    .await;
+    let reason = send_records(node, stream, link_id, next_seq, (segment, offset), &closed).await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     acks.abort();
-    shared.followers.borrow_mut().remove(&link_id);
-    shared.update_replicated();
+    leader(node).followers.borrow_mut().remove(&link_id);
+    leader(node).update_replicated(node.config.min_acks);
     tracing::info!(%peer, node_id = %hello.node_id, %reason, "follower disconnected");
 }
 
@@ -119,9 +119,9 @@ enum Start {
 }
 
 /// Decides how a follower starts, or why it is refused.
-async fn admit(shared: &Shared, hello: &Hello, durable_seq: u64) -> Result<Start, String> {
-    let horizon = shared.log.horizon_seq();
-    if let Err(reason) = messages::admit(shared.log.log_id(), durable_seq, hello) {
+async fn admit(node: &Node, hello: &Hello, durable_seq: u64) -> Result<Start, String> {
+    let horizon = node.shard.log.horizon_seq();
+    if let Err(reason) = messages::admit(node.shard.log.log_id(), durable_seq, hello) {
         return match hello.resync {
             true => Ok(Start::Snapshot { why: reason }),
             false => Err(reason),
@@ -134,7 +134,7 @@ async fn admit(shared: &Shared, hello: &Hello, durable_seq: u64) -> Result<Start
         );
         return Ok(Start::Snapshot { why });
     }
-    match locate(shared, hello.last_seq + 1).await {
+    match locate(node, hello.last_seq + 1).await {
         Ok((segment, offset, leader_crc)) => match messages::same_history(hello, leader_crc) {
             Ok(()) => Ok(Start::Stream {
                 position: (segment, offset),
@@ -148,17 +148,16 @@ async fn admit(shared: &Shared, hello: &Hello, durable_seq: u64) -> Result<Start
 
 /// Sends every record of the log up to `snapshot_seq`, in log order, then SNAPSHOT_DONE.
 async fn snapshot(
-    shared: &Shared,
+    node: &Node,
     stream: &TcpStream,
     peer: SocketAddr,
     hello: &Hello,
     snapshot_seq: u64,
 ) -> String {
-    let first = shared.log.segments()[0].file_no;
-    let link_id = shared.next_link_id.get();
-    shared.next_link_id.set(link_id + 1);
+    let first = node.shard.log.segments()[0].file_no;
+    let link_id = leader(node).new_link_id();
     // Registered as a follower so that compaction leaves the files it has yet to read alone.
-    shared.followers.borrow_mut().insert(
+    leader(node).followers.borrow_mut().insert(
         link_id,
         FollowerInfo {
             node_id: format!("{} (snapshot)", hello.node_id),
@@ -170,24 +169,19 @@ async fn snapshot(
             connected_at: Instant::now(),
         },
     );
-    let reason = send_snapshot(shared, stream, link_id, snapshot_seq).await;
-    shared.followers.borrow_mut().remove(&link_id);
+    let reason = send_snapshot(node, stream, link_id, snapshot_seq).await;
+    leader(node).followers.borrow_mut().remove(&link_id);
     reason
 }
 
-async fn send_snapshot(
-    shared: &Shared,
-    stream: &TcpStream,
-    link_id: u64,
-    snapshot_seq: u64,
-) -> String {
-    let (mut file, mut offset) = shared.followers.borrow()[&link_id].position;
+async fn send_snapshot(node: &Node, stream: &TcpStream, link_id: u64, snapshot_seq: u64) -> String {
+    let (mut file, mut offset) = leader(node).followers.borrow()[&link_id].position;
     let mut after = 0;
     let mut want = REPLICATION_CHUNK_BYTES;
     let mut out = BytesMut::new();
     let mut sent = 0;
     while after < snapshot_seq {
-        let chunk = match shared.log.read_at(file, offset, want).await {
+        let chunk = match node.shard.log.read_at(file, offset, want).await {
             Ok(chunk) => chunk,
             Err(error) => return format!("reading the log: {error}"),
         };
@@ -197,7 +191,7 @@ async fn send_snapshot(
             match stop {
                 Stop::NotDurable => break,
                 Stop::Incomplete { need } => want = need,
-                Stop::EndOfChunk => match shared.log.next_file(file) {
+                Stop::EndOfChunk => match node.shard.log.next_file(file) {
                     Some(next) => {
                         file = next;
                         offset = segment::HEADER_BYTES as u64;
@@ -214,7 +208,7 @@ async fn send_snapshot(
         offset += bytes as u64;
         after = last;
         sent += count;
-        if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+        if let Some(info) = leader(node).followers.borrow_mut().get_mut(&link_id) {
             info.position = (file, offset);
             info.sent_seq = last;
             info.records_sent = sent;
@@ -234,8 +228,8 @@ async fn send_snapshot(
 }
 
 /// Logs a refusal once per follower and reason (a refused follower retries every 2 s).
-fn log_refusal(shared: &Shared, peer: SocketAddr, node_id: &str, reason: &str) {
-    let mut refusals = shared.refusals.borrow_mut();
+fn log_refusal(node: &Node, peer: SocketAddr, node_id: &str, reason: &str) {
+    let mut refusals = leader(node).refusals.borrow_mut();
     if refusals.get(node_id).map(String::as_str) != Some(reason) {
         tracing::warn!(%peer, node_id, %reason, "refused a follower (logged once while it repeats)");
         refusals.insert(node_id.to_string(), reason.to_string());
@@ -251,9 +245,9 @@ async fn refuse(stream: &TcpStream, reason: &str) {
 
 /// Where the record with `seq` starts (or will start), and the CRC of the record before it
 /// (None when `seq` is 1): found by scanning the segment that holds `seq - 1` from its header.
-async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
+async fn locate(node: &Node, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
     let before = seq - 1;
-    let segments = shared.log.segments();
+    let segments = node.shard.log.segments();
     let holder = segments
         .iter()
         .rev()
@@ -290,7 +284,8 @@ async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), St
             // Past the chunk in hand, or longer than was asked for: read on from this record.
             Err(record::DecodeError::Incomplete { need, .. }) if start > 0 || need > asked => {
                 asked = REPLICATION_CHUNK_BYTES.max(need);
-                chunk = shared
+                chunk = node
+                    .shard
                     .log
                     .read_at(segment, offset, asked)
                     .await
@@ -308,20 +303,20 @@ async fn locate(shared: &Shared, seq: u64) -> Result<(u32, u64, Option<u32>), St
 
 /// The cursor: sends every durable record from `next_seq` on, in order, until the link fails.
 async fn send_records(
-    shared: &Shared,
+    node: &Node,
     stream: &TcpStream,
     link_id: u64,
     mut next_seq: u64,
     (mut segment, mut offset): (u32, u64),
     closed: &tokio::sync::Notify,
 ) -> String {
-    let mut progress = shared.progress.subscribe();
-    let mut shutdown = shared.shutdown.subscribe();
+    let mut progress = node.shard.progress.subscribe();
+    let mut shutdown = node.shutdown.subscribe();
     let heartbeat = Duration::from_millis(REPLICATION_HEARTBEAT_MS);
     let mut want = REPLICATION_CHUNK_BYTES;
     let mut out = BytesMut::new();
     loop {
-        let durable_seq = shared.engine.borrow().durable_seq();
+        let durable_seq = node.shard.engine.borrow().durable_seq();
         if next_seq > durable_seq {
             // Caught up: wait for the next durable batch, and say we are alive meanwhile.
             tokio::select! {
@@ -332,7 +327,7 @@ async fn send_records(
             }
             messages::encode_records(&mut out, durable_seq, &[]);
         } else {
-            let chunk = match shared.log.read_at(segment, offset, want).await {
+            let chunk = match node.shard.log.read_at(segment, offset, want).await {
                 Ok(chunk) => chunk,
                 Err(error) => return format!("reading the log: {error}"),
             };
@@ -342,9 +337,9 @@ async fn send_records(
                 match stop {
                     Stop::Incomplete { need } => want = need,
                     Stop::EndOfChunk
-                        if chunk.is_empty() && segment != shared.log.active_file_no() =>
+                        if chunk.is_empty() && segment != node.shard.log.active_file_no() =>
                     {
-                        match shared.log.next_file(segment) {
+                        match node.shard.log.next_file(segment) {
                             Some(next) => {
                                 segment = next;
                                 offset = segment::HEADER_BYTES as u64;
@@ -373,7 +368,7 @@ async fn send_records(
             messages::encode_records(&mut out, durable_seq, &chunk[..bytes]);
             offset += bytes as u64;
             next_seq += count;
-            if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+            if let Some(info) = leader(node).followers.borrow_mut().get_mut(&link_id) {
                 info.sent_seq = next_seq - 1;
                 info.records_sent += count;
                 info.position = (segment, offset);
@@ -390,7 +385,7 @@ async fn send_records(
 
 /// Reads the follower's ACKs and moves its watermark; wakes the client writers waiting on it.
 async fn read_acks(
-    shared: Rc<Shared>,
+    node: Rc<Node>,
     stream: Rc<TcpStream>,
     mut buf: BytesMut,
     link_id: u64,
@@ -411,11 +406,11 @@ async fn read_acks(
                 break;
             }
         };
-        if let Some(info) = shared.followers.borrow_mut().get_mut(&link_id) {
+        if let Some(info) = leader(&node).followers.borrow_mut().get_mut(&link_id) {
             info.acked_seq = info.acked_seq.max(acked);
         }
-        if shared.update_replicated() {
-            shared.progress.send_modify(|generation| *generation += 1);
+        if leader(&node).update_replicated(node.config.min_acks) {
+            node.progressed();
         }
     }
     closed.notify_one();

@@ -11,16 +11,20 @@ mod fd_limit;
 mod follower_link;
 mod frames;
 mod leader_stream;
+mod node;
+mod role;
+mod shard;
 mod stats;
+mod sweep;
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Notify};
+
+pub use node::Node;
+use shard::Shard;
 
 pub use config::{Config, FsyncPolicy};
 
@@ -52,107 +56,6 @@ pub enum ServerError {
         what: &'static str,
         source: std::io::Error,
     },
-}
-
-/// What every task of the loop shares. Single-threaded: cells, not locks.
-pub struct Shared {
-    pub config: Config,
-    pub engine: RefCell<Engine>,
-    pub log: LogFile,
-    stats: stats::Stats,
-    /// Readers → committer: a batch has records.
-    commit_wake: Notify,
-    /// Committer → readers waiting for room: the open batch was taken.
-    batch_taken: Notify,
-    /// Bumped whenever the durable seq moves or writes fail: wakes the waiting writers.
-    progress: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    committing: Cell<bool>,
-    connections: Cell<u32>,
-    started: Instant,
-    /// Leader: the followers streaming now, by link id.
-    followers: RefCell<BTreeMap<u64, FollowerInfo>>,
-    next_link_id: Cell<u64>,
-    /// Leader: the newest seq durable on `--min-acks` followers.
-    replicated: Cell<u64>,
-    /// Follower: the link to the leader.
-    link: RefCell<LinkInfo>,
-    /// Leader: the last refusal logged per follower node id.
-    refusals: RefCell<std::collections::HashMap<String, String>>,
-    compaction: RefCell<compactor::CompactionState>,
-    compact_wake: Notify,
-    /// Bumped when a compaction pass ends.
-    compact_done: watch::Sender<u64>,
-    /// Follower: a snapshot was received; stop serving and start again on it.
-    restart: Notify,
-}
-
-/// What the leader knows of one follower.
-pub struct FollowerInfo {
-    node_id: String,
-    addr: SocketAddr,
-    /// The follower's own durable seq, as it last said.
-    acked_seq: u64,
-    sent_seq: u64,
-    /// Where the cursor reads next: segment and offset.
-    position: (u32, u64),
-    records_sent: u64,
-    connected_at: Instant,
-}
-
-/// What a follower knows of its link to the leader.
-pub struct LinkInfo {
-    state: &'static str,
-    connected_at: Option<Instant>,
-    leader_durable_seq: u64,
-    /// Records received on the current link, and since start.
-    records_received: u64,
-    records_received_total: u64,
-}
-
-impl Shared {
-    /// On a follower, the leader's client address (what NOT_LEADER says).
-    pub fn leader_addr(&self) -> Option<&str> {
-        self.config.leader_addr.as_deref()
-    }
-
-    /// The newest seq a client write may be acknowledged at, as far as followers go.
-    fn replicated_seq(&self) -> u64 {
-        if self.config.min_acks == 0 {
-            u64::MAX
-        } else {
-            self.replicated.get()
-        }
-    }
-
-    /// A test's fault hook (`KVS_CRASH_POINT=<what>:<step>`): dies there as kill -9 would.
-    fn crash_point(&self, what: &str, step: &str) {
-        if let Some(point) = &self.config.crash_point {
-            if point.split_once(':') == Some((what, step)) {
-                tracing::warn!(what, step, "KVS_CRASH_POINT: aborting the process here");
-                std::process::abort();
-            }
-        }
-    }
-
-    /// Recomputes the seq durable on `--min-acks` followers; true if it moved.
-    fn update_replicated(&self) -> bool {
-        let needed = self.config.min_acks as usize;
-        if needed == 0 {
-            return false;
-        }
-        let mut acked: Vec<u64> = self
-            .followers
-            .borrow()
-            .values()
-            .map(|f| f.acked_seq)
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let replicated = acked.get(needed - 1).copied().unwrap_or(0);
-        let moved = replicated > self.replicated.get();
-        self.replicated.set(self.replicated.get().max(replicated));
-        moved
-    }
 }
 
 /// The listening socket handed to a kvsd that re-executes itself (see `restart`).
@@ -315,7 +218,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         source,
     })?;
 
-    tokio_uring::start(async move {
+    crate::runtime::start(async move {
         let log = LogFile::open(
             &config.data_dir,
             &recovered,
@@ -326,35 +229,8 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             what: "opening the log",
             source,
         })?;
-        let shared = Rc::new(Shared {
-            config,
-            engine: RefCell::new(engine),
-            log,
-            stats: stats::Stats::default(),
-            commit_wake: Notify::new(),
-            batch_taken: Notify::new(),
-            progress: watch::Sender::new(0),
-            shutdown: watch::Sender::new(false),
-            committing: Cell::new(false),
-            connections: Cell::new(0),
-            started: Instant::now(),
-            followers: RefCell::new(BTreeMap::new()),
-            next_link_id: Cell::new(1),
-            replicated: Cell::new(0),
-            refusals: RefCell::default(),
-            compaction: RefCell::default(),
-            compact_wake: Notify::new(),
-            compact_done: watch::Sender::new(0),
-            restart: Notify::new(),
-            link: RefCell::new(LinkInfo {
-                state: "connecting",
-                connected_at: None,
-                leader_durable_seq: 0,
-                records_received: 0,
-                records_received_total: 0,
-            }),
-        });
-        let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let node = Rc::new(Node::new(config, Shard::new(engine, log)));
+        let listener = crate::runtime::TcpListener::from_std(listener);
         let mut terminate = signal(SignalKind::terminate()).map_err(|source| ServerError::Io {
             what: "SIGTERM handler",
             source,
@@ -363,18 +239,22 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             what: "SIGINT handler",
             source,
         })?;
-        tokio_uring::spawn(committer::run(shared.clone()));
-        tokio_uring::spawn(compactor::run(shared.clone()));
-        let preparer = shared.clone();
-        tokio_uring::spawn(async move { preparer.log.prepare_segments().await });
-        if let FsyncPolicy::Interval(every) = shared.config.fsync {
-            tokio_uring::spawn(committer::sync_every(shared.clone(), every));
+        crate::runtime::spawn(committer::run(node.clone()));
+        let sweeper = crate::runtime::spawn(sweep::run(node.clone()));
+        crate::runtime::spawn(compactor::run(node.clone()));
+        let node_for_preparer = node.clone();
+        crate::runtime::spawn(async move { node_for_preparer.shard.log.prepare_segments().await });
+        if let FsyncPolicy::Interval(every) = node.config.fsync {
+            crate::runtime::spawn(committer::sync_every(node.clone(), every));
         }
-        if let Some(leader_addr) = shared.config.leader_addr.clone() {
-            tokio_uring::spawn(follower_link::run(shared.clone(), leader_addr));
+        if let Some(follower) = node.follower() {
+            crate::runtime::spawn(follower_link::run(
+                node.clone(),
+                follower.leader_addr.clone(),
+            ));
         }
 
-        let config = &shared.config;
+        let config = &node.config;
         tracing::info!(
             %addr,
             data_dir = %config.data_dir.display(),
@@ -382,10 +262,10 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             fsync = %config.fsync,
             node_id = %config.node_id,
             role = %config.leader_addr.as_ref().map_or("leader".to_string(), |leader| format!("follower of {leader}")),
-            log_id = %shared.log.log_id(),
-            keys = shared.engine.borrow().key_count(),
+            log_id = %node.shard.log.log_id(),
+            keys = node.shard.engine.borrow().key_count(),
             last_seq = recovered.last_seq,
-            log_bytes = shared.log.log_bytes(),
+            log_bytes = node.shard.log.log_bytes(),
             records = recovered.records,
             truncated_bytes = recovered.truncated_bytes,
             recovery_ms = recovery_time.as_millis() as u64,
@@ -398,7 +278,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         let reason = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => accept(&shared, stream, peer),
+                    Ok((stream, peer)) => accept(&node, stream, peer),
                     Err(error) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
@@ -407,11 +287,13 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
                 },
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
-                _ = shared.restart.notified() => break "snapshot received",
+                _ = node.restart.notified() => break "snapshot received",
             }
         };
         drop(listener);
-        shut_down(&shared, reason).await?;
+        let stopped = shut_down(&node, reason).await;
+        sweeper.abort();
+        stopped?;
         Ok(if reason == "snapshot received" {
             Outcome::Restart
         } else {
@@ -455,12 +337,12 @@ fn load_checkpoint(
 
 /// At a clean stop: writes the index checkpoint the next start loads instead of reading the
 /// whole log. A failure only costs that start time.
-fn write_checkpoint(shared: &Shared) {
+fn write_checkpoint(node: &Node) {
     use crate::wal::checkpoint::{self, CheckpointSegment};
     let started = Instant::now();
-    let engine = shared.engine.borrow();
-    let segments = shared.log.segments();
-    let dir = &shared.config.data_dir;
+    let engine = node.shard.engine.borrow();
+    let segments = node.shard.log.segments();
+    let dir = &node.config.data_dir;
     let mut listed = Vec::with_capacity(segments.len());
     for (i, segment) in segments.iter().enumerate() {
         let path = crate::wal::segment::path(dir, segment.id);
@@ -497,7 +379,7 @@ fn write_checkpoint(shared: &Shared) {
     });
     let result = checkpoint::write(
         dir,
-        shared.log.log_id(),
+        node.shard.log.log_id(),
         engine.last_crc(),
         &listed,
         engine.key_count() as u64,
@@ -529,65 +411,65 @@ fn read_nonce(path: &std::path::Path) -> std::io::Result<u32> {
         .map_err(std::io::Error::other)
 }
 
-fn accept(shared: &Rc<Shared>, stream: tokio_uring::net::TcpStream, peer: SocketAddr) {
-    let connections_max = shared.config.connections_max;
-    if shared.connections.get() >= connections_max {
-        tracing::warn!(%peer, connections_max, "refusing a connection: --max-connections reached");
-        tokio_uring::spawn(connection::refuse(stream, connections_max));
-        return;
+fn accept(node: &Rc<Node>, stream: crate::runtime::TcpStream, peer: SocketAddr) {
+    use std::os::fd::AsRawFd;
+    match node.admit(stream.as_raw_fd()) {
+        Some(slot) => {
+            crate::runtime::spawn(connection::serve(node.clone(), stream, peer, slot));
+        }
+        None => {
+            let connections_max = node.config.connections_max;
+            tracing::warn!(%peer, connections_max, "refusing a connection: --max-connections reached");
+            crate::runtime::spawn(connection::refuse(stream, connections_max));
+        }
     }
-    shared.connections.set(shared.connections.get() + 1);
-    shared
-        .stats
-        .connections_total
-        .set(shared.stats.connections_total.get() + 1);
-    tokio_uring::spawn(connection::serve(shared.clone(), stream, peer));
 }
 
-/// Stop reading requests, let the committer make what was accepted durable, let the writers
-/// send those replies, then sync and return.
-async fn shut_down(shared: &Shared, reason: &str) -> Result<(), ServerError> {
+/// Stop reading requests, let the committer make what was accepted durable and the
+/// connections send those replies (each connection ends when its queue is answered), then
+/// sync and return.
+async fn shut_down(node: &Node, reason: &str) -> Result<(), ServerError> {
     tracing::info!(
         reason,
         "shutting down: no new connections or requests; finishing what is in flight"
     );
-    shared.shutdown.send_replace(true);
-    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS);
-    let busy = || {
-        let engine = shared.engine.borrow();
-        let flushing = engine.write_failed().is_none()
-            && (engine.open_batch_bytes() > 0 || shared.committing.get());
-        flushing || shared.connections.get() > 0
-    };
-    while busy() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    if shared.connections.get() > 0 {
+    node.shutdown.send_replace(true);
+    let drain = Duration::from_millis(SHUTDOWN_DRAIN_MS);
+    if tokio::time::timeout(drain, node.connections_closed())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            connections = shared.connections.get(),
+            connections = node.connection_count(),
             "closing connections that did not read their replies in time"
         );
     }
-    while shared.committing.get() || shared.engine.borrow().open_batch_bytes() > 0 {
-        if shared.engine.borrow().write_failed().is_some() {
-            break;
+    let shard = &node.shard;
+    let committed = async {
+        loop {
+            let idle = shard.committer_idle.notified();
+            let failed = shard.engine.borrow().write_failed().is_some();
+            if failed || (!shard.committing.get() && !shard.has_open_batch()) {
+                return;
+            }
+            shard.commit_wake.notify_one();
+            idle.await;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    if shared.config.fsync != FsyncPolicy::Always && shared.engine.borrow().write_failed().is_none()
-    {
-        shared.log.sync().await.map_err(|source| ServerError::Io {
+    };
+    committed.await;
+    if node.config.fsync != FsyncPolicy::Always && shard.engine.borrow().write_failed().is_none() {
+        shard.log.sync().await.map_err(|source| ServerError::Io {
             what: "final fdatasync",
             source,
         })?;
     }
-    if shared.engine.borrow().write_failed().is_none()
-        && shared.engine.borrow().open_batch_bytes() == 0
-        && !shared.compaction.borrow().running
+    if shard.engine.borrow().write_failed().is_none()
+        && !shard.has_open_batch()
+        && !shard.compaction.borrow().running
     {
-        write_checkpoint(shared);
+        write_checkpoint(node);
     }
-    let engine = shared.engine.borrow();
+    let engine = shard.engine.borrow();
     tracing::info!(
         durable_seq = engine.durable_seq(),
         keys = engine.key_count(),

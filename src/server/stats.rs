@@ -4,7 +4,8 @@ use std::cell::Cell;
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::Shared;
+use super::role::Role;
+use super::Node;
 
 #[derive(Default)]
 pub struct Stats {
@@ -13,6 +14,8 @@ pub struct Stats {
     pub batches_total: Cell<u64>,
     pub batch_records_total: Cell<u64>,
     pub batch_records_max: Cell<u64>,
+    /// Per flush: its records ÷ the writing connections, in thousandths, capped at 1000.
+    pub batch_fill_permille_total: Cell<u64>,
     pub fsync_us_total: Cell<u64>,
     pub fsync_us_max: Cell<u64>,
     pub auth_failures_total: Cell<u64>,
@@ -30,8 +33,12 @@ fn raise(cell: &Cell<u64>, value: u64) {
 }
 
 impl Stats {
-    pub fn count_request(&self) {
-        add(&self.requests_total, 1);
+    pub fn count_requests(&self, answered: u64) {
+        add(&self.requests_total, answered);
+    }
+
+    pub fn count_connection(&self) {
+        add(&self.connections_total, 1);
     }
 
     /// A wrong secret, or a request before AUTH; `closed`: the connection is closed for it.
@@ -48,8 +55,14 @@ impl Stats {
         add(&self.connections_closed_output_stall_total, 1);
     }
 
-    pub fn count_batch(&self, records: usize, took: Duration) {
-        let micros = took.as_micros() as u64;
+    /// One flush made `records` durable; `took`: its fdatasync (None without one); `writers`:
+    /// the connections that write, which a full flush would all be in.
+    pub fn count_batch(&self, records: usize, took: Option<Duration>, writers: u32) {
+        let micros = took.map_or(0, |took| took.as_micros() as u64);
+        let fill = (records as u64 * 1000)
+            .checked_div(u64::from(writers))
+            .unwrap_or(1000);
+        add(&self.batch_fill_permille_total, fill.min(1000));
         add(&self.batches_total, 1);
         add(&self.batch_records_total, records as u64);
         raise(&self.batch_records_max, records as u64);
@@ -59,9 +72,9 @@ impl Stats {
 }
 
 /// The STATS reply body: `name:value` lines.
-pub fn render(shared: &Shared) -> String {
-    let stats = &shared.stats;
-    let engine = shared.engine.borrow();
+pub fn render(node: &Node) -> String {
+    let stats = &node.stats;
+    let engine = node.shard.engine.borrow();
     let batches = stats.batches_total.get().max(1);
     let mut text = String::with_capacity(1024);
     let mut line = |name: &str, value: &dyn std::fmt::Display| {
@@ -70,23 +83,22 @@ pub fn render(shared: &Shared) -> String {
     line("version", &env!("CARGO_PKG_VERSION"));
     line(
         "role",
-        &if shared.leader_addr().is_some() {
-            "follower"
-        } else {
-            "leader"
+        &match node.role {
+            Role::Follower(_) => "follower",
+            Role::Leader(_) => "leader",
         },
     );
-    line("node_id", &shared.config.node_id);
-    line("log_id", &shared.log.log_id());
-    line("fsync", &shared.config.fsync);
+    line("node_id", &node.config.node_id);
+    line("log_id", &node.shard.log.log_id());
+    line("fsync", &node.config.fsync);
     line("keys", &engine.key_count());
     line("last_seq", &engine.last_seq());
     line("durable_seq", &engine.durable_seq());
-    line("log_bytes", &shared.log.log_bytes());
-    line("segments", &shared.log.segment_count());
-    line("horizon_seq", &shared.log.horizon_seq());
+    line("log_bytes", &node.shard.log.log_bytes());
+    line("segments", &node.shard.log.segment_count());
+    line("horizon_seq", &node.shard.log.horizon_seq());
     {
-        let compaction = shared.compaction.borrow();
+        let compaction = node.shard.compaction.borrow();
         line("compaction_running", &u8::from(compaction.running));
         line("compaction_runs_total", &compaction.runs_total);
         line(
@@ -94,12 +106,12 @@ pub fn render(shared: &Shared) -> String {
             &compaction.bytes_reclaimed_total,
         );
     }
-    line("connections", &shared.connections.get());
+    line("connections", &node.connection_count());
     line("connections_total", &stats.connections_total.get());
     line("requests_total", &stats.requests_total.get());
     line(
         "auth",
-        &if shared.config.auth.is_some() {
+        &if node.config.auth.is_some() {
             "required"
         } else {
             "off"
@@ -127,19 +139,27 @@ pub fn render(shared: &Shared) -> String {
         ),
     );
     line("batch_records_max", &stats.batch_records_max.get());
+    line("writer_connections", &node.writers.get());
+    line(
+        "batch_fill_pct_avg",
+        &format_args!(
+            "{:.1}",
+            stats.batch_fill_permille_total.get() as f64 / 10.0 / batches as f64
+        ),
+    );
     line("fsync_us_avg", &(stats.fsync_us_total.get() / batches));
     line("fsync_us_max", &stats.fsync_us_max.get());
-    let (cache_hits, cache_misses, cache_bytes) = shared.log.cache_stats();
+    let (cache_hits, cache_misses, cache_bytes) = node.shard.log.cache_stats();
     line("value_cache_hits", &cache_hits);
     line("value_cache_misses", &cache_misses);
     line("value_cache_bytes", &cache_bytes);
     line("write_failed", &u8::from(engine.write_failed().is_some()));
-    line("uptime_s", &shared.started.elapsed().as_secs());
+    line("uptime_s", &node.started.elapsed().as_secs());
     let durable = engine.durable_seq();
-    match shared.leader_addr() {
-        Some(leader) => {
-            let link = shared.link.borrow();
-            let _ = writeln!(text, "leader_addr:{leader}");
+    match &node.role {
+        Role::Follower(follower) => {
+            let link = follower.link.borrow();
+            let _ = writeln!(text, "leader_addr:{}", follower.leader_addr);
             let _ = writeln!(text, "link_state:{}", link.state);
             let _ = writeln!(text, "applied_seq:{durable}");
             let _ = writeln!(text, "leader_durable_seq:{}", link.leader_durable_seq);
@@ -157,9 +177,9 @@ pub fn render(shared: &Shared) -> String {
             let since = link.connected_at.map_or(0, |at| at.elapsed().as_secs());
             let _ = writeln!(text, "link_connected_s:{since}");
         }
-        None => {
-            let followers = shared.followers.borrow();
-            let _ = writeln!(text, "min_acks:{}", shared.config.min_acks);
+        Role::Leader(leader) => {
+            let followers = leader.followers.borrow();
+            let _ = writeln!(text, "min_acks:{}", node.config.min_acks);
             let _ = writeln!(text, "followers:{}", followers.len());
             for info in followers.values() {
                 let prefix = format!("follower.{}", info.node_id);
@@ -175,7 +195,7 @@ pub fn render(shared: &Shared) -> String {
                 let _ = writeln!(
                     text,
                     "{prefix}.lag_bytes:{}",
-                    shared.log.bytes_after(segment, offset)
+                    node.shard.log.bytes_after(segment, offset)
                 );
                 let _ = writeln!(text, "{prefix}.records_sent:{}", info.records_sent);
                 let _ = writeln!(

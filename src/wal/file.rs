@@ -14,8 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::runtime::File;
 use bytes::Bytes;
-use tokio_uring::fs::File;
 
 use super::cache::ValueCache;
 use super::recovery::Recovered;
@@ -297,6 +297,12 @@ impl LogFile {
         self.active_segment().file.sync_data().await
     }
 
+    /// fdatasync of log file `file_no`: everything appended to it so far is on stable
+    /// storage (a sealed segment was synced when it was sealed).
+    pub async fn sync_file(&self, file_no: u32) -> io::Result<()> {
+        self.file(file_no)?.file.sync_data().await
+    }
+
     /// Seals the active segment (fsynced, so a sealed segment never has a torn tail) and starts
     /// the next one durably: temp name, fsync, rename, fsync the dir.
     async fn rotate(&self, first_seq: u64) -> io::Result<()> {
@@ -320,7 +326,7 @@ impl LogFile {
         result?;
         file.sync_all().await?;
         let path = segment::path(&self.dir, segment_id);
-        tokio_uring::fs::rename(&tmp, &path).await?;
+        crate::runtime::rename(&tmp, &path).await?;
         File::open(&self.dir).await?.sync_all().await?;
         self.add_file(segment_id, file, first_seq, None);
         self.active_id.set(segment_id);
@@ -350,7 +356,7 @@ impl LogFile {
         let (result, _) = file.write_all_at(header.encode().to_vec(), 0).await;
         result?;
         file.sync_all().await?;
-        tokio_uring::fs::rename(&tmp, segment::path(&self.dir, segment_id)).await?;
+        crate::runtime::rename(&tmp, &segment::path(&self.dir, segment_id)).await?;
         File::open(&self.dir).await?.sync_all().await?;
         if let Some(old) = self.segments.borrow_mut().remove(&segment_id) {
             self.files.borrow_mut().remove(&old.file_no);
@@ -512,7 +518,7 @@ impl LogFile {
         let header = output.header;
         let compacted = header.compacted.expect("a compaction output");
         let path = segment::path(&self.dir, header.segment_id);
-        tokio_uring::fs::rename(&output.tmp, &path).await?;
+        crate::runtime::rename(&output.tmp, &path).await?;
         between("renamed");
         let replaced: Vec<Rc<Segment>> = self
             .segments
@@ -522,7 +528,7 @@ impl LogFile {
             .collect();
         for segment in &replaced {
             if segment.id != header.segment_id {
-                tokio_uring::fs::remove_file(segment::path(&self.dir, segment.id)).await?;
+                crate::runtime::remove_file(&segment::path(&self.dir, segment.id)).await?;
             }
         }
         between("covered-deleted");

@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio_uring::fs::File;
+use crate::runtime::File;
 
 use super::record::RecordHeader;
 use super::recovery::sync_dir;

@@ -1,0 +1,422 @@
+//! One connection's logic as a plain value: bytes of requests in, the log's progress in,
+//! replies that may go now out. It does no I/O and never waits; the connection's task feeds
+//! it, does the reads it asks for, and moves bytes. So its ordering rules are unit tests.
+//!
+//! The rules:
+//! - Every request is decided when it is read, against the newest state (`command::accept`);
+//!   a write joins the open batch at once, so a pipelining client fills a batch by itself.
+//! - A reply leaves only once what it observed is durable: a write's OK once its seq is
+//!   durable (and on `--min-acks` followers), a read once the connection's earlier writes are.
+//! - Replies leave in request order: the head of the queue holds back everything behind it.
+//! - After a failed log write, a pending write is answered ERROR, never OK.
+//! - The queue is capped in requests and bytes (`full`): past either cap no more frames are
+//!   taken, so a client that never reads its replies costs bounded memory. Reply bodies built
+//!   at accept time (a KEYS page, a GET of a pending write) count against the byte cap too.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::auth::{Gate, Verdict};
+use crate::command::{self, Later, Pending};
+use crate::engine::Engine;
+use crate::limits::{
+    AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
+    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
+};
+use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET};
+use crate::protocol::request::RequestLimits;
+use crate::protocol::response::{self, encode_error};
+use crate::protocol::{Request, Status};
+use crate::replication::messages;
+use crate::wal::Location;
+
+/// What a connection's decisions depend on besides the engine: the node's settings.
+#[derive(Debug, Clone)]
+pub struct Rules<'a> {
+    pub limits: RequestLimits,
+    pub frame_bytes_max: u32,
+    /// Some on a follower: writes are answered NOT_LEADER with this address.
+    pub leader_addr: Option<&'a str>,
+    pub min_acks: u32,
+    pub ack_timeout: Duration,
+    pub min_seq_wait: Duration,
+}
+
+struct Queued {
+    id: u64,
+    pending: Pending,
+    /// Bytes of the request and of a reply body built at accept time, counted against the
+    /// connection's cap until answered.
+    cost: usize,
+    /// A write's OK waiting on followers, or a GET's `min_seq`: when to give up waiting.
+    deadline: Option<Instant>,
+}
+
+/// What reading requests did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Intake {
+    /// Writes joined the open batch: the committer should know.
+    pub wrote: bool,
+    /// Frames wait in the buffer because the open batch is full.
+    pub batch_full: bool,
+}
+
+/// Why `replies` stopped, and what the connection's task must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing is queued.
+    Empty,
+    /// The head waits for the log to reach `seq` (on followers too with `replicated`), or
+    /// for `deadline`.
+    Wait {
+        seq: u64,
+        replicated: bool,
+        deadline: Option<Instant>,
+    },
+    /// The output holds as much as one send should carry.
+    OutputFull,
+    /// A GET's value must be read from the log; encode it with `id` and go on.
+    ReadValue { id: u64, location: Location },
+    /// STATS: render the node's counters for `id`.
+    Stats { id: u64 },
+    /// COMPACT: run a pass, answer `id` with its summary.
+    Compact { id: u64 },
+}
+
+/// How the log stands, as a reply sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub durable: u64,
+    /// Durable on `--min-acks` followers (u64::MAX without them).
+    pub replicated: u64,
+}
+
+pub struct ConnState<'a> {
+    queue: VecDeque<Queued>,
+    bytes_in_flight: usize,
+    /// The newest write this connection sent: its later reads wait for it.
+    last_write_seq: u64,
+    /// Writes in the queue, not yet answered.
+    writes_queued: usize,
+    gate: Gate<'a>,
+    /// Answer what is queued, then close: a bad frame, failed authentication, idle.
+    closing: bool,
+    /// A follower's HELLO: once the queue is answered the connection becomes a stream.
+    handoff: Option<Frame>,
+    /// Answered a write and owes nothing: the commit window may wait for its client.
+    pub awaiting_client: bool,
+    /// Replies encoded since last asked (the node's request counter).
+    answered: u64,
+    /// Failed AUTHs since last asked, each with whether it closed the connection.
+    auth_failures: Vec<bool>,
+    auth_failures_seen: u32,
+}
+
+impl<'a> ConnState<'a> {
+    pub fn new(gate: Gate<'a>) -> ConnState<'a> {
+        ConnState {
+            queue: VecDeque::new(),
+            bytes_in_flight: 0,
+            last_write_seq: 0,
+            writes_queued: 0,
+            gate,
+            closing: false,
+            handoff: None,
+            awaiting_client: false,
+            answered: 0,
+            auth_failures: Vec::new(),
+            auth_failures_seen: 0,
+        }
+    }
+
+    /// At either cap: take no more frames until replies drain.
+    pub fn full(&self) -> bool {
+        self.queue.len() >= CONNECTION_REQUESTS_IN_FLIGHT_MAX
+            || self.bytes_in_flight >= CONNECTION_BYTES_IN_FLIGHT_MAX
+    }
+
+    /// Whether it still takes requests (not closing, not handed off).
+    pub fn open(&self) -> bool {
+        !self.closing && self.handoff.is_none()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The largest frame the next read may complete (smaller until AUTH).
+    pub fn frame_bytes_max(&self, rules: &Rules) -> u32 {
+        self.gate.frame_bytes_max(rules.frame_bytes_max)
+    }
+
+    /// Replies encoded since the last call.
+    pub fn take_answered(&mut self) -> u64 {
+        std::mem::take(&mut self.answered)
+    }
+
+    /// Failed AUTHs since the last call, each with whether it closed the connection.
+    pub fn take_auth_failures(&mut self) -> Vec<bool> {
+        std::mem::take(&mut self.auth_failures)
+    }
+
+    /// The follower's HELLO, once every earlier request is answered.
+    pub fn take_handoff(&mut self) -> Option<Frame> {
+        match self.queue.is_empty() {
+            true => self.handoff.take(),
+            false => None,
+        }
+    }
+
+    /// Queues an ERROR with id 0 and closes after it (the connection broke a rule or idled).
+    pub fn close_with(&mut self, message: String) {
+        self.push(0, command::error(message), 0, None);
+        self.closing = true;
+    }
+
+    fn push(&mut self, id: u64, pending: Pending, cost: usize, deadline: Option<Instant>) {
+        if matches!(pending, Pending::Write { .. }) {
+            self.writes_queued += 1;
+        }
+        self.bytes_in_flight += cost;
+        self.queue.push_back(Queued {
+            id,
+            pending,
+            cost,
+            deadline,
+        });
+    }
+
+    /// Takes the whole frames in `buf` while the queue has room, deciding each against the
+    /// engine. Stops at a frame that cannot be read (answered, then the connection closes),
+    /// at a follower's HELLO, and while the open batch is full.
+    pub fn take_requests(
+        &mut self,
+        buf: &mut BytesMut,
+        engine: &mut Engine,
+        rules: &Rules,
+        now: Instant,
+    ) -> Intake {
+        let mut intake = Intake::default();
+        while self.open() && !self.full() {
+            if engine.open_batch_bytes() >= BATCH_BYTES_MAX {
+                intake.batch_full = frame::check(buf, self.frame_bytes_max(rules))
+                    .is_ok_and(|whole| whole.is_some());
+                break;
+            }
+            let frame = match frame::decode(buf, self.frame_bytes_max(rules)) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let message = match error {
+                        FrameError::TooLong { len, .. } if !self.gate.is_open() => format!(
+                            "frame length {len} exceeds the {AUTH_FRAME_BYTES_MAX} bytes a connection may send before it authenticates: send AUTH first; closing the connection"
+                        ),
+                        error => format!("{error}; closing the connection"),
+                    };
+                    self.close_with(message);
+                    break;
+                }
+            };
+            if self.awaiting_client {
+                self.awaiting_client = false;
+            }
+            if self.take_frame(frame, engine, rules, now) {
+                intake.wrote = true;
+            }
+        }
+        intake
+    }
+
+    /// One frame; true if it was a write that joined the open batch.
+    fn take_frame(
+        &mut self,
+        frame: Frame,
+        engine: &mut Engine,
+        rules: &Rules,
+        now: Instant,
+    ) -> bool {
+        let id = frame.header.id;
+        match self
+            .gate
+            .admit(frame.header.kind, frame.header.flags, &frame.body)
+        {
+            Verdict::Pass => {}
+            Verdict::Accepted => {
+                self.push(id, command::ok_empty(), 0, None);
+                return false;
+            }
+            Verdict::Refused { message, close } => {
+                let failures = self.gate.failures();
+                self.push(id, command::error(message), 0, None);
+                self.closing |= close;
+                if failures > self.auth_failures_seen {
+                    self.auth_failures_seen = failures;
+                    self.auth_failures.push(close);
+                }
+                return false;
+            }
+        }
+        if frame.header.kind == messages::op::HELLO {
+            match rules.leader_addr {
+                None => self.handoff = Some(frame),
+                Some(leader) => {
+                    let message = format!(
+                        "this node is a follower; point --leader-addr at the leader ({leader})"
+                    );
+                    self.push(id, command::error(message), 0, None);
+                }
+            }
+            return false;
+        }
+        let cost = BODY_OFFSET + frame.body.len();
+        let mut deadline = None;
+        let pending = match Request::decode(&frame, rules.limits) {
+            Err(error) => command::error(error.to_string()),
+            Ok(request) if request.is_write() && rules.leader_addr.is_some() => Pending::Reply {
+                status: Status::NotLeader,
+                flags: 0,
+                body: Bytes::copy_from_slice(rules.leader_addr.unwrap_or_default().as_bytes()),
+                after_seq: 0,
+            },
+            Ok(request) => {
+                if request.is_write() && rules.min_acks > 0 {
+                    deadline = Some(now + rules.ack_timeout);
+                }
+                if let Request::Get {
+                    min_seq: Some(_), ..
+                } = &request
+                {
+                    deadline = Some(now + rules.min_seq_wait);
+                }
+                let keys_body_max =
+                    rules.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
+                command::accept(engine, request, self.last_write_seq, keys_body_max)
+            }
+        };
+        let wrote = match pending {
+            Pending::Write { seq } => {
+                self.last_write_seq = seq;
+                true
+            }
+            _ => false,
+        };
+        let cost = cost + pending.reply_body_bytes();
+        self.push(id, pending, cost, deadline);
+        wrote
+    }
+
+    /// Encodes into `out`, in request order, every reply that may go now; stops at the first
+    /// that must wait or needs the connection's task (a log read, STATS, COMPACT).
+    pub fn replies(
+        &mut self,
+        engine: &Engine,
+        rules: &Rules,
+        progress: Progress,
+        cached: &dyn Fn(Location) -> Option<Bytes>,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Next {
+        loop {
+            if out.len() >= CONNECTION_WRITE_BYTES_MAX {
+                return Next::OutputFull;
+            }
+            let Some(head) = self.queue.front() else {
+                return Next::Empty;
+            };
+            let failed = engine.write_failed();
+            let expired = head.deadline.is_some_and(|deadline| now >= deadline);
+            let (seq, replicated) = match &head.pending {
+                Pending::Write { seq } => (*seq, true),
+                pending => (pending.after_seq(), false),
+            };
+            let reached = match replicated {
+                true => progress.durable.min(progress.replicated),
+                false => progress.durable,
+            };
+            let ready = seq <= reached
+                || failed.is_some()
+                || (expired && (!replicated || seq <= progress.durable));
+            if !ready {
+                return Next::Wait {
+                    seq,
+                    replicated,
+                    deadline: head.deadline,
+                };
+            }
+            let head = self.queue.pop_front().expect("head exists");
+            self.bytes_in_flight -= head.cost;
+            self.answered += 1;
+            let id = head.id;
+            let durable = progress.durable;
+            match head.pending {
+                Pending::Write { seq } => {
+                    self.writes_queued -= 1;
+                    if seq <= durable && seq <= progress.replicated {
+                        response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]);
+                        // Its client will likely write again: the commit window may wait.
+                        self.awaiting_client = self.queue.is_empty() && self.open();
+                    } else if seq <= durable {
+                        let message = format!(
+                            "the write (seq {seq}) is durable on the leader but was not confirmed by {} follower(s) within {} ms (--min-acks, --ack-timeout-ms)",
+                            rules.min_acks,
+                            rules.ack_timeout.as_millis()
+                        );
+                        encode_error(out, id, &message);
+                    } else {
+                        let failed = failed.map(|f| f.to_string()).unwrap_or_default();
+                        let message = format!("this write (seq {seq}) was not acknowledged and may or may not be on disk: {failed}");
+                        encode_error(out, id, &message);
+                    }
+                }
+                _ if seq > durable => {
+                    let message = match failed {
+                        Some(failed) => {
+                            format!("cannot answer: what it read was not made durable: {failed}")
+                        }
+                        None => format!(
+                            "seq {seq} was not applied within {} ms (applied up to {durable}); retry later",
+                            rules.min_seq_wait.as_millis()
+                        ),
+                    };
+                    encode_error(out, id, &message);
+                }
+                Pending::Reply {
+                    status,
+                    flags,
+                    body,
+                    ..
+                } => response::encode(out, status, flags, id, &[&body]),
+                Pending::Value { location, .. } => match cached(location) {
+                    Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
+                    None => return Next::ReadValue { id, location },
+                },
+                Pending::Later {
+                    read: Later::Get { key },
+                    ..
+                } => match engine.get(&key) {
+                    Some(location) => match cached(location) {
+                        Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
+                        None => return Next::ReadValue { id, location },
+                    },
+                    None => response::encode(out, Status::NotFound, 0, id, &[]),
+                },
+                Pending::Later {
+                    read: Later::Stats, ..
+                } => return Next::Stats { id },
+                Pending::Later {
+                    read: Later::Compact,
+                    ..
+                } => return Next::Compact { id },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
