@@ -51,6 +51,8 @@ pub async fn run(node: Rc<Node>) {
     let mut syncing: Option<Flush<'_>> = None;
     // When the last flush completed: the commit window runs from there.
     let mut flushed_at: Option<Instant> = None;
+    // The commit window held the next flush back since the last one completed.
+    let mut held = false;
     loop {
         let failed = shard.engine.borrow().write_failed().is_some();
         if failed {
@@ -86,17 +88,24 @@ pub async fn run(node: Rc<Node>) {
                 spares.extend(batches.into_iter().map(|w| w.batch));
                 continue;
             }
-            let holding = match (window, flushed_at) {
-                (Some(window), Some(at)) if shard.awaiting_clients.get() > 0 => {
-                    let ends = at + window;
-                    (Instant::now() < ends).then_some(ends)
-                }
+            // Within the window after a flush: hold while clients it answered have not spoken
+            // yet, and once they all have (or once we held at all), until what they sent is
+            // written too, so it joins this flush rather than trailing into the next.
+            let window_open = match (window, flushed_at) {
+                (Some(window), Some(at)) => Some(at + window).filter(|&ends| Instant::now() < ends),
                 _ => None,
             };
-            match holding {
-                Some(ends) if writing.is_none() => window_ends = Some(ends),
-                Some(_) => {}
-                None => {
+            let awaited = shard.awaiting_clients.get() > 0;
+            let unwritten = writing.is_some() || shard.has_open_batch();
+            match window_open {
+                Some(ends) if awaited || (held && unwritten) => {
+                    held = true;
+                    if writing.is_none() {
+                        window_ends = Some(ends);
+                    }
+                }
+                _ => {
+                    held = false;
                     let file = written.back().expect("not empty").file;
                     let batches: Vec<Written> = written.drain(..).collect();
                     syncing = Some((Box::pin(log.sync_file(file)), batches, Instant::now()));
@@ -129,6 +138,11 @@ pub async fn run(node: Rc<Node>) {
                 }
                 flushed_at = Some(Instant::now());
                 shard.new_window();
+                if window.is_some() {
+                    // Let the connections just answered run first: each that owes its client
+                    // nothing more counts itself in the window before the next flush is decided.
+                    tokio::task::yield_now().await;
+                }
                 spares.extend(batches.into_iter().map(|mut w| {
                     w.batch.clear();
                     w.batch
