@@ -10,7 +10,7 @@ use kvs::limits;
 use kvs::protocol::RequestLimits;
 use kvs::server::{self, Config, FsyncPolicy};
 
-/// kvsd: a durable key-value server on one io_uring loop pinned to one core.
+/// kvsd: a durable key-value server on one io_uring event loop (--core pins it to one CPU).
 ///
 /// Every write goes to a CRC-checked write-ahead log in --data-dir; writes that arrive while a
 /// flush is in flight are batched into the next write + fdatasync (group commit), and with the

@@ -6,7 +6,6 @@ mod committer;
 mod compactor;
 pub mod config;
 mod connection;
-mod cpu;
 mod fd_limit;
 mod follower_link;
 mod frames;
@@ -155,7 +154,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         )));
     }
     if let Some(core) = config.core {
-        cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
+        crate::cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
     }
 
     let started = Instant::now();
