@@ -1,7 +1,7 @@
-//! Protocol conformance: the real kvsd against a client packed by hand from
-//! `shared/PROTOCOL.md` and `docs/protocol.md` (`common::raw`, not `kvs::protocol`). Every op,
-//! every status, ids, seqs, min_seq, binary data, KEYS paging, STATS, each error rule, frames
-//! split and batched, 10,000 pipelined requests and 64 concurrent connections.
+//! Protocol conformance: the real kvsd against a client packed by hand from `docs/protocol.md`
+//! (`common::raw`, not `kvs::protocol`). Every op, every status, ids, seqs, min_seq, binary
+//! data, KEYS paging, STATS, each error rule, frames split and batched, 10,000 pipelined
+//! requests and 64 concurrent connections.
 
 mod common;
 
