@@ -26,7 +26,8 @@ pub const FRAME_BYTES_MAX_CEILING: u32 =
 pub const RECORD_FIXED_BYTES: u32 = 8 + 8 + 1 + 4;
 /// The largest `len` a log record can have whatever the flags (the largest key and value):
 /// recovery takes any larger one for damage.
-pub const RECORD_LEN_MAX: u32 = RECORD_FIXED_BYTES + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING;
+pub const RECORD_LEN_MAX: u32 =
+    RECORD_FIXED_BYTES + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING;
 
 /// The header of a SET request after `len`: kind, flags, id, klen.
 pub const SET_OVERHEAD_BYTES: u32 = 1 + 1 + 8 + 4;

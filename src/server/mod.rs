@@ -11,6 +11,7 @@ mod follower_link;
 mod frames;
 mod leader_stream;
 mod node;
+mod ready;
 mod role;
 mod shard;
 mod stats;
@@ -273,6 +274,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
+        ready::announce(config, addr, recovered.last_seq)?;
 
         let reason = loop {
             tokio::select! {
