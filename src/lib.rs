@@ -1,4 +1,6 @@
-//! kvs: a durable, replicated key-value store on one io_uring loop per core.
+//! kvs: a durable, replicated key-value store served by one io_uring event loop on one
+//! (optionally pinned) core. Per-core shards (one loop per core, keys hashed to shards) are
+//! planned, not built.
 //!
 //! Data flows one way: `protocol` (bytes to requests) → `command` (a request's effect on the
 //! engine, and the reply) → `engine` (the index and the rules of visibility and order) →
@@ -9,10 +11,12 @@
 //! - `auth`: the shared secret of `--auth-file` and the per-connection gate. Pure.
 //! - `protocol`: frames, requests, responses. Pure.
 //! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
+//! - `cpu`: pinning a thread to one CPU (kvsd's `--core`, kvs-bench's load threads).
 
 pub mod auth;
 pub mod client;
 pub mod command;
+pub mod cpu;
 pub mod engine;
 pub mod limits;
 pub mod protocol;

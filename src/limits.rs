@@ -2,6 +2,8 @@
 //!
 //! Flags may move a default within its ceiling; the ceilings bound what recovery will
 //! ever believe a length on disk or on the wire can be, whatever the flags say today.
+//!
+//! This module depends on nothing; the codecs take their bounds from it.
 
 /// The TCP port kvsd listens on when `--port` is not given.
 pub const PORT_DEFAULT: u16 = 7379;
@@ -18,6 +20,14 @@ pub const VALUE_BYTES_MAX_CEILING: u32 = 64 * 1024 * 1024;
 pub const FRAME_BYTES_MAX_DEFAULT: u32 = 1024 * 1024 + 64 * 1024;
 pub const FRAME_BYTES_MAX_CEILING: u32 =
     VALUE_BYTES_MAX_CEILING + KEY_BYTES_MAX_CEILING + 64 * 1024;
+
+/// A log record's `len` field counts the bytes after its checksum: seq 8, term 8, op 1, klen 4,
+/// then key and value. `wal::record` checks its layout against the fixed part.
+pub const RECORD_FIXED_BYTES: u32 = 8 + 8 + 1 + 4;
+/// The largest `len` a log record can have whatever the flags (the largest key and value):
+/// recovery takes any larger one for damage.
+pub const RECORD_LEN_MAX: u32 =
+    RECORD_FIXED_BYTES + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING;
 
 /// The header of a SET request after `len`: kind, flags, id, klen.
 pub const SET_OVERHEAD_BYTES: u32 = 1 + 1 + 8 + 4;
@@ -76,7 +86,7 @@ const _: () = assert!(BATCH_BYTES_MAX >= FRAME_BYTES_MAX_DEFAULT as usize);
 /// Replication: bytes of log read per step of a follower's cursor.
 pub const REPLICATION_CHUNK_BYTES: usize = 256 * 1024;
 /// Replication frames carry whole records: room for the largest one.
-pub const REPLICATION_FRAME_BYTES_MAX: u32 = crate::wal::record::LEN_MAX + 64;
+pub const REPLICATION_FRAME_BYTES_MAX: u32 = RECORD_LEN_MAX + 64;
 /// An idle leader sends an empty RECORDS frame this often; a follower ACKs as often.
 pub const REPLICATION_HEARTBEAT_MS: u64 = 1_000;
 /// A link that hears nothing for this long is taken as dead and dialled again.

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, parse_stats, set_body, Conn, AUTH, ERROR, GET, OK, PING, SET, STATS};
-use common::{start_expecting_exit, Server, KVSCTL};
+use common::{start_expecting_exit, Kvsd, KVSCTL};
 
 const SECRET: &[u8] = b"correct horse battery staple";
 /// The documented limits: frames before authentication, failures before the close.
@@ -31,7 +31,7 @@ fn secret_file(dir: &Path, name: &str, contents: &[u8], mode: u32) -> PathBuf {
 }
 
 /// A kvsd with `--auth-file` holding `SECRET` (written with a trailing newline, as `echo` does).
-fn start_with_secret(extra: &[&str]) -> (tempfile::TempDir, Server) {
+fn start_with_secret(extra: &[&str]) -> (tempfile::TempDir, Kvsd) {
     let dir = tempfile::tempdir().unwrap();
     let mut contents = SECRET.to_vec();
     contents.push(b'\n');
@@ -39,7 +39,7 @@ fn start_with_secret(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let mut args = vec!["--auth-file", path.to_str().unwrap()];
     args.extend_from_slice(extra);
     let data = dir.path().join("data");
-    let server = Server::start(&data, &args);
+    let server = common::start(&data, &args);
     (dir, server)
 }
 
@@ -189,7 +189,7 @@ fn hello_needs_auth_first_and_auth_is_a_no_op_without_a_secret() {
     assert_error_says(&reply, 0, &["authentication required"]);
 
     let plain_dir = tempfile::tempdir().unwrap();
-    let plain = Server::start(plain_dir.path(), &[]);
+    let plain = common::start(plain_dir.path(), &[]);
     let mut conn = Conn::connect(&plain.addr);
     for secret in [&b"anything"[..], b""] {
         let id = conn.id();
@@ -230,32 +230,16 @@ fn secret_file_problems_stop_kvsd_at_start_and_loose_modes_are_warned_about() {
     assert!(!status.success() && stderr.contains("missing"), "{stderr}");
 
     let loose = secret_file(dir.path(), "loose", SECRET, 0o644);
-    let server = Server::start(&data, &["--auth-file", loose.to_str().unwrap()]);
-    // The warning is logged before the ready line; Server::start keeps what came before it
-    // only on failure, so look for it in a fresh start's full output instead.
-    drop(server);
-    let (mut child, lines) = common::spawn_kvsd(&[
-        "--port",
-        "0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--auth-file",
-        loose.to_str().unwrap(),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut warned = false;
-    while Instant::now() < deadline {
-        let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) else {
-            break;
-        };
-        warned |= line.contains("chmod 600");
-        if line.contains("kvsd ready") {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(warned, "kvsd warns about a secret file others can read");
+    let server = common::start(&data, &["--auth-file", loose.to_str().unwrap()]);
+    // The warning is logged before the ready line.
+    assert!(
+        server
+            .startup_log
+            .iter()
+            .any(|line| line.contains("chmod 600")),
+        "kvsd warns about a secret file others can read:\n{}",
+        server.startup_log.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,7 +266,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
 
 /// Waits for a logged line of `server` that contains every word, and returns it.
 #[track_caller]
-fn wait_for_log(server: &Server, words: &[&str]) -> String {
+fn wait_for_log(server: &Kvsd, words: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
@@ -302,7 +286,7 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
     let right = secret_file(dir.path(), "right", SECRET, 0o600);
     let wrong = secret_file(dir.path(), "wrong", b"not the secret", 0o600);
 
-    let good = Server::start(
+    let good = common::start(
         &dir.path().join("good"),
         &[
             "--node-id",
@@ -313,7 +297,7 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
             right.to_str().unwrap(),
         ],
     );
-    let bad = Server::start(
+    let bad = common::start(
         &dir.path().join("bad"),
         &[
             "--node-id",
@@ -324,7 +308,7 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
             wrong.to_str().unwrap(),
         ],
     );
-    let bare = Server::start(
+    let bare = common::start(
         &dir.path().join("bare"),
         &["--node-id", "bare", "--leader-addr", &leader.addr],
     );

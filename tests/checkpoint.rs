@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::raw::Conn;
-use common::Server;
+use common::Kvsd;
 
 const ARGS: [&str; 2] = ["--segment-bytes", "65536"];
 
@@ -40,9 +40,9 @@ fn check(addr: &str, model: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
     assert_eq!(conn.keys(b"", 1 << 20).0, live);
 }
 
-fn loaded_checkpoint(server: &Server) -> bool {
+fn loaded_checkpoint(server: &Kvsd) -> bool {
     server.drain_log(std::time::Duration::from_millis(300));
-    let ready = &server.ready;
+    let ready = &server.ready_line;
     // The ready line counts the records read from the log: few when the checkpoint was used.
     common::field(ready, "records")
         .unwrap()
@@ -60,7 +60,7 @@ fn a_clean_stop_writes_a_checkpoint_that_the_next_start_loads() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut model = BTreeMap::new();
-    let server = Server::start(&data, &ARGS);
+    let server = common::start(&data, &ARGS);
     for round in 0..3 {
         write(&server.addr, &mut model, round, 800);
     }
@@ -76,19 +76,19 @@ fn a_clean_stop_writes_a_checkpoint_that_the_next_start_loads() {
     let id = conn.id();
     assert_eq!(conn.call(0x08, 0, id, b"").status, common::raw::OK);
     write(&server.addr, &mut model, 4, 100);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
     assert!(ckpt(&data).exists(), "a clean stop writes index.ckpt");
 
-    let server = Server::start(&data, &ARGS);
-    assert!(loaded_checkpoint(&server), "{}", server.ready);
+    let server = common::start(&data, &ARGS);
+    assert!(loaded_checkpoint(&server), "{}", server.ready_line);
     assert!(!ckpt(&data).exists(), "loaded once, then removed");
     check(&server.addr, &model);
     // Writes after the checkpoint, then kill -9: no checkpoint, the whole log is read.
     write(&server.addr, &mut model, 3, 800);
     server.kill9();
     assert!(!ckpt(&data).exists());
-    let server = Server::start(&data, &ARGS);
-    assert!(!loaded_checkpoint(&server), "{}", server.ready);
+    let server = common::start(&data, &ARGS);
+    assert!(!loaded_checkpoint(&server), "{}", server.ready_line);
     check(&server.addr, &model);
 }
 
@@ -97,28 +97,28 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut model = BTreeMap::new();
-    let server = Server::start(&data, &ARGS);
+    let server = common::start(&data, &ARGS);
     write(&server.addr, &mut model, 0, 800);
     write(&server.addr, &mut model, 1, 800);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
     let old = std::fs::read(ckpt(&data)).unwrap();
 
     // Stale: more writes and a compaction since it was written.
-    let server = Server::start(&data, &ARGS);
+    let server = common::start(&data, &ARGS);
     write(&server.addr, &mut model, 2, 800);
     let mut conn = Conn::connect(&server.addr);
     let id = conn.id();
     conn.call(0x08, 0, id, b"");
     server.kill9();
     std::fs::write(ckpt(&data), &old).unwrap();
-    let server = Server::start(&data, &ARGS);
+    let server = common::start(&data, &ARGS);
     assert!(
         !loaded_checkpoint(&server),
         "a stale checkpoint is not used: {}",
-        server.ready
+        server.ready_line
     );
     check(&server.addr, &model);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // Damaged: one flipped bit anywhere in it.
     let good = std::fs::read(ckpt(&data)).unwrap();
@@ -126,9 +126,13 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
         let mut bad = good.clone();
         bad[at] ^= 0x10;
         std::fs::write(ckpt(&data), &bad).unwrap();
-        let server = Server::start(&data, &ARGS);
-        assert!(!loaded_checkpoint(&server), "byte {at}: {}", server.ready);
+        let server = common::start(&data, &ARGS);
+        assert!(
+            !loaded_checkpoint(&server),
+            "byte {at}: {}",
+            server.ready_line
+        );
         check(&server.addr, &model);
-        assert!(server.terminate().success());
+        assert!(server.stop().success());
     }
 }

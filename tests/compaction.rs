@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::raw::{frame, read_reply, set_body, Conn, DEL, NOT_FOUND, OK, SET};
-use common::{spawn_kvsd, Server};
+use common::Kvsd;
 
 const COMPACT: u8 = 0x08;
 /// Small segments, so a few thousand writes make many of them.
@@ -18,10 +18,10 @@ const SEGMENT: &str = "65536";
 /// What the store must hold: key → value (None: deleted).
 type Model = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-fn start(dir: &Path, extra: &[&str]) -> Server {
+fn start(dir: &Path, extra: &[&str]) -> Kvsd {
     let mut args = vec!["--segment-bytes", SEGMENT, "--compact-garbage-ratio", "1.0"];
     args.extend_from_slice(extra);
-    Server::start(dir, &args)
+    common::start(dir, &args)
 }
 
 /// Pipelines SETs and DELs, checks every reply, and records them in `model`.
@@ -144,7 +144,7 @@ fn compaction_keeps_every_live_key_drops_garbage_and_survives_restarts() {
     compact(&mut conn);
     check(&server.addr, &model);
 
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
     let server = start(&data, &[]);
     check(&server.addr, &model);
     let mut conn = Conn::connect(&server.addr);
@@ -159,7 +159,7 @@ fn compaction_keeps_every_live_key_drops_garbage_and_survives_restarts() {
 fn compaction_runs_by_itself_past_the_garbage_ratio() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(
+    let server = common::start(
         &data,
         &["--segment-bytes", SEGMENT, "--compact-garbage-ratio", "0.5"],
     );
@@ -176,7 +176,7 @@ fn compaction_runs_by_itself_past_the_garbage_ratio() {
     }
     check(&server.addr, &model);
     server.kill9();
-    let server = Server::start(&data, &["--segment-bytes", SEGMENT]);
+    let server = common::start(&data, &["--segment-bytes", SEGMENT]);
     check(&server.addr, &model);
 }
 
@@ -207,35 +207,25 @@ fn a_crash_at_every_step_of_compaction_loses_no_acknowledged_write() {
 
         // The same data, and a kvsd that dies at `step` of the compaction COMPACT starts.
         let point = format!("compaction:{step}");
-        let (mut child, lines) = spawn_kvsd(&[
-            "--port",
-            "0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--segment-bytes",
-            SEGMENT,
-            "--compact-garbage-ratio",
-            "1.0",
-            "--crash-point",
-            &point,
-        ]);
-        let ready = loop {
-            let line = lines
-                .recv_timeout(std::time::Duration::from_secs(60))
-                .expect("kvsd ready");
-            if line.contains("kvsd ready") {
-                break line;
-            }
-        };
-        let addr = common::field(&ready, "addr").unwrap();
-        let mut conn = Conn::connect(&addr);
+        let mut dying = common::start(
+            &data,
+            &[
+                "--segment-bytes",
+                SEGMENT,
+                "--compact-garbage-ratio",
+                "1.0",
+                "--crash-point",
+                &point,
+            ],
+        );
+        let mut conn = Conn::connect(&dying.addr);
         let id = conn.id();
         conn.send(&frame(COMPACT, 0, id, b""));
         assert!(
             read_reply(&mut conn.stream).is_err(),
             "kvsd must die at {point} instead of answering"
         );
-        let status = child.wait().unwrap();
+        let status = dying.wait();
         assert!(!status.success(), "{point}: {status}");
 
         let server = start(&data, &[]);
@@ -273,7 +263,7 @@ fn kill_9_at_random_moments_of_compaction_loses_no_acknowledged_write() {
         | 1;
     let mut runs_seen = 0;
     for cycle in 0..cycles {
-        let server = Server::start(&data, &args);
+        let server = common::start(&data, &args);
         let mut conn = Conn::connect(&server.addr);
         // Check the previous cycle's writes survived.
         for (key, (value, in_flight)) in &acked {
@@ -297,10 +287,10 @@ fn kill_9_at_random_moments_of_compaction_loses_no_acknowledged_write() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = std::time::Duration::from_millis(700 + seed % 1300);
-        let pid = server.child.id();
+        let pid = server.pid;
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
-            common::unsafe_kill(pid, "KILL");
+            common::signal(pid, "KILL");
         });
         let mut n = 0u64;
         'load: loop {
@@ -337,7 +327,7 @@ fn kill_9_at_random_moments_of_compaction_loses_no_acknowledged_write() {
         drop(server);
         runs_seen += 1;
     }
-    let server = Server::start(&data, &args);
+    let server = common::start(&data, &args);
     let mut conn = Conn::connect(&server.addr);
     for (key, (value, in_flight)) in &acked {
         let now = conn.value(key);

@@ -30,7 +30,7 @@ use common::raw::{
     frame, min_seq_body, parse_stats, read_reply, set_body, Conn, DEL, ERROR, GET, GET_MIN_SEQ,
     NOT_FOUND, OK, SET, STATS,
 };
-use common::Server;
+use common::Kvsd;
 
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: u64 = 16;
@@ -97,7 +97,7 @@ fn cycles(default: usize) -> usize {
 
 /// Version `n` of a key is a DEL when this holds, else a SET of `value(n)`.
 fn is_del(n: u64) -> bool {
-    n % 5 == 0
+    n.is_multiple_of(5)
 }
 
 fn key(writer: usize, k: u64) -> Vec<u8> {
@@ -455,10 +455,10 @@ fn figure(stats: &std::collections::BTreeMap<String, String>, name: &str) -> u64
 
 /// Starts kvsd on `port` (a restarted leader keeps its address), retrying while the port is
 /// still held by the killed process's sockets.
-fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Server {
+fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Kvsd {
     let mut last = String::new();
     for _ in 0..50 {
-        match Server::try_start_on(port, data_dir, extra) {
+        match common::try_start_on(port, data_dir, extra) {
             Ok(server) => return server,
             Err(log) => last = log,
         }
@@ -481,16 +481,16 @@ const LEADER_FLAGS: [&str; 6] = [
     "1000",
 ];
 
-fn start_follower(data_dir: &Path, leader_port: u16) -> Server {
+fn start_follower(data_dir: &Path, leader_port: u16) -> Kvsd {
     let leader_addr = format!("127.0.0.1:{leader_port}");
-    Server::start(
+    common::start(
         data_dir,
         &["--node-id", "f1", "--leader-addr", leader_addr.as_str()],
     )
 }
 
 /// Waits until the follower has applied everything the idle leader holds and its link is up.
-fn wait_converged(leader: &Server, follower: &Server) -> Result<u64, String> {
+fn wait_converged(leader: &Kvsd, follower: &Kvsd) -> Result<u64, String> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let ours = stats(&leader.addr);
@@ -513,7 +513,7 @@ fn wait_converged(leader: &Server, follower: &Server) -> Result<u64, String> {
 }
 
 /// The last lines a node logged (since the last call), for a failure's report.
-fn log_tail(server: &Server) -> String {
+fn log_tail(server: &Kvsd) -> String {
     let lines = server.drain_log(Duration::from_millis(100));
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
@@ -542,7 +542,7 @@ fn crash_drill_single_node() {
 
     for cycle in 0..=cycles {
         let label = format!("cycle {cycle}");
-        let server = Server::start(dir.path(), &[]);
+        let server = common::start(dir.path(), &[]);
         model.check_node(&server.addr, &label, true, None);
         let probe = match probe(&server.addr, cycle) {
             Ok(seq) => seq,
@@ -712,7 +712,7 @@ fn newest_segment(data_dir: &Path) -> PathBuf {
 fn the_checker_catches_lost_writes_and_reused_seqs() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let probe_seq = probe(&server.addr, 0).unwrap();
     model.check_probe("start", probe_seq);
     let load = Load::start(&server.addr, &model);
@@ -734,7 +734,7 @@ fn the_checker_catches_lost_writes_and_reused_seqs() {
     bytes[end - 8 * 1024..end].fill(0);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     model.check_node(&server.addr, "after the cut", true, None);
     let lost_keys = model.violations.len();
     assert_eq!(model.lost, lost_keys as u64);

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, read_reply, set_body, Conn, OK, SET};
-use common::{field, start_expecting_exit, Server};
+use common::{field, start_expecting_exit, Kvsd};
 
 /// The segments of a data dir, oldest first.
 fn segments(data_dir: &Path) -> Vec<PathBuf> {
@@ -44,9 +44,14 @@ fn data_end(bytes: &[u8]) -> usize {
         .map_or(0, |last| last + 1)
 }
 
-fn truncated_bytes(server: &Server) -> u64 {
-    field(&server.ready, "truncated_bytes")
-        .unwrap_or_else(|| panic!("the ready line names truncated_bytes: {}", server.ready))
+fn truncated_bytes(server: &Kvsd) -> u64 {
+    field(&server.ready_line, "truncated_bytes")
+        .unwrap_or_else(|| {
+            panic!(
+                "the ready line names truncated_bytes: {}",
+                server.ready_line
+            )
+        })
         .parse()
         .unwrap()
 }
@@ -145,7 +150,7 @@ fn acknowledged_writes_survive_kill9_during_a_write_load() {
     let mut max_acked_seq = 0u64;
 
     for cycle in 0..CYCLES {
-        let server = Server::start(dir.path(), &[]);
+        let server = common::start(dir.path(), &[]);
         let mut conn = Conn::connect(&server.addr);
 
         // Every write acknowledged before the last crash is there: the newest acknowledged
@@ -211,7 +216,7 @@ fn acknowledged_writes_survive_kill9_during_a_write_load() {
     }
 
     // The last crash's writes, checked once more.
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     for (writer, keys) in states.iter().enumerate() {
         for (k, state) in keys.iter().enumerate() {
@@ -232,7 +237,7 @@ fn acknowledged_writes_survive_kill9_during_a_write_load() {
 #[test]
 fn acknowledged_deletes_and_overwrites_survive_kill9() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     let mut model = BTreeMap::new();
     for i in 0..60u32 {
@@ -254,7 +259,7 @@ fn acknowledged_deletes_and_overwrites_survive_kill9() {
     model.insert(b"d0".to_vec(), b"back".to_vec());
     server.kill9();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     for i in 0..60u32 {
         let key = format!("d{i}").into_bytes();
@@ -277,14 +282,14 @@ fn marked_value(i: usize) -> Vec<u8> {
 /// Writes `count` SETs (key `r{i}`, `marked_value(i)`), stops kvsd cleanly, and returns the
 /// seq of the last one.
 fn write_records_and_stop(data_dir: &Path, count: usize) -> u64 {
-    let server = Server::start(data_dir, &[]);
+    let server = common::start(data_dir, &[]);
     let mut conn = Conn::connect(&server.addr);
     let mut last = 0;
     for i in 0..count {
         last = conn.set(format!("r{i}").as_bytes(), &marked_value(i));
     }
     drop(conn);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
     last
 }
 
@@ -301,7 +306,7 @@ fn find_once(haystack: &[u8], needle: &[u8]) -> usize {
 }
 
 #[track_caller]
-fn assert_records(server: &Server, present: std::ops::Range<usize>, count: usize) {
+fn assert_records(server: &Kvsd, present: std::ops::Range<usize>, count: usize) {
     let mut conn = Conn::connect(&server.addr);
     for i in 0..count {
         let found = conn.value(format!("r{i}").as_bytes());
@@ -329,20 +334,20 @@ fn garbage_appended_to_the_last_segment_is_truncated_at_start() {
     bytes.resize(bytes.len().max(file_len), 0);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     assert_eq!(
         truncated_bytes(&server),
         garbage.len() as u64,
         "the ready line reports the garbage cut: {}",
-        server.ready
+        server.ready_line
     );
     assert_records(&server, 0..30, 30);
     assert_eq!(Conn::connect(&server.addr).set(b"next", b"x"), last + 1);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // The cut was made on disk: the next start finds nothing to truncate.
-    let server = Server::start(dir.path(), &[]);
-    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready);
+    let server = common::start(dir.path(), &[]);
+    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready_line);
     assert_eq!(
         Conn::connect(&server.addr).value(b"next"),
         Some(b"x".to_vec())
@@ -364,9 +369,9 @@ fn bytes_cut_off_the_last_record_are_truncated_at_start() {
     torn[cut_at..end].fill(0);
     std::fs::write(&segment, &torn).unwrap();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let truncated = truncated_bytes(&server);
-    assert!(truncated > 0, "{}", server.ready);
+    assert!(truncated > 0, "{}", server.ready_line);
     assert!(
         truncated < cut_at as u64 - find_once(&bytes, &marked_value(28)) as u64,
         "only the torn record is cut ({truncated} bytes)"
@@ -436,16 +441,16 @@ fn corruption_before_the_tail_refuses_to_start_unless_repair_truncate() {
     );
 
     // Told to repair, it cuts the log at the bad record and starts.
-    let server = Server::start(dir.path(), &["--repair-truncate"]);
-    assert!(truncated_bytes(&server) > 0, "{}", server.ready);
+    let server = common::start(dir.path(), &["--repair-truncate"]);
+    assert!(truncated_bytes(&server) > 0, "{}", server.ready_line);
     assert_records(&server, 0..2, 20);
     let next = Conn::connect(&server.addr).set(b"next", b"x");
     assert!(next >= 3, "seq {next} after keeping two records");
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // The repair is on disk: a plain start now works.
-    let server = Server::start(dir.path(), &[]);
-    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready);
+    let server = common::start(dir.path(), &[]);
+    assert_eq!(truncated_bytes(&server), 0, "{}", server.ready_line);
     assert_records(&server, 0..2, 20);
     assert_eq!(
         Conn::connect(&server.addr).value(b"next"),

@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::raw::{set_body, Conn, ERROR, OK, SET};
-use common::{field, Server, KVSD};
+use common::{field, Kvsd, KVSD};
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites and the mounts
@@ -94,7 +94,7 @@ fn skip(test: &str, why: &str) {
 }
 
 /// Mounts and loop devices made by a drill, undone in reverse order when it ends. kvsd must be
-/// stopped first (drop the `Server` before this).
+/// stopped first (drop the `Kvsd` before this).
 struct Mounts {
     root: tempfile::TempDir,
     undo: Vec<(String, Vec<String>)>,
@@ -229,7 +229,7 @@ fn assert_acked_present(addr: &str, acked: &Acked, when: &str) {
 /// and KEYS, which waits for every write), STATS shows it. Returns the failed batch's message.
 #[track_caller]
 fn assert_refusing_writes(
-    server: &Server,
+    server: &Kvsd,
     conn: &mut Conn,
     failed: &common::raw::Reply,
     acked: &Acked,
@@ -275,8 +275,8 @@ fn assert_refusing_writes(
     first
 }
 
-fn start(data_dir: &Path, extra: &[&str]) -> Server {
-    Server::start(data_dir, extra)
+fn start(data_dir: &Path, extra: &[&str]) -> Kvsd {
+    common::start(data_dir, extra)
 }
 
 /// Fills the file system at `dir` with a file until it is full. Returns the bytes written.
@@ -532,14 +532,14 @@ fn a_full_disk_refuses_writes_with_enospc_and_recovers_once_grown() {
     let server = start(&data_dir, &flags);
     // The failed write was cut short by the full disk: part of it reached the file, and the
     // restart truncates that torn tail.
-    let truncated: u64 = field(&server.ready, "truncated_bytes")
+    let truncated: u64 = field(&server.ready_line, "truncated_bytes")
         .unwrap()
         .parse()
         .unwrap();
     assert!(
         truncated > 0,
         "the failing write was expected to be cut short (a partial record on disk): {}",
-        server.ready
+        server.ready_line
     );
     println!("restart on the full disk truncated the short write's {truncated} bytes");
     assert_acked_present(&server.addr, &acked, "restart on the full disk");
@@ -654,7 +654,7 @@ fn a_failed_fsync_at_start_stops_kvsd_with_a_clear_error() {
     let seq = conn.set(b"k", b"v");
     assert_eq!(seq, 1);
     drop(conn);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // A torn tail: its truncation's fsync fails, kvsd refuses to start, and a later start
     // truncates it and keeps every acknowledged write.
@@ -688,7 +688,7 @@ fn a_failed_fsync_at_start_stops_kvsd_with_a_clear_error() {
     assert!(log.contains("Input/output error"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     let server = start(&data_dir, &[]);
-    let truncated: u64 = field(&server.ready, "truncated_bytes")
+    let truncated: u64 = field(&server.ready_line, "truncated_bytes")
         .unwrap()
         .parse()
         .unwrap();
@@ -701,7 +701,7 @@ fn a_failed_fsync_at_start_stops_kvsd_with_a_clear_error() {
     assert!(
         truncated > 0 || bytes_now_clean(&segment, end),
         "{}",
-        server.ready
+        server.ready_line
     );
     assert_acked_present(&server.addr, &acked, "after the refused starts");
     let next = Conn::connect(&server.addr).set(b"next", b"x");

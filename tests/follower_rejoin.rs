@@ -13,7 +13,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, parse_stats, read_reply, set_body, Conn, OK, SET, STATS};
-use common::Server;
 
 /// Records in the segment before the follower rejoins. With the old search (a chunk read per
 /// record) the leader needed well over the follower's 5 s handshake wait for this many, even in
@@ -61,9 +60,9 @@ fn write_many(addr: &str, first: u64, count: u64) -> u64 {
 #[test]
 fn a_follower_rejoins_deep_in_a_big_segment() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let leader = Server::start(dirs[0].path(), &["--node-id", "leader"]);
+    let leader = common::start(dirs[0].path(), &["--node-id", "leader"]);
     let follower_flags = ["--node-id", "f1", "--leader-addr", leader.addr.as_str()];
-    let follower = Server::start(dirs[1].path(), &follower_flags);
+    let follower = common::start(dirs[1].path(), &follower_flags);
     let last = write_many(&leader.addr, 1, RECORDS);
     // Wait until the follower holds it all, then take it away and write a little more.
     let deadline = Instant::now() + CONVERGE;
@@ -75,7 +74,7 @@ fn a_follower_rejoins_deep_in_a_big_segment() {
     let last = write_many(&leader.addr, RECORDS + 1, 100);
     assert_eq!(stats(&leader.addr)["segments"], "1", "all in one segment");
 
-    let follower = Server::start(dirs[1].path(), &follower_flags);
+    let follower = common::start(dirs[1].path(), &follower_flags);
     let deadline = Instant::now() + CONVERGE;
     loop {
         let theirs = stats(&follower.addr);

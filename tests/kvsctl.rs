@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
 use bytes::Bytes;
-use common::{Server, KVSCTL};
+use common::{Kvsd, KVSCTL};
 use kvs::client::Client;
 use kvs::protocol::Request;
 
@@ -55,9 +55,9 @@ fn assert_status(output: &Output, code: i32) {
     );
 }
 
-fn start() -> (tempfile::TempDir, Server) {
+fn start() -> (tempfile::TempDir, Kvsd) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     (dir, server)
 }
 
@@ -185,7 +185,7 @@ fn keys_lists_by_prefix_in_order() {
 fn keys_follows_more_across_small_frames() {
     let dir = tempfile::tempdir().unwrap();
     // Frames of 2,000 bytes: 200 keys of 40 bytes take several KEYS replies.
-    let server = Server::start(
+    let server = common::start(
         dir.path(),
         &[
             "--max-frame-bytes",

@@ -14,13 +14,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{frame, proc_status_kib, set_body, Conn, GET, KEYS, PING, SET};
-use common::{start_expecting_exit, Server};
+use common::{start_expecting_exit, Kvsd};
 
 const MIB_AS_KIB: u64 = 1024;
 
-fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
+fn start(extra: &[&str]) -> (tempfile::TempDir, Kvsd) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), extra);
+    let server = common::start(dir.path(), extra);
     (dir, server)
 }
 
@@ -153,7 +153,7 @@ impl Drop for Unread {
 #[test]
 fn pipelined_sets_never_read_do_not_block_other_clients() {
     let (_dir, server) = start(&[]);
-    let pid = server.child.id();
+    let pid = server.pid;
     let mut other = Conn::connect(&server.addr);
     other.ping(b"warm up");
     let rss_before = proc_status_kib(pid, "VmRSS");
@@ -192,7 +192,7 @@ fn pipelined_sets_never_read_do_not_block_other_clients() {
 #[test]
 fn unread_large_replies_stop_the_reader_bound_memory_and_resume() {
     let (_dir, server) = start(&[]);
-    let pid = server.child.id();
+    let pid = server.pid;
     let mut other = Conn::connect(&server.addr);
     other.ping(b"warm up");
     let rss_before = proc_status_kib(pid, "VmRSS");
@@ -288,7 +288,7 @@ fn max_frame_smaller_than_the_largest_set_is_refused_at_start() {
     // Exactly enough starts, and the largest SET fits.
     let mut exact = vec!["--max-frame-bytes", "1078"];
     exact.extend(limits);
-    let server = Server::start(dir.path(), &exact);
+    let server = common::start(dir.path(), &exact);
     let mut conn = Conn::connect(&server.addr);
     let (key, value) = (vec![b'k'; 64], vec![b'v'; 1000]);
     conn.set(&key, &value);
@@ -375,7 +375,7 @@ fn a_thousand_half_frames_are_closed_after_the_idle_timeout_while_others_are_ser
 #[test]
 fn a_client_that_never_reads_is_cut_off_after_the_output_stall() {
     let (_dir, server) = start(&["--output-stall-secs", "1"]);
-    let pid = server.child.id();
+    let pid = server.pid;
     let mut other = Conn::connect(&server.addr);
     let value = vec![0x61; 512 * 1024];
     other.set(b"big", &value);
@@ -418,7 +418,7 @@ fn a_client_that_never_reads_is_cut_off_after_the_output_stall() {
 fn unread_keys_replies_count_against_the_connection_cap() {
     // Small requests, large replies built at once: each KEYS below answers about 1 MiB.
     let (_dir, server) = start(&[]);
-    let pid = server.child.id();
+    let pid = server.pid;
     let mut other = Conn::connect(&server.addr);
     for i in 0..260u32 {
         let key = format!("{i:04}{}", "k".repeat(4000));

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use common::Server;
 use kvs::client::{Client, ClientError, ClientOptions};
 use linearizability::{check, excerpt, Op, Operation, Verdict};
 
@@ -342,7 +341,7 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn run_round(seed: u64, length: Duration, wipe_on_restart: bool) -> Round {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[]);
+    let server = common::start(&data, &[]);
     let port: u16 = server
         .addr
         .rsplit(':')
@@ -399,8 +398,8 @@ fn run_round(seed: u64, length: Duration, wipe_on_restart: bool) -> Round {
         } else {
             data.clone()
         };
-        let restarted = Server::try_start_on(port, &data, &[])
-            .or_else(|_| Server::try_start(&data, &[]))
+        let restarted = common::try_start_on(port, &data, &[])
+            .or_else(|_| common::try_start(&data, &[]))
             .unwrap_or_else(|log| panic!("kvsd did not restart:\n{log}"));
         *address.write().expect("address lock") = restarted.addr.clone();
         server = Some(restarted);

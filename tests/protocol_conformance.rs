@@ -1,7 +1,7 @@
-//! Protocol conformance: the real kvsd against a client packed by hand from
-//! `shared/PROTOCOL.md` and `docs/protocol.md` (`common::raw`, not `kvs::protocol`). Every op,
-//! every status, ids, seqs, min_seq, binary data, KEYS paging, STATS, each error rule, frames
-//! split and batched, 10,000 pipelined requests and 64 concurrent connections.
+//! Protocol conformance: the real kvsd against a client packed by hand from `docs/protocol.md`
+//! (`common::raw`, not `kvs::protocol`). Every op, every status, ids, seqs, min_seq, binary
+//! data, KEYS paging, STATS, each error rule, frames split and batched, 10,000 pipelined
+//! requests and 64 concurrent connections.
 
 mod common;
 
@@ -15,7 +15,7 @@ use common::raw::{
     spread_id, Conn, Reply, DEL, ERROR, GET, GET_MIN_SEQ, KEYS, KEYS_MORE, KEYS_START_AFTER,
     NOT_FOUND, OK, PING, SET, STATS,
 };
-use common::Server;
+use common::Kvsd;
 
 /// Small limits, so that KEYS paging and the size errors need few bytes. The frame holds the
 /// largest SET: 14 + 64 + 1000 <= 2000.
@@ -33,9 +33,9 @@ const SMALL_MAX_VALUE: usize = 1000;
 /// docs/protocol.md: the default `max_frame`.
 const DEFAULT_MAX_FRAME: u32 = 1024 * 1024 + 64 * 1024;
 
-fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
+fn start(extra: &[&str]) -> (tempfile::TempDir, Kvsd) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), extra);
+    let server = common::start(dir.path(), extra);
     (dir, server)
 }
 
@@ -169,7 +169,7 @@ fn ids_are_echoed_unchanged() {
 fn seq_increases_by_one_per_write_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut last = 0;
-    let write_some = |server: &Server, last: &mut u64| {
+    let write_some = |server: &Kvsd, last: &mut u64| {
         let mut conn = Conn::connect(&server.addr);
         for i in 0..10u32 {
             let key = format!("seq-{}", i % 3);
@@ -188,19 +188,19 @@ fn seq_increases_by_one_per_write_and_survives_restart() {
         assert_eq!(stats["durable_seq"], last.to_string());
     };
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     write_some(&server, &mut last);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // After a clean stop.
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     assert_eq!(conn.stats()["last_seq"], last.to_string());
     write_some(&server, &mut last);
     server.kill9();
 
     // After kill -9.
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     assert_eq!(conn.stats()["last_seq"], last.to_string());
     assert_eq!(conn.set(b"after-crash", b"x"), last + 1);
@@ -289,17 +289,17 @@ fn binary_keys_and_values_with_every_byte_value() {
 #[test]
 fn empty_value_is_stored_and_differs_from_a_missing_key() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     conn.set(b"empty", b"");
     let reply = conn.get(b"empty");
     assert_eq!(reply.status, OK, "{reply:?}");
     assert!(reply.body.is_empty());
     assert_eq!(conn.get(b"missing").status, NOT_FOUND);
-    assert!(server.terminate().success());
+    assert!(server.stop().success());
 
     // It is recovered from the log as an empty value, not as a missing key.
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut conn = Conn::connect(&server.addr);
     assert_eq!(conn.value(b"empty"), Some(Vec::new()));
     let (keys, _) = conn.keys(b"", DEFAULT_MAX_FRAME);
@@ -537,7 +537,7 @@ fn frame_len_above_max_frame_gets_one_error_with_id_0_then_close() {
 #[test]
 fn four_gib_length_headers_cost_no_memory() {
     let (_dir, server) = start(&[]);
-    let pid = server.child.id();
+    let pid = server.pid;
     Conn::connect(&server.addr).ping(b"warm up");
     let rss_before = proc_status_kib(pid, "VmRSS");
     let peak_before = proc_status_kib(pid, "VmPeak");

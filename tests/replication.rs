@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::proxy::{Mode, Proxy};
 use common::raw::{self, Conn};
-use common::{Server, KVSCTL};
+use common::{Kvsd, KVSCTL};
 use kvs::client::{stats_lines, Client, ClientError};
 use kvs::protocol::{Request, Status};
 
@@ -40,22 +40,22 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// As `Server::start`, on a given port instead of `--port 0`.
-fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Server {
-    Server::try_start_on(port, data_dir, extra)
+/// As `Kvsd::start`, on a given port instead of `--port 0`.
+fn start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Kvsd {
+    common::try_start_on(port, data_dir, extra)
         .unwrap_or_else(|log| panic!("kvsd on port {port} did not start:\n{log}"))
 }
 
-fn leader(data_dir: &Path, extra: &[&str]) -> Server {
+fn leader(data_dir: &Path, extra: &[&str]) -> Kvsd {
     let mut args = vec!["--node-id", "leader"];
     args.extend_from_slice(extra);
-    Server::start(data_dir, &args)
+    common::start(data_dir, &args)
 }
 
-fn follower(data_dir: &Path, node_id: &str, leader_addr: &str, extra: &[&str]) -> Server {
+fn follower(data_dir: &Path, node_id: &str, leader_addr: &str, extra: &[&str]) -> Kvsd {
     let mut args = vec!["--node-id", node_id, "--leader-addr", leader_addr];
     args.extend_from_slice(extra);
-    Server::start(data_dir, &args)
+    common::start(data_dir, &args)
 }
 
 fn connect(addr: &str) -> Client {
@@ -103,7 +103,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
 
 /// Waits until the follower's link is connected.
 #[track_caller]
-fn wait_connected(follower: &Server) {
+fn wait_connected(follower: &Kvsd) {
     wait_until("the follower connects to its leader", || {
         let stats = stats(&follower.addr);
         match stats.get("link_state").map(String::as_str) {
@@ -115,7 +115,7 @@ fn wait_connected(follower: &Server) {
 
 /// Waits until every follower has applied everything the (idle) leader holds; returns that seq.
 #[track_caller]
-fn wait_caught_up(leader: &Server, followers: &[&Server]) -> u64 {
+fn wait_caught_up(leader: &Kvsd, followers: &[&Kvsd]) -> u64 {
     let mut seq = 0;
     wait_until("the followers catch up with the leader", || {
         let ours = stats(&leader.addr);
@@ -155,7 +155,7 @@ fn digest(addr: &str) -> Digest {
 }
 
 #[track_caller]
-fn assert_same_state(leader: &Server, follower: &Server) {
+fn assert_same_state(leader: &Kvsd, follower: &Kvsd) {
     let (ours, theirs) = (digest(&leader.addr), digest(&follower.addr));
     if ours != theirs {
         let first = ours
@@ -191,7 +191,7 @@ fn get(addr: &str, key: &str) -> Option<String> {
 
 /// Reads the server's log until a line contains every one of `needles`; returns that line.
 #[track_caller]
-fn wait_for_log(server: &Server, needles: &[&str]) -> String {
+fn wait_for_log(server: &Kvsd, needles: &[&str]) -> String {
     let deadline = Instant::now() + CONVERGE;
     let mut seen = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -288,7 +288,7 @@ fn seed_walkthrough_late_follower_and_restart_receive_only_what_they_miss() {
         set(&l.addr, key, &key.to_uppercase());
     }
     wait_caught_up(&l, &[&f1, &f2]);
-    let status = f2.terminate();
+    let status = f2.stop();
     assert!(status.success(), "f2 exits 0 on SIGTERM: {status}");
     wait_until("the leader drops f2", || {
         let ours = stats(&l.addr);
@@ -538,7 +538,7 @@ fn with_min_acks_every_acknowledged_write_survives_a_leader_crash_on_the_followe
         expected.insert(key.clone(), (value.clone(), *seq));
     }
     let max_seq = acked.iter().map(|(_, _, seq)| *seq).max().unwrap();
-    let check = |f: &Server| {
+    let check = |f: &Kvsd| {
         let theirs = stats(&f.addr);
         assert!(
             figure(&theirs, "applied_seq") >= max_seq,
@@ -666,7 +666,7 @@ fn a_follower_of_another_log_is_refused_and_keeps_its_data() {
     let a_log = stats(&a.addr)["log_id"].clone();
     let b_log = stats(&b.addr)["log_id"].clone();
     assert_ne!(a_log, b_log);
-    assert!(f1.terminate().success());
+    assert!(f1.stop().success());
 
     let f1 = follower(dirs[2].path(), "f1", &b.addr, &[]);
     let refusal = wait_for_log(&f1, &["refused", &a_log]);
@@ -724,7 +724,7 @@ fn a_wiped_leader_does_not_wipe_its_followers() {
     wait_caught_up(&l, &[&f1]);
     let before = digest(&f1.addr);
     let old_log = stats(&l.addr)["log_id"].clone();
-    assert!(l.terminate().success());
+    assert!(l.stop().success());
 
     std::fs::remove_dir_all(&leader_dir).unwrap();
     let l = start_on(port, &leader_dir, &["--node-id", "leader"]);
@@ -791,7 +791,7 @@ fn a_leader_restart_heals_by_itself() {
     let f1 = follower(dirs[1].path(), "f1", &l.addr, &[]);
     set(&l.addr, "before", "1");
     wait_caught_up(&l, &[&f1]);
-    assert!(l.terminate().success(), "the leader exits 0 on SIGTERM");
+    assert!(l.stop().success(), "the leader exits 0 on SIGTERM");
     wait_until("f1 sees the leader gone", || {
         let theirs = stats(&f1.addr);
         (theirs["link_state"] != "connected")
@@ -866,7 +866,7 @@ fn a_follower_ahead_of_its_leader_is_refused_and_keeps_its_data() {
     for i in 0..5 {
         set(&l.addr, &format!("key{i}"), "v");
     }
-    assert!(l.terminate().success());
+    assert!(l.stop().success());
     // An old copy of the leader's data dir, taken at seq 5.
     std::fs::create_dir(&old_copy).unwrap();
     for entry in std::fs::read_dir(&leader_dir).unwrap() {
@@ -879,7 +879,7 @@ fn a_follower_ahead_of_its_leader_is_refused_and_keeps_its_data() {
     }
     wait_caught_up(&l, &[&f1]);
     let before = digest(&f1.addr);
-    assert!(l.terminate().success());
+    assert!(l.stop().success());
 
     // The leader comes back from the old copy: same log id, but it ends at seq 5.
     std::fs::remove_dir_all(&leader_dir).unwrap();
@@ -934,11 +934,11 @@ fn a_diverged_old_leader_is_not_merged_into_the_new_leaders_history() {
         set(&l.addr, key, "old");
     }
     wait_caught_up(&l, &[&f]);
-    assert!(f.terminate().success());
+    assert!(f.stop().success());
     for key in ["f", "g"] {
         set(&l.addr, key, "old");
     }
-    assert!(l.terminate().success());
+    assert!(l.stop().success());
 
     // Failover: n1 becomes the leader and writes seq 6, 7, 8 (x, y, z) of its own.
     let new_leader = node(new_port, 1, &["--node-id", "n1"]);
@@ -1009,7 +1009,7 @@ fn churn(addr: &str, keys: u64, rounds: u64, tag: &str) {
 /// Waits until the follower received a snapshot and started again on it (it re-executes
 /// itself: connections made meanwhile are reset).
 #[track_caller]
-fn wait_snapshot_installed(follower: &Server) {
+fn wait_snapshot_installed(follower: &Kvsd) {
     wait_for_log(follower, &["snapshot received"]);
     wait_for_log(follower, &["kvsd ready"]);
 }
@@ -1054,7 +1054,7 @@ fn compaction_while_a_follower_streams_and_a_returning_follower_behind_the_horiz
     churn(&l.addr, 300, 2, "a");
     wait_caught_up(&l, &[&live, &away]);
     let away_dir = away.data_dir.clone();
-    assert!(away.terminate().success());
+    assert!(away.stop().success());
 
     // Writes and compactions while `live` streams: it must never notice.
     for round in 0..4 {
@@ -1085,8 +1085,8 @@ fn a_follower_killed_in_the_middle_of_a_snapshot_starts_it_again_cleanly() {
     let mut args = vec!["--node-id", "f1", "--leader-addr", &l.addr];
     args.extend_from_slice(&SMALL_SEGMENTS);
     args.extend_from_slice(&["--crash-point", "snapshot:partial"]);
-    let mut dying = Server::start(&f_dir, &args);
-    let status = dying.child.wait().unwrap();
+    let mut dying = common::start(&f_dir, &args);
+    let status = dying.wait();
     assert!(
         !status.success(),
         "the follower died mid-snapshot: {status}"
@@ -1099,9 +1099,9 @@ fn a_follower_killed_in_the_middle_of_a_snapshot_starts_it_again_cleanly() {
 
     let f = follower(&f_dir, "f1", &l.addr, &SMALL_SEGMENTS);
     assert!(
-        f.ready.contains("keys=0"),
+        f.ready_line.contains("keys=0"),
         "the partial snapshot was not installed: {}",
-        f.ready
+        f.ready_line
     );
     wait_snapshot_installed(&f);
     wait_caught_up(&l, &[&f]);
@@ -1119,7 +1119,7 @@ fn resync_replaces_a_foreign_log_only_when_asked() {
     churn(&b.addr, 200, 2, "b");
     wait_caught_up(&a, &[&f]);
     let f_dir = f.data_dir.clone();
-    assert!(f.terminate().success());
+    assert!(f.stop().success());
 
     let f = follower(&f_dir, "f1", &b.addr, &[]);
     let refusal = wait_for_log(&f, &["refused"]);
@@ -1128,7 +1128,7 @@ fn resync_replaces_a_foreign_log_only_when_asked() {
         "the refusal names --resync: {refusal}"
     );
     assert_eq!(get(&f.addr, "x").as_deref(), Some("from-a"), "data kept");
-    assert!(f.terminate().success());
+    assert!(f.stop().success());
 
     let f = follower(&f_dir, "f1", &b.addr, &["--resync"]);
     wait_snapshot_installed(&f);

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::field;
 use common::raw::{frame, read_reply, set_body, Conn, ERROR, OK, SET};
-use common::{field, unsafe_kill, Server};
 
 const WRITES: u64 = 20_000;
 /// Replies read before the signal, so that it lands in the middle of the load.
@@ -31,7 +31,7 @@ fn value(i: u64) -> Vec<u8> {
 /// checks the exit status and, after a restart, every write that was answered OK.
 fn signal_during_pipelined_writes(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]);
+    let mut server = common::start(dir.path(), &[]);
     let conn = Conn::connect(&server.addr);
 
     let mut bytes = Vec::new();
@@ -71,8 +71,8 @@ fn signal_during_pipelined_writes(signal: &str) {
         assert!(Instant::now() < deadline, "the writes are not answered");
         thread::sleep(Duration::from_millis(1));
     }
-    unsafe_kill(server.child.id(), signal);
-    let status = server.child.wait().expect("wait for kvsd");
+    server.signal(signal);
+    let status = server.wait();
     assert_eq!(status.code(), Some(0), "kvsd after SIG{signal}: {status}");
     let log: Vec<String> = server.drain_log(Duration::from_millis(100));
     drop(server);
@@ -92,13 +92,13 @@ fn signal_during_pipelined_writes(signal: &str) {
         "seqs out of the order sent"
     );
 
-    let server = Server::start(dir.path(), &[]);
-    let truncated = field(&server.ready, "truncated_bytes").expect("truncated_bytes");
+    let server = common::start(dir.path(), &[]);
+    let truncated = field(&server.ready_line, "truncated_bytes").expect("truncated_bytes");
     assert_eq!(
         truncated,
         "0",
         "a graceful stop leaves no torn tail: {}\nthe stop logged:\n{}",
-        server.ready,
+        server.ready_line,
         log.join("\n")
     );
     let mut conn = Conn::connect(&server.addr);
@@ -129,16 +129,16 @@ fn sigint_with_pipelined_writes_in_flight_exits_0_and_keeps_every_acknowledged_w
 #[test]
 fn sigterm_with_an_idle_client_connected_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut idle = Conn::connect(&server.addr);
     let seq = idle.set(b"k", b"v");
-    let status = server.terminate();
+    let status = server.stop();
     assert_eq!(status.code(), Some(0), "{status}");
     idle.expect_closed();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     assert_eq!(
-        field(&server.ready, "truncated_bytes").as_deref(),
+        field(&server.ready_line, "truncated_bytes").as_deref(),
         Some("0")
     );
     let mut conn = Conn::connect(&server.addr);

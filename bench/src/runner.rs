@@ -234,8 +234,10 @@ fn load_thread(
     commands: &mpsc::Receiver<Command>,
 ) {
     if let Some(core) = core {
-        if let Err(why) = pin_to_core(core) {
-            report(Report::Connected(Err(why)));
+        if let Err(why) = kvs::cpu::pin_to(core) {
+            report(Report::Connected(Err(format!(
+                "cannot pin a load thread to core {core}: {why}"
+            ))));
             return;
         }
     }
@@ -388,23 +390,4 @@ fn run_phase(
             _ = ticker => unreachable!("the ticker never ends"),
         }
     })
-}
-
-/// Pins the calling thread to `core` (sched_setaffinity).
-fn pin_to_core(core: usize) -> Result<(), String> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it for core < CPU_SETSIZE, which
-    // config checks (cores < 1024 = CPU_SETSIZE), and sched_setaffinity reads it.
-    let result = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "cannot pin a load thread to core {core}: {}",
-            std::io::Error::last_os_error()
-        ))
-    }
 }

@@ -1,7 +1,7 @@
 //! kvs-bench against the real kvsd: the counts must add up (every request sent gets exactly one
 //! reply matched by id, none lost, no error) and `--verify` must pass, on several threads,
 //! pipelined, over a prefilled keyspace. The kvsd binary is found or built as
-//! `common::kvsd_binary` says.
+//! `kvs_testkit::workspace_kvsd` says.
 
 mod common;
 

@@ -10,7 +10,7 @@ use kvs::limits;
 use kvs::protocol::RequestLimits;
 use kvs::server::{self, Config, FsyncPolicy};
 
-/// kvsd: a durable key-value server on one io_uring loop pinned to one core.
+/// kvsd: a durable key-value server on one io_uring event loop (--core pins it to one CPU).
 ///
 /// Every write goes to a CRC-checked write-ahead log in --data-dir; writes that arrive while a
 /// flush is in flight are batched into the next write + fdatasync (group commit), and with the
@@ -35,9 +35,16 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
 
-    /// TCP port for clients (0: pick a free one; the "kvsd ready" log line names it).
+    /// TCP port for clients (0: pick a free one; the "kvsd ready" log line and --ready-file
+    /// name it).
     #[arg(long, default_value_t = limits::PORT_DEFAULT)]
     port: u16,
+
+    /// Once listening and serving, write {"addr", "pid", "node_id", "data_dir", "last_seq"} as
+    /// JSON to this file (to a temp name, then renamed), for a program that waits for kvsd to
+    /// be ready. Written again on each start; never removed.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
 
     /// Directory of the write-ahead log; created if missing.
     #[arg(long, default_value = "./data")]
@@ -204,6 +211,7 @@ fn main() -> ExitCode {
         node_id: args.node_id,
         listen: SocketAddr::new(args.bind, args.port),
         data_dir: args.data_dir,
+        ready_file: args.ready_file,
         core: args.core,
         fsync: args.fsync,
         connections_max: args.max_connections,

@@ -1,5 +1,5 @@
-//! The wire protocol of `shared/PROTOCOL.md` and `docs/protocol.md`: frames, requests and
-//! responses as values, and their byte layouts. Pure: no I/O, no knowledge of the engine.
+//! The wire protocol of `docs/protocol.md`: frames, requests and responses as values, and their
+//! byte layouts. Pure: no I/O, no knowledge of the engine.
 
 pub mod frame;
 pub mod request;

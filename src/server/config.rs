@@ -54,6 +54,8 @@ pub struct Config {
     pub node_id: String,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `--ready-file`: where to say, once serving, the address and state (`ready.rs`).
+    pub ready_file: Option<PathBuf>,
     pub core: Option<usize>,
     pub fsync: FsyncPolicy,
     pub connections_max: u32,

@@ -6,12 +6,12 @@ mod committer;
 mod compactor;
 pub mod config;
 mod connection;
-mod cpu;
 mod fd_limit;
 mod follower_link;
 mod frames;
 mod leader_stream;
 mod node;
+mod ready;
 mod role;
 mod shard;
 mod stats;
@@ -155,7 +155,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         )));
     }
     if let Some(core) = config.core {
-        cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
+        crate::cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
     }
 
     let started = Instant::now();
@@ -274,6 +274,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
+        ready::announce(config, addr, recovered.last_seq)?;
 
         let reason = loop {
             tokio::select! {

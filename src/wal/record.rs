@@ -2,7 +2,7 @@
 //!
 //! | offset   | size | field                                                        |
 //! |----------|------|--------------------------------------------------------------|
-//! | 0        | 4    | `len` u32 LE: bytes after the `crc` field (24 + klen + vlen) |
+//! | 0        | 4    | `len` u32 LE: bytes after the `crc` field (21 + klen + vlen) |
 //! | 4        | 4    | `crc` u32 LE: CRC32 of bytes 0..4 (`len`) and 8..8+len      |
 //! | 8        | 8    | `seq` u64 LE: +1 per write, never reused                     |
 //! | 16       | 8    | `term` u64 LE: 0 for now, reserved for leader election       |
@@ -13,7 +13,7 @@
 //!
 //! The checksum covers the length, so a torn or flipped length is caught like any other byte.
 
-use crate::limits::{KEY_BYTES_MAX_CEILING, VALUE_BYTES_MAX_CEILING};
+use crate::limits::{RECORD_FIXED_BYTES, RECORD_LEN_MAX};
 
 pub const LEN_OFFSET: usize = 0;
 pub const CRC_OFFSET: usize = 4;
@@ -26,8 +26,9 @@ pub const KEY_OFFSET: usize = 29;
 pub const HEADER_BYTES: usize = KEY_OFFSET;
 /// The smallest and largest `len` a record can have; anything else is damage.
 pub const LEN_MIN: u32 = (KEY_OFFSET - SEQ_OFFSET) as u32 + 1;
-pub const LEN_MAX: u32 =
-    (KEY_OFFSET - SEQ_OFFSET) as u32 + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING;
+pub const LEN_MAX: u32 = RECORD_LEN_MAX;
+// `limits` states the fixed part of `len` without depending on this layout: they must agree.
+const _: () = assert!((KEY_OFFSET - SEQ_OFFSET) as u32 == RECORD_FIXED_BYTES);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

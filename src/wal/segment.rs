@@ -7,7 +7,7 @@
 //! | offset | size | field                                                   |
 //! |--------|------|---------------------------------------------------------|
 //! | 0      | 8    | magic `KVSWAL\0\0`                                      |
-//! | 8      | 4    | `version` u32 LE: 1                                     |
+//! | 8      | 4    | `version` u32 LE: 2 (1 is still read)                   |
 //! | 12     | 4    | `crc` u32 LE: CRC32 of bytes 0..12 and 16..64           |
 //! | 16     | 16   | `log_id`: the data dir's log id                         |
 //! | 32     | 4    | `segment_id` u32 LE: the same number as the file name   |
@@ -17,7 +17,8 @@
 //! | 52     | 8    | `end_seq` u64 LE: compacted: the next segment's first   |
 //! | 60     | 4    | `nonce` u32 LE: random per file, names this very file   |
 //!
-//! Version 1 headers have zeros from byte 44 on: an ordinary segment.
+//! Version 2 is written. Version 1 (written before compaction existed) has zeros from byte 44
+//! on: it is read as an ordinary segment with nonce 0 (`tests/format_v1.rs` reads one).
 //!
 //! A **compacted** segment holds the live records of the segments `id..=covers_through` as a
 //! compaction found them: seqs increase but skip, and none reaches `end_seq`, where the next
@@ -56,7 +57,8 @@ pub struct SegmentHeader {
     /// For a compacted segment: the last segment id it replaced, and the seq the segment after
     /// it starts at. None for an ordinary segment.
     pub compacted: Option<Compacted>,
-    /// Random per file: a hint file names the segment file it describes by it.
+    /// Random per file: the index checkpoint (`index.ckpt`) names each segment file it
+    /// describes by id and nonce, so a file rewritten under the same id (a compaction) differs.
     pub nonce: u32,
 }
 

@@ -1,7 +1,7 @@
-//! A kvs client assembled from `shared/PROTOCOL.md` and `docs/protocol.md` alone: frames packed
-//! and unpacked by hand as little-endian bytes over a plain `std::net::TcpStream`. It shares no
-//! code with `kvs::protocol` on purpose, so that the scenario tests hold the server to the
-//! written contract rather than to its own codec.
+//! A kvs client assembled from `docs/protocol.md` alone: frames packed and unpacked by hand as
+//! little-endian bytes over a plain `std::net::TcpStream`. It shares no code with
+//! `kvs::protocol` on purpose, so that the scenario tests hold the server to the written
+//! contract rather than to its own codec.
 //!
 //! Frame, both directions:
 //!

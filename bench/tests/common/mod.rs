@@ -1,13 +1,10 @@
-//! Shared by kvs-bench's tests: run the kvs-bench binary and read its JSON, find and start the
-//! real kvsd, pick free loopback ports, and stop every process on drop.
+//! Shared by kvs-bench's tests: run the kvs-bench binary and read its JSON, start the real kvsd
+//! (through `kvs-testkit`, as the root package's tests do), pick free loopback ports, and stop
+//! every process on drop.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
 
 pub const KVS_BENCH: &str = env!("CARGO_BIN_EXE_kvs-bench");
 
@@ -123,118 +120,30 @@ impl Drop for Process {
     }
 }
 
-/// The kvsd binary of this workspace, in the same profile as this test, built if needed.
-///
-/// kvsd is another package of the workspace, so Cargo gives this test no CARGO_BIN_EXE_kvsd.
-/// `KVSD` in the environment names a binary to use; otherwise this runs `cargo build -p kvs
-/// --bin kvsd` (a no-op when it is fresh; cargo test has released the build lock by the time
-/// tests run) and uses `target/<profile>/kvsd` next to this test's own executable.
-pub fn kvsd_binary() -> PathBuf {
-    // Once per test process, however many tests start a kvsd.
-    static KVSD: OnceLock<PathBuf> = OnceLock::new();
-    KVSD.get_or_init(find_or_build_kvsd).clone()
-}
-
-fn find_or_build_kvsd() -> PathBuf {
-    if let Some(path) = std::env::var_os("KVSD") {
-        return PathBuf::from(path);
-    }
-    // This test runs as target/<profile>/deps/<name>-<hash>.
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "-p", "kvs", "--bin", "kvsd"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(other) => {
-            build.args(["--profile", other]);
-        }
-        None => {}
-    }
-    let status = build.status().expect("run cargo build for kvsd");
-    assert!(status.success(), "cargo build -p kvs --bin kvsd failed");
-    let kvsd = profile_dir.join("kvsd");
-    assert!(kvsd.exists(), "no kvsd at {}", kvsd.display());
-    kvsd
-}
-
-/// A running kvsd on 127.0.0.1 with a port it picked; killed on drop.
+/// A running kvsd (the workspace's, through `kvs-testkit`) on 127.0.0.1 with a port it picked,
+/// in a temp data dir of its own; killed on drop. The binary is `kvs_testkit::workspace_kvsd`:
+/// built by Cargo in this test's profile if needed, or `KVSD` from the environment.
 pub struct Kvsd {
-    pub process: Process,
-    pub addr: String,
+    pub server: kvs_testkit::Kvsd,
+    // Dropped after the server, which is killed first.
     _data_dir: tempfile::TempDir,
 }
 
 impl Kvsd {
-    /// Starts kvsd on a fresh data dir and waits (up to a minute) for its ready line.
+    /// Starts kvsd on a fresh data dir and waits until it is ready.
     pub fn start(extra: &[&str]) -> Kvsd {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(kvsd_binary())
-            .args(["--port", "0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kvsd");
-        let stderr = child.stderr.take().expect("stderr");
-        let process = Process(child);
-        let (lines_tx, lines_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading to the end so kvsd never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines_tx.send(line);
-            }
-        });
-        let mut seen = String::new();
-        loop {
-            match lines_rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains("kvsd ready") {
-                        let addr = field(&line, "addr").expect("the ready line names addr=");
-                        return Kvsd {
-                            process,
-                            addr,
-                            _data_dir: data_dir,
-                        };
-                    }
-                }
-                Err(_) => panic!("kvsd did not get ready:\n{seen}"),
-            }
+        let server =
+            kvs_testkit::Kvsd::start(&kvs_testkit::workspace_kvsd(), data_dir.path(), extra);
+        Kvsd {
+            server,
+            _data_dir: data_dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("kvs://{}", self.addr)
+        format!("kvs://{}", self.server.addr)
     }
-}
-
-/// The value of `name=value` in a log line (ANSI colour codes, if any, ignored).
-pub fn field(line: &str, name: &str) -> Option<String> {
-    let line = strip_ansi(line);
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &line[start..];
-    Some(
-        rest.split_whitespace()
-            .next()?
-            .trim_matches('"')
-            .to_string(),
-    )
 }
 
 /// True when `program` is on PATH (the peers are optional for the tests).
@@ -245,22 +154,4 @@ pub fn have(program: &str) -> bool {
         .status()
         .map(|status| status.success())
         .unwrap_or(false)
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
