@@ -8,6 +8,10 @@
 //!   another log is corruption of acknowledged data: recovery refuses, naming file and offset,
 //!   unless the operator asks for `--repair-truncate`.
 //!
+//! - Whatever recovery keeps is made durable before it returns: every segment is fdatasynced and
+//!   the data dir fsynced (`sync_recovered`), since after a crash some records may be in the
+//!   page cache only, and kvsd must not serve or stream what a power cut can still take back.
+//!
 //! Runs before the event loop starts, with plain blocking file I/O.
 
 use std::fs::{self, File, OpenOptions};
@@ -76,6 +80,16 @@ pub enum RecoveryError {
         path: PathBuf,
         offset: u64,
         reason: String,
+    },
+    #[error(
+        "making {path} durable failed ({source}): the records recovery found in it may not be \
+         on disk, so kvsd will not serve them. kvsd does not retry a failed sync (after a \
+         failed writeback the kernel may drop the data and report the next sync as a success): \
+         check the disk, then start kvsd again."
+    )]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -334,6 +348,7 @@ pub fn recover(
         // Whatever was cut, a checkpoint may have counted on it: recover again without one.
         resume_matched = resume.is_empty();
     }
+    sync_recovered(dir, &segments)?;
     let log_id = log_id.expect("at least one segment");
     let last = *segments.last().expect("at least one segment");
     if last.compacted.is_some() {
@@ -360,6 +375,34 @@ pub fn recover(
         created: false,
         resume_matched,
     })
+}
+
+/// Makes durable every segment recovery keeps, and the data dir's entries, before kvsd serves
+/// or streams any record.
+///
+/// Recovery reads records through the page cache, so after `kill -9` it also finds records that
+/// were written but never fdatasynced: the last batch, whose sync had not finished, or all of
+/// them under `--fsync never`. Served as they are, a power cut before the kernel writes them back
+/// would take back what clients have read and followers have copied, and a follower could hold
+/// history its leader lost. PostgreSQL syncs its data directory before crash recovery for the
+/// same reason. A segment with nothing dirty costs one fdatasync without data to write (one
+/// device cache flush at most), so a clean start pays little. The dir's fsync makes durable the
+/// renames and deletes that a crash may have left unsynced (a compaction's or a snapshot's).
+fn sync_recovered(dir: &Path, segments: &[SegmentInfo]) -> Result<(), RecoveryError> {
+    let sync_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RecoveryError::Sync { path, source }
+    };
+    for segment in segments {
+        let path = segment::path(dir, segment.id);
+        // A file that will not open is any I/O error; a failed sync says what it puts at stake.
+        let file = File::open(&path).map_err(io_error(&path))?;
+        file.sync_data().map_err(sync_error(&path))?;
+    }
+    File::open(dir)
+        .map_err(io_error(dir))?
+        .sync_all()
+        .map_err(sync_error(dir))
 }
 
 /// True if any offset after the damage at `from` holds a valid record that continues the log:
