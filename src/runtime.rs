@@ -15,8 +15,21 @@ pub use tokio_uring::net::{TcpListener, TcpStream};
 pub type Task<T> = tokio::task::JoinHandle<T>;
 
 /// Runs `future` to completion on a new loop on this thread, with everything it spawns.
+///
+/// The ring is made with COOP_TASKRUN and SINGLE_ISSUER where the kernel has them (5.19 and
+/// 6.0): a completion then no longer interrupts the loop with an inter-processor interrupt to
+/// run its task work; the work runs at the loop's next entry into the kernel, which it makes
+/// every turn anyway. `docs/runtime.md` has the measurements.
 pub fn start<F: Future>(future: F) -> F::Output {
-    tokio_uring::start(future)
+    let mut ring = tokio_uring::uring_builder();
+    ring.setup_coop_taskrun().setup_single_issuer();
+    if ring.build(8).is_err() {
+        tracing::info!(
+            "this kernel's io_uring lacks COOP_TASKRUN or SINGLE_ISSUER; using a plain ring"
+        );
+        ring = tokio_uring::uring_builder();
+    }
+    tokio_uring::builder().uring_builder(&ring).start(future)
 }
 
 /// Runs `task` on this thread's loop, concurrently with the caller.
