@@ -4,8 +4,8 @@
 //!
 //! Data flows one way: `protocol` (bytes to requests) → `command` (a request's effect on the
 //! engine, and the reply) → `engine` (the index and the rules of visibility and order) →
-//! `wal` (records on disk). `server` wires them to sockets and files; it and `wal::file`
-//! are the only places that name the io_uring runtime.
+//! `wal` (records on disk). `server` wires them to sockets and files through `runtime`, the
+//! one module that names the io_uring runtime (tokio-uring).
 //!
 //! - `limits`: every limit and default, units last.
 //! - `auth`: the shared secret of `--auth-file` and the per-connection gate. Pure.

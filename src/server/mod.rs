@@ -1,6 +1,14 @@
 //! The server: recovery, the listener, connections, the committer and shutdown, on one
-//! single-threaded io_uring loop pinned to one core. With `wal::file`, the one place that
-//! names `tokio_uring`.
+//! single-threaded io_uring loop (pinned to a core with `--core`).
+//!
+//! - `node`: what the loop's tasks share (config, role, shard, connections, stats, shutdown).
+//! - `role`: leader with followers, or follower with its link. `shard`: engine, log, the
+//!   committer's signals and the wait list of connections.
+//! - `connection`: one task per client, driving `connection::state`, a plain value.
+//! - `committer`: group commit. `compactor`, `sweep` (idle/stalled connections),
+//!   `leader_stream` / `follower_link` (replication), `stats`, `ready`, `fd_limit`.
+//!
+//! The runtime is named only in `crate::runtime`.
 
 mod committer;
 mod compactor;

@@ -1,8 +1,8 @@
 //! The open log on the io_uring: appends batches to the newest segment, fdatasyncs it, starts
-//! a new segment when one is full, and reads values back. With `server`, the one place that
-//! names `tokio_uring`.
+//! a new segment when one is full, and reads values back.
 //!
-//! Only the committer appends and syncs, one operation at a time; reads run concurrently.
+//! Only the committer appends (one append at a time) and syncs; an append may run while the
+//! previous one's fdatasync is in flight. Reads run concurrently.
 //!
 //! Segments are named by id (their order in the log); each open file also gets a *file number*
 //! for this run, which is what a `Location` names. A compaction puts a new file under an old
@@ -176,7 +176,8 @@ impl LogFile {
         self.segments.borrow().len()
     }
 
-    /// Where the next append will start, if it goes into the active segment.
+    /// Whether the next append must first start a new segment: the active one is full, or it
+    /// was not zero-filled and a zero-filled one is ready.
     pub fn needs_rotation(&self) -> bool {
         self.active_bytes.get() >= self.segment_bytes_max
             || (!self.active_preallocated.get() && self.prepared.borrow().is_some())
