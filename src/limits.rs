@@ -51,7 +51,7 @@ pub const PREPARE_SYNC_BYTES: u64 = 1024 * 1024;
 /// It keeps step with the log's appends so as to be done when the active segment is this
 /// full, and goes at least this fast however idle the log is.
 pub const PREPARE_DONE_AT_FRACTION: f64 = 0.75;
-pub const PREPARE_BYTES_PER_SEC_MIN: u64 = 16 * 1024 * 1024;
+pub const PREPARE_BYTES_PER_SEC_MIN: u64 = 4 * 1024 * 1024;
 /// Longest pause between pieces (a wake-up to look at the log's progress again).
 pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
 
