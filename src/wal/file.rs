@@ -262,9 +262,10 @@ impl LogFile {
             let appended = self.active_bytes.get().saturating_sub(log_start);
             let wait = pace.wait(started.elapsed(), appended, offset + len);
             if !wait.is_zero() {
+                let pause = wait.min(Duration::from_millis(PREPARE_PAUSE_MS_MAX));
                 tokio::select! {
                     _ = self.prepare_wake.notified() => {}
-                    _ = tokio::time::sleep(wait.min(Duration::from_millis(PREPARE_PAUSE_MS_MAX))) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
                 continue;
             }
