@@ -53,6 +53,18 @@ pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// Offsets inside a segment are u32 in the index.
 pub const SEGMENT_BYTES_CEILING: u64 = 1 << 31;
 
+/// The next segment is zero-filled ahead of use in pieces of this size, each fdatasynced
+/// within `PREPARE_SYNC_BYTES`, so the disk never holds a large flush of it in front of the
+/// log's own fdatasync.
+pub const PREPARE_CHUNK_BYTES: usize = 256 * 1024;
+pub const PREPARE_SYNC_BYTES: u64 = 1024 * 1024;
+/// It keeps step with the log's appends so as to be done when the active segment is this
+/// full, and goes at least this fast however idle the log is.
+pub const PREPARE_DONE_AT_FRACTION: f64 = 0.75;
+pub const PREPARE_BYTES_PER_SEC_MIN: u64 = 4 * 1024 * 1024;
+/// Longest pause between pieces (a wake-up to look at the log's progress again).
+pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
+
 /// A batch (one write + one fdatasync) takes new records while it is smaller than this; more
 /// wait for the next batch. Bounds the memory of the open batch under any load (one record
 /// larger than this still goes, alone).
@@ -80,6 +92,8 @@ const _: () = assert!(
 const _: () = assert!(KEY_BYTES_MAX_DEFAULT <= KEY_BYTES_MAX_CEILING);
 const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= VALUE_BYTES_MAX_CEILING);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_CEILING);
+const _: () = assert!(PREPARE_SYNC_BYTES >= PREPARE_CHUNK_BYTES as u64);
+const _: () = assert!(PREPARE_DONE_AT_FRACTION > 0.0 && PREPARE_DONE_AT_FRACTION < 1.0);
 const _: () = assert!(CONNECTION_BYTES_IN_FLIGHT_MAX >= CONNECTION_READ_BYTES);
 const _: () = assert!(BATCH_BYTES_MAX >= FRAME_BYTES_MAX_DEFAULT as usize);
 

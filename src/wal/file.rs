@@ -13,14 +13,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::runtime::File;
 use bytes::Bytes;
 
 use super::cache::ValueCache;
+use super::prepare::Pace;
 use super::recovery::Recovered;
 use super::segment::{self, Compacted, SegmentHeader};
 use super::{Location, LogId};
+use crate::limits::{PREPARE_CHUNK_BYTES, PREPARE_PAUSE_MS_MAX, PREPARE_SYNC_BYTES};
 
 /// One segment file, open for reads (and appends, if it is the active one).
 pub struct Segment {
@@ -196,7 +199,17 @@ impl LogFile {
                 && failed_id != Some(segment_id)
             {
                 match self.zero_filled(segment_id).await {
-                    Ok(file) => *self.prepared.borrow_mut() = Some((segment_id, file)),
+                    Ok(Some(file)) => *self.prepared.borrow_mut() = Some((segment_id, file)),
+                    Ok(None) => {
+                        // The log filled the active segment first and made a plain one itself:
+                        // prepare the segment after that one instead (at once: see `Pace`).
+                        let _ = std::fs::remove_file(segment::prepared_path(&self.dir, segment_id));
+                        tracing::info!(
+                            segment_id,
+                            "the log filled its segment before the next one was prepared"
+                        );
+                        continue;
+                    }
                     Err(error) => {
                         // Not fatal: rotation then makes a plain segment itself, in the space
                         // the part-filled file would otherwise hold on a full disk.
@@ -210,14 +223,19 @@ impl LogFile {
         }
     }
 
-    /// The next segment is prepared once the active one is half full (or was not zero-filled),
-    /// not at start, where its 64 MiB of writes would compete with the first fsyncs.
+    /// The next segment is prepared from the active segment's first append (at once if the
+    /// active one was not zero-filled): paced to the log, it has the whole segment's time to
+    /// be written in. An idle server does not fill a segment it may never need.
     fn wants_next_segment(&self) -> bool {
-        !self.active_preallocated.get() || self.active_bytes.get() >= self.segment_bytes_max / 2
+        !self.active_preallocated.get() || self.active_bytes.get() > segment::HEADER_BYTES as u64
     }
 
-    async fn zero_filled(&self, segment_id: u32) -> io::Result<File> {
-        const CHUNK_BYTES: usize = 1024 * 1024;
+    /// Zero-fills segment `segment_id` under its temp name, `PREPARE_CHUNK_BYTES` at a time at
+    /// the pace `Pace` allows, with an fdatasync every `PREPARE_SYNC_BYTES`, so the disk never
+    /// holds more than that of it in front of the log's own fdatasync. Between pieces it waits
+    /// for the log's next append or a short timer. None if the log moved past the active
+    /// segment first.
+    async fn zero_filled(&self, segment_id: u32) -> io::Result<Option<File>> {
         let tmp = segment::prepared_path(&self.dir, segment_id);
         let std_file = std::fs::OpenOptions::new()
             .read(true)
@@ -226,18 +244,48 @@ impl LogFile {
             .truncate(true)
             .open(&tmp)?;
         let file = File::from_std(std_file);
-        let mut zeros = vec![0u8; CHUNK_BYTES];
+        let started = Instant::now();
+        let active_id = self.active_id.get();
+        let log_start = self.active_bytes.get();
+        let pace = Pace::new(
+            self.segment_bytes_max,
+            self.segment_bytes_max.saturating_sub(log_start),
+            !self.active_preallocated.get(),
+        );
+        let mut zeros = vec![0u8; PREPARE_CHUNK_BYTES];
         let mut offset = 0;
+        let mut synced = 0;
         while offset < self.segment_bytes_max {
-            let len = (self.segment_bytes_max - offset).min(CHUNK_BYTES as u64) as usize;
-            zeros.truncate(len);
+            if self.active_id.get() != active_id {
+                return Ok(None);
+            }
+            let len = (self.segment_bytes_max - offset).min(PREPARE_CHUNK_BYTES as u64);
+            let appended = self.active_bytes.get().saturating_sub(log_start);
+            let wait = pace.wait(started.elapsed(), appended, offset + len);
+            if !wait.is_zero() {
+                let pause = wait.min(Duration::from_millis(PREPARE_PAUSE_MS_MAX));
+                tokio::select! {
+                    _ = self.prepare_wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
+            zeros.truncate(len as usize);
             let (result, returned) = file.write_all_at(zeros, offset).await;
             result?;
             zeros = returned;
-            offset += len as u64;
+            offset += len;
+            if offset - synced >= PREPARE_SYNC_BYTES || offset == self.segment_bytes_max {
+                file.sync_data().await?;
+                synced = offset;
+            }
         }
-        file.sync_data().await?;
-        Ok(file)
+        tracing::debug!(
+            segment_id,
+            ms = started.elapsed().as_millis() as u64,
+            "prepared the next log segment"
+        );
+        Ok(Some(file))
     }
 
     fn active_segment(&self) -> Rc<Segment> {
@@ -307,6 +355,7 @@ impl LogFile {
     /// Seals the active segment (fsynced, so a sealed segment never has a torn tail) and starts
     /// the next one durably: temp name, fsync, rename, fsync the dir.
     async fn rotate(&self, first_seq: u64) -> io::Result<()> {
+        let started = Instant::now();
         self.active_segment().file.sync_data().await?;
         let segment_id = self.active_id.get() + 1;
         let header = SegmentHeader::new(self.log_id(), segment_id, first_seq);
@@ -336,7 +385,13 @@ impl LogFile {
         self.prepare_wake.notify_one();
         self.log_bytes
             .set(self.log_bytes.get() + segment::HEADER_BYTES as u64);
-        tracing::info!(segment = %path.display(), first_seq, preallocated, "started a new log segment");
+        tracing::info!(
+            segment = %path.display(),
+            first_seq,
+            preallocated,
+            ms = started.elapsed().as_millis() as u64,
+            "started a new log segment"
+        );
         Ok(())
     }
 

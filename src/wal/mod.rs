@@ -4,6 +4,7 @@
 //! - `segment`: a segment file's header and name. Pure.
 //! - `recovery`: scans a data dir at start, truncates a torn tail, refuses corruption.
 //! - `file`: the open log on the io_uring: append a batch, fdatasync, rotate, read a value.
+//! - `prepare`: the pace at which the next segment is zero-filled ahead of use. Pure.
 //!
 //! The log knows nothing of the index, the network or replication: it stores bytes in order
 //! and says where they went.
@@ -11,6 +12,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod file;
+pub mod prepare;
 pub mod record;
 pub mod recovery;
 pub mod segment;
