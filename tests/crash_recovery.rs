@@ -457,3 +457,64 @@ fn corruption_before_the_tail_refuses_to_start_unless_repair_truncate() {
         Some(b"x".to_vec())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Relaxed fsync policies: many batches, then a clean stop and a kill -9
+// ---------------------------------------------------------------------------------------------
+
+/// Under `--fsync never` and `interval`, batches are handed back for reuse without a flush
+/// between them: every write must reach the log exactly once, in seq order (a batch reused
+/// without being emptied once wrote its records a second time, which recovery then refused).
+#[test]
+fn relaxed_fsync_policies_log_every_batch_once_in_order() {
+    for policy in ["never", "interval=5"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let server = common::start(&data_dir, &["--fsync", policy]);
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let addr = server.addr.clone();
+                thread::spawn(move || {
+                    let mut conn = Conn::connect(&addr);
+                    for round in 0..50u64 {
+                        // 16 in flight per connection, so batches hold several writes each.
+                        let mut burst = Vec::new();
+                        for i in 0..16u64 {
+                            let key = format!("w{writer}-{}", round * 16 + i);
+                            burst.extend(frame(SET, 0, i, &set_body(key.as_bytes(), b"v")));
+                        }
+                        conn.send(&burst);
+                        for _ in 0..16 {
+                            assert_eq!(conn.reply().status, OK);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let stats = Conn::connect(&server.addr).stats();
+        let batches: u64 = stats["batches_total"].parse().unwrap();
+        assert!(batches > 1, "{policy}: one batch proves nothing: {stats:?}");
+        assert_eq!(server.stop().code(), Some(0), "{policy}: clean stop");
+        let server = common::start(&data_dir, &["--fsync", policy]);
+        assert_eq!(
+            server.last_seq,
+            4 * 50 * 16,
+            "{policy}: one record per write"
+        );
+        let mut conn = Conn::connect(&server.addr);
+        for key in ["w0-0", "w3-799", "w2-400"] {
+            assert_eq!(
+                conn.value(key.as_bytes()).as_deref(),
+                Some(&b"v"[..]),
+                "{policy}"
+            );
+        }
+        // After kill -9 the log still reads back in order (what reached it is there once).
+        server.kill9();
+        let server = common::start(&data_dir, &["--fsync", policy]);
+        assert_eq!(server.last_seq, 4 * 50 * 16, "{policy}");
+    }
+}

@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{unsafe_kill, Server};
+use common::signal;
 
 const TEST: &str = "power_loss::records_served_after_a_crash_survive_a_power_cut";
 const WRITEBACK_SYSCTL: &str = "/proc/sys/vm/dirty_writeback_centisecs";
@@ -98,7 +98,7 @@ fn skip(why: &str) {
 }
 
 /// Writeback turned off, and the loop devices and mounts made while it is: all undone on drop,
-/// in reverse order, whether the test passed or panicked. Drop every `Server` first.
+/// in reverse order, whether the test passed or panicked. Drop every `Kvsd` first.
 struct Disks {
     root: tempfile::TempDir,
     writeback_before: String,
@@ -214,7 +214,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     let data_dir = mnt.join("data");
 
     // Written to the OS and never synced, then a crash.
-    let server = Server::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
+    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
     let mut conn = common::raw::Conn::connect(&server.addr);
     for i in 0..KEYS {
         conn.set(&key(i), &value(i));
@@ -223,7 +223,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     server.kill9();
 
     // The restart serves them: the precondition of the bug.
-    let server = Server::start(&data_dir, &[&FLAGS[..], &["--fsync", "always"]].concat());
+    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "always"]].concat());
     let mut conn = common::raw::Conn::connect(&server.addr);
     for i in 0..KEYS {
         assert_eq!(
@@ -234,7 +234,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     }
 
     // The power cut: kvsd frozen as it serves, the device copied as it stands.
-    unsafe_kill(server.child.id(), "STOP");
+    signal(server.pid, "STOP");
     let copy = disks.path("after-power-cut.img");
     must(
         "cp",
@@ -260,7 +260,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     let copy_mnt = disks
         .mount(&copy, "copy")
         .unwrap_or_else(|why| panic!("mounting the copy: {why}"));
-    let server = Server::start(
+    let server = common::start(
         &copy_mnt.join("data"),
         &[&FLAGS[..], &["--fsync", "always"]].concat(),
     );
@@ -294,7 +294,7 @@ fn a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let server = Server::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
+    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
     let mut conn = common::raw::Conn::connect(&server.addr);
     for i in 0..KEYS {
         conn.set(&key(i), &value(i));
@@ -331,7 +331,7 @@ fn a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file() {
     assert!(!log.contains("panicked"), "no panic:\n{log}");
 
     // Once the disk answers again, the next start serves every record.
-    let server = Server::start(&data_dir, &[&FLAGS[..], &["--fsync", "always"]].concat());
+    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "always"]].concat());
     let mut conn = common::raw::Conn::connect(&server.addr);
     for i in 0..KEYS {
         assert_eq!(

@@ -85,7 +85,10 @@ pub async fn run(node: Rc<Node>) {
                 // `interval` and `never`: written is as durable as it gets here.
                 let batches: Vec<Written> = written.drain(..).collect();
                 applied(&node, &batches, Instant::now(), false);
-                spares.extend(batches.into_iter().map(|w| w.batch));
+                spares.extend(batches.into_iter().map(|mut w| {
+                    w.batch.clear();
+                    w.batch
+                }));
                 continue;
             }
             // Within the window after a flush: hold while clients it answered have not spoken
