@@ -3,7 +3,7 @@
 
 tools/compare runs it with the settings in COMPARE_* environment variables. It reads
   raw/table/r<k>/<peer>--<workload>.json   one run of the table, round k
-  raw/table/r<k>/jitter                   the idle core-1 pause count of round k
+  raw/table/r<k>/machine                  core 1's pauses and the disk's fdatasync time, round k
   raw/stall/r<k>/<peer>.json, .err         one stall run (the .err has the per-second lines)
   raw/stall/r<k>/kvsd.segments             kvsd's segment files after its stall run
   raw/hostile.md                           tools/hostile-clients' table
@@ -137,16 +137,16 @@ out(f"- each run: {env['COMPARE_WARMUP']} s warmup, then {env['COMPARE_DURATION'
 out("- **server CPU µs/req**: utime + stime of the server process (`/proc/PID/stat`, all its "
     "threads) from the start of the measured window to its last reply, ÷ the replies in that "
     "window; **core busy**: that CPU time ÷ the window")
-jitters = []
-for k in range(1, rounds + 1):
-    try:
-        with open(f"{raw}/table/r{k}/jitter") as f:
-            jitters.append(f"round {k}: {f.read().strip()}")
-    except OSError:
-        pass
-if jitters:
-    out("- a spin loop on the idle core 1 before each round saw " + "; ".join(jitters)
-        + " (CPU taken away by the VM or other load; it sets a floor under every p99 here)")
+out("- the machine before each round: a spin loop on the idle core 1 counts the pauses over "
+    "0.5 ms (CPU taken away by the VM or other load: they set a floor under every p99 here), and "
+    "100 fdatasyncs of 4 KiB on the data dirs' disk (other work on the machine moves it):")
+for mode in ("table", "stall"):
+    for k in range(1, rounds + 1):
+        try:
+            with open(f"{raw}/{mode}/r{k}/machine") as f:
+                out(f"  - {mode} round {k}: {f.read().strip()}")
+        except OSError:
+            pass
 out("")
 
 failed = []
