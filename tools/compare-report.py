@@ -286,7 +286,8 @@ if stall_s:
         except (OSError, ValueError):
             segments.append(None)
     if any(r is not None for rs in stall.values() for r in rs):
-        out(f"## Stall run: durable SET 50x1 for {stall_s:g} s")
+        stall_bytes = env.get("COMPARE_STALL_DATA_SIZE", env["COMPARE_DATA_SIZE"])
+        out(f"## Stall run: durable SET 50x1 for {stall_s:g} s, {stall_bytes}-byte values")
         out("")
         out("kvsd and Redis-always in turn, each round a fresh server; a long run, so kvsd's log "
             "goes through several 64 MiB segments (the next one is prepared while the active one "
