@@ -197,6 +197,30 @@ if any(os.path.isdir(f"{raw}/table/r{k}") for k in range(1, rounds + 1)):
                     f"| {ratio_text(a, b, latency('p99'))} | {ratio_text(a, b, latency('p999'))} "
                     f"| {ratio_text(a, b, cpu_per_request)} |")
             out("")
+            # Medians hide which rounds were quiet: each round's ratios, beside what the
+            # machine was doing just before it.
+            out(f"Per round, kvsd ÷ {BASELINE}: throughput / server CPU per request "
+                "(and core 1's pauses before the round):")
+            out("")
+            out("| round | " + " | ".join(w for w, _ in workloads) + " |")
+            out("|---" * (1 + len(workloads)) + "|")
+            for k in range(rounds):
+                try:
+                    with open(f"{raw}/table/r{k + 1}/machine") as f:
+                        machine = f.read().split(",")[0].replace(" over 0.5 ms", "")
+                except OSError:
+                    machine = "?"
+                cells = []
+                for w, _ in workloads:
+                    a, b = runs[("kvsd", w)][k], runs[(BASELINE, w)][k]
+                    if a is None or b is None:
+                        cells.append("–")
+                        continue
+                    cpu_a, cpu_b = cpu_per_request(a), cpu_per_request(b)
+                    cpu = f"{cpu_a / cpu_b:.2f}×" if cpu_a is not None and cpu_b else "–"
+                    cells.append(f"{throughput(a) / throughput(b):.2f}× / {cpu}")
+                out(f"| {k + 1} ({machine}) | " + " | ".join(cells) + " |")
+            out("")
         rest = [p for p in others if p != BASELINE]
         if rest:
             out("## kvsd ÷ the other peers")
