@@ -82,6 +82,14 @@ pub struct Args {
     /// every connection; without it, the secret is taken from KVS_AUTH, if set.
     #[arg(long, value_name = "PATH")]
     pub auth_file: Option<PathBuf>,
+    /// The server's process id: its CPU time (utime + stime, /proc/PID/stat) over the measured
+    /// window is reported per request (`server_cpu_us_per_request`).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// kvs targets: read STATS at the start and end of the measured window and report the
+    /// records per fsync batch and how many of the writing connections a batch holds.
+    #[arg(long)]
+    pub server_stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -188,6 +196,8 @@ pub struct Config {
     /// The secret kvs connections send in AUTH first.
     #[serde(skip)]
     pub auth: Option<kvs::auth::Secret>,
+    pub server_pid: Option<u32>,
+    pub server_stats: bool,
 }
 
 /// The smallest value that can carry its version and the run's id for --verify.
@@ -292,11 +302,22 @@ impl Config {
             hdr: args.hdr,
             quiet: args.quiet,
             auth,
+            server_pid: args.server_pid,
+            server_stats: args.server_stats,
         })
     }
 
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_s)
+    }
+
+    /// Connections that send SETs: all of them unless the ratio has no SET.
+    pub fn writers(&self) -> usize {
+        if self.ratio_set > 0 {
+            self.clients
+        } else {
+            0
+        }
     }
 }
 

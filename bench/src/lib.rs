@@ -9,6 +9,8 @@
 //! - `stats`: counts and HdrHistograms per thread, merged; the `.hgrm` text.
 //! - `runner`: the load threads (one current_thread runtime each, optionally pinned), the
 //!   phases (connect, prefill, warmup and measure) and the progress line.
+//! - `server_cpu`: the server's CPU time per request and kvsd's fsync batch fill over the
+//!   measured window (`--server-pid`, `--server-stats`).
 //! - `report`: the summary table, the last line, the JSON file.
 
 pub mod codec;
@@ -17,5 +19,6 @@ pub mod driver;
 pub mod etcd;
 pub mod report;
 pub mod runner;
+pub mod server_cpu;
 pub mod stats;
 pub mod workload;

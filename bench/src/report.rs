@@ -147,6 +147,7 @@ pub fn footer(config: &Config, result: &RunResult) -> String {
         "measured {:.2} s; requests sent {}, replies matched {}, lost {}, unmatched replies {}\n",
         result.measured_seconds, stats.sent, stats.matched, stats.lost, stats.unmatched
     );
+    out.push_str(&server_lines(result));
     if let Some(seconds) = result.prefill_seconds {
         out.push_str(&format!(
             "prefill: {} keys in {seconds:.2} s, {} errors\n",
@@ -187,6 +188,37 @@ pub fn footer(config: &Config, result: &RunResult) -> String {
             stats.other_errors,
             stats.verify.failed
         ));
+    }
+    out
+}
+
+/// The server's side of the measured window, when `--server-pid` or `--server-stats` asked.
+fn server_lines(result: &RunResult) -> String {
+    let mut out = String::new();
+    let Some(server) = &result.server else {
+        return out;
+    };
+    if let Some(cpu) = &server.cpu {
+        out.push_str(&format!(
+            "server pid {}: {:.1} µs CPU per request ({:.2} s CPU for {} replies; {:.0}% of a \
+             core over {:.2} s)\n",
+            cpu.pid, cpu.cpu_us_per_request, cpu.cpu_s, cpu.requests, cpu.busy_pct, server.window_s
+        ));
+    }
+    if let Some(batches) = &server.batches {
+        if batches.batches == 0 {
+            out.push_str("fsync batches: none in the measured window\n");
+        } else {
+            out.push_str(&format!(
+                "fsync batches: {:.1} records per batch ({} records in {} batches); fsync \
+                 batches hold {:.0}% of the {} connected writers\n",
+                batches.records_per_batch,
+                batches.records,
+                batches.batches,
+                batches.fill_pct,
+                batches.writers
+            ));
+        }
     }
     out
 }
@@ -241,6 +273,13 @@ pub fn json(config: &Config, result: &RunResult, rows: &[Row]) -> Value {
         "error_samples": stats.error_samples.iter()
             .map(|(message, count)| json!({ "message": message, "count": count }))
             .collect::<Vec<_>>(),
+        "server": result.server,
+        "server_cpu_us_per_request": result.server.as_ref()
+            .and_then(|server| server.cpu.as_ref())
+            .map(|cpu| cpu.cpu_us_per_request),
+        "batch_fill_pct": result.server.as_ref()
+            .and_then(|server| server.batches.as_ref())
+            .map(|batches| batches.fill_pct),
         "config": config,
     })
 }

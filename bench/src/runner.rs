@@ -21,6 +21,7 @@ use tokio::task::LocalSet;
 
 use crate::config::Config;
 use crate::driver::Connection;
+use crate::server_cpu::{Probe, ServerWindow};
 use crate::stats::ThreadStats;
 use crate::workload::{Timeline, Workload};
 
@@ -55,9 +56,12 @@ pub struct RunResult {
     /// From the start of the measured phase to its last reply.
     pub measured_seconds: f64,
     pub prefill_seconds: Option<f64>,
+    /// The server's CPU time and fsync batches over the measured window, when asked for.
+    pub server: Option<ServerWindow>,
 }
 
 pub fn run(config: Arc<Config>, run_id: u64) -> anyhow::Result<RunResult> {
+    let probe = Probe::from_config(&config)?;
     let (report_tx, report_rx) = mpsc::channel::<(usize, Report)>();
     let mut commands = Vec::new();
     let mut handles = Vec::new();
@@ -83,7 +87,7 @@ pub fn run(config: Arc<Config>, run_id: u64) -> anyhow::Result<RunResult> {
     }
     drop(report_tx);
 
-    let result = coordinate(&config, &commands, &report_rx);
+    let result = coordinate(&config, &commands, &report_rx, probe);
     if result.is_err() {
         for command in &commands {
             let _ = command.send(Command::Stop);
@@ -102,6 +106,7 @@ fn coordinate(
     config: &Config,
     commands: &[mpsc::Sender<Command>],
     reports: &mpsc::Receiver<(usize, Report)>,
+    probe: Option<Probe>,
 ) -> anyhow::Result<RunResult> {
     let threads = commands.len();
     let lost = || anyhow!("a load thread stopped early");
@@ -143,6 +148,9 @@ fn coordinate(
     }
 
     let timeline = Timeline::new(Instant::now() + START_DELAY, config);
+    let watch = probe
+        .map(|probe| probe.watch(timeline.measure_start))
+        .transpose()?;
     for command in commands {
         command.send(Command::Run(timeline)).map_err(|_| lost())?;
     }
@@ -161,6 +169,13 @@ fn coordinate(
             _ => bail!("load thread out of step"),
         }
     }
+    let server = match watch {
+        Some(watch) => {
+            let replies = merged.measured.iter().map(|op| op.ops + op.errors).sum();
+            Some(watch.finish(replies, config.writers())?)
+        }
+        None => None,
+    };
     let measured_seconds = merged.measured_last.map_or(0.0, |last| {
         last.saturating_duration_since(timeline.measure_start)
             .as_secs_f64()
@@ -169,6 +184,7 @@ fn coordinate(
         stats: merged,
         measured_seconds,
         prefill_seconds,
+        server,
     })
 }
 
