@@ -10,7 +10,7 @@ use common::{bench, bench_env, Kvsd};
 fn cpu_per_request_and_batch_fill_of_a_set_run() {
     let kvsd = Kvsd::start(&["--fsync", "always"]);
     let url = kvsd.url();
-    let pid = kvsd.process.0.id().to_string();
+    let pid = kvsd.server.pid.to_string();
     let run = bench(&[
         "--target",
         &url,
