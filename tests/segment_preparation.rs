@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::field;
 use common::raw::Conn;
-use common::{field, Server};
 
 const SEGMENT_BYTES: u64 = 256 * 1024;
 
@@ -69,7 +69,7 @@ fn the_log_moves_into_whole_zero_filled_segments_and_they_recover() {
         "--compact-garbage-ratio",
         "never",
     ];
-    let server = Server::start(&data, &flags);
+    let server = common::start(&data, &flags);
     let mut conn = Conn::connect(&server.addr);
     // About 1 MiB of records: four segments' worth, written one at a time.
     let count = 1000;
@@ -113,9 +113,9 @@ fn the_log_moves_into_whole_zero_filled_segments_and_they_recover() {
     }
     server.kill9();
 
-    let server = Server::start(&data, &flags);
+    let server = common::start(&data, &flags);
     assert_eq!(
-        field(&server.ready, "truncated_bytes").as_deref(),
+        field(&server.ready_line, "truncated_bytes").as_deref(),
         Some("0")
     );
     let mut conn = Conn::connect(&server.addr);
@@ -150,7 +150,7 @@ fn kill_9_in_the_middle_of_a_preparation_loses_nothing_and_leaves_nothing() {
     let data = dir.path().join("data");
     // The default 64 MiB segments: a preparation takes seconds at its pace, so the kill lands
     // in the middle of one.
-    let server = Server::start(&data, &[]);
+    let server = common::start(&data, &[]);
     let mut conn = Conn::connect(&server.addr);
     for n in 0..200 {
         conn.set(&key(n), &value(n));
@@ -163,12 +163,12 @@ fn kill_9_in_the_middle_of_a_preparation_loses_nothing_and_leaves_nothing() {
         prepared.file_name().unwrap().to_string_lossy()
     );
 
-    let server = Server::start(&data, &[]);
+    let server = common::start(&data, &[]);
     assert_eq!(
-        field(&server.ready, "truncated_bytes").as_deref(),
+        field(&server.ready_line, "truncated_bytes").as_deref(),
         Some("0")
     );
-    assert_eq!(field(&server.ready, "records").as_deref(), Some("200"));
+    assert_eq!(field(&server.ready_line, "records").as_deref(), Some("200"));
     let mut conn = Conn::connect(&server.addr);
     for n in 0..200 {
         assert_eq!(conn.value(&key(n)), Some(value(n)), "key {n}");
@@ -179,7 +179,7 @@ fn kill_9_in_the_middle_of_a_preparation_loses_nothing_and_leaves_nothing() {
     wait_for_file(&data, ".prepared.wal.tmp");
     server.kill9();
 
-    let server = Server::start(&data, &[]);
+    let server = common::start(&data, &[]);
     let mut conn = Conn::connect(&server.addr);
     assert_eq!(conn.value(b"after"), Some(b"restart".to_vec()));
     assert_eq!(files(&data, ".wal"), vec![segment_path(&data, 1)]);
