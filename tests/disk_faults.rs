@@ -22,6 +22,8 @@
 
 mod common;
 
+use common::host::{must, run};
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,29 +36,6 @@ use common::{field, Kvsd, KVSD};
 // ---------------------------------------------------------------------------------------------
 // Prerequisites and the mounts
 // ---------------------------------------------------------------------------------------------
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-#[track_caller]
-fn must(program: &str, args: &[&str]) -> String {
-    run(program, args).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Why this machine cannot run a drill that needs root (loop devices, mounts) and `tools`.
 fn missing(tools: &[&str]) -> Option<String> {

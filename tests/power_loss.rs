@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::host::{must, run};
+
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -36,30 +38,6 @@ const WRITEBACK_SYSCTL: &str = "/proc/sys/vm/dirty_writeback_centisecs";
 const LOCK_PATH: &str = "/tmp/kvs-power-loss.lock";
 const KEYS: u64 = 20;
 const FLAGS: [&str; 2] = ["--segment-bytes", "8388608"];
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {} ({}): {}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-#[track_caller]
-fn must(program: &str, args: &[&str]) -> String {
-    run(program, args).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Why this machine cannot run the test, if it cannot.
 fn missing() -> Option<String> {

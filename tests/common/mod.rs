@@ -4,6 +4,7 @@
 // Each test binary uses some of these.
 #![allow(dead_code, unused_imports)]
 
+pub mod host;
 pub mod proxy;
 pub mod raw;
 

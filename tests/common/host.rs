@@ -1,0 +1,30 @@
+//! Running the host's own tools (mount, losetup, e2fsck, sysctl...) for the disk drills.
+
+use std::process::{Command, Stdio};
+
+/// Runs `program` with `args`; its stdout, or an error naming the command, its status and
+/// what it printed.
+pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {} ({}): {}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// `run`, or panic with its error.
+#[track_caller]
+pub fn must(program: &str, args: &[&str]) -> String {
+    run(program, args).unwrap_or_else(|e| panic!("{e}"))
+}
