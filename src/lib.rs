@@ -18,6 +18,7 @@ pub mod client;
 pub mod command;
 pub mod cpu;
 pub mod engine;
+pub mod int_hash;
 pub mod limits;
 pub mod protocol;
 pub mod replication;

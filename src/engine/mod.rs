@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 
 pub use batch::Batch;
 
+use crate::int_hash::IntHasher;
 use crate::wal::record::{self, Op, Record};
 use crate::wal::Location;
 
@@ -65,7 +66,7 @@ pub struct Engine {
     index: BTreeMap<IndexKey, Location>,
     /// Bytes of the records the index points at, per log file: the rest of a file is garbage
     /// that compaction can reclaim.
-    live_bytes: HashMap<u32, u64>,
+    live_bytes: HashMap<u32, u64, IntHasher>,
     pending: HashMap<Box<[u8]>, PendingWrite>,
     open: Batch,
     /// The newest seq accepted into a batch, and that record's CRC: together they name the
@@ -83,7 +84,7 @@ impl Engine {
     pub fn new(last_seq: u64) -> Engine {
         Engine {
             index: BTreeMap::new(),
-            live_bytes: HashMap::new(),
+            live_bytes: HashMap::default(),
             pending: HashMap::new(),
             open: Batch::default(),
             last_seq,
@@ -106,6 +107,24 @@ impl Engine {
         }
         if op == Op::Set {
             self.count_live(location, key.len(), true);
+        }
+    }
+
+    /// A durable write joins the index. Unlike recovery (mostly new keys: one insert), a live
+    /// server mostly overwrites keys it has: those are found and changed in place, with no key
+    /// built and dropped.
+    fn apply(&mut self, op: Op, key: &[u8], location: Location) {
+        let slot = match op {
+            Op::Set => self.index.get_mut(key),
+            Op::Del => None,
+        };
+        match slot {
+            Some(slot) => {
+                let old = std::mem::replace(slot, location);
+                self.count_live(old, key.len(), false);
+                self.count_live(location, key.len(), true);
+            }
+            None => self.recover(op, key, location),
         }
     }
 
@@ -373,7 +392,7 @@ impl Engine {
                     .expect("segment offsets fit u32"),
                 value_len: entry.value_len,
             };
-            self.recover(entry.op, key, location);
+            self.apply(entry.op, key, location);
         }
         if let Some(last) = batch.last_seq() {
             self.durable_seq = last;

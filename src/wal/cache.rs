@@ -6,39 +6,14 @@
 //! `VALUE_CACHE_ENTRY_BYTES_MAX` are kept, so large values stream from the page cache instead.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
 use super::Location;
+use crate::int_hash::IntHasher;
 use crate::limits::VALUE_CACHE_ENTRY_BYTES_MAX;
 
 type Key = (u32, u32);
-
-/// Keys are two small integers this process made, never input an attacker picks: a
-/// multiply-mix is enough, and SipHash (the default) was 3.6% of a GET's CPU in `perf`.
-#[derive(Default)]
-struct LocationHasher(u64);
-
-impl Hasher for LocationHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 struct Entry {
     value: Bytes,
@@ -46,7 +21,8 @@ struct Entry {
 }
 
 pub struct ValueCache {
-    entries: HashMap<Key, Entry, BuildHasherDefault<LocationHasher>>,
+    // Keyed by locations this process made, never by input an attacker picks.
+    entries: HashMap<Key, Entry, IntHasher>,
     /// The clock: keys in insertion order, the hand at the front.
     clock: VecDeque<Key>,
     bytes: usize,
