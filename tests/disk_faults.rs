@@ -24,6 +24,10 @@ mod common;
 
 use common::host::{must, run};
 
+fn skip(test: &str, why: &str) {
+    common::host::skip(&format!("disk_faults::{test}"), why);
+}
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,17 +63,6 @@ fn missing_tools(tools: &[&str]) -> Option<String> {
         ));
     }
     None
-}
-
-/// Prints why a drill is skipped, loudly; fails instead under `KVS_REQUIRE_DISK_FAULTS=1`.
-fn skip(test: &str, why: &str) {
-    let message = format!("SKIPPED disk_faults::{test}: {why}");
-    if std::env::var_os("KVS_REQUIRE_DISK_FAULTS").is_some_and(|v| v == "1") {
-        panic!("{message} (KVS_REQUIRE_DISK_FAULTS=1)");
-    }
-    // Straight to the process's stderr: the test harness captures `eprintln!`, and a skip
-    // must show in a plain `cargo test` run.
-    let _ = writeln!(std::io::stderr(), "{message}");
 }
 
 /// Mounts and loop devices made by a drill, undone in reverse order when it ends. kvsd must be

@@ -65,14 +65,8 @@ fn missing() -> Option<String> {
     None
 }
 
-/// Prints why the test is skipped, loudly; fails instead under `KVS_REQUIRE_DISK_FAULTS=1`.
 fn skip(why: &str) {
-    let message = format!("SKIPPED {TEST}: {why}");
-    if std::env::var_os("KVS_REQUIRE_DISK_FAULTS").is_some_and(|v| v == "1") {
-        panic!("{message} (KVS_REQUIRE_DISK_FAULTS=1)");
-    }
-    // Straight to the process's stderr: the harness captures `eprintln!`.
-    let _ = writeln!(std::io::stderr(), "{message}");
+    common::host::skip(TEST, why);
 }
 
 /// Writeback turned off, and the loop devices and mounts made while it is: all undone on drop,
@@ -192,13 +186,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     let data_dir = mnt.join("data");
 
     // Written to the OS and never synced, then a crash.
-    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
-    let mut conn = common::raw::Conn::connect(&server.addr);
-    for i in 0..KEYS {
-        conn.set(&key(i), &value(i));
-    }
-    drop(conn);
-    server.kill9();
+    write_unsynced_then_crash(&data_dir);
 
     // The restart serves them: the precondition of the bug.
     let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "always"]].concat());
@@ -257,28 +245,28 @@ fn records_served_after_a_crash_survive_a_power_cut() {
     drop(disks);
 }
 
-/// The fdatasync recovery makes of what it found fails (EIO injected by strace into kvsd's
-/// plain start-up syscalls): kvsd must stop, naming the file, serve nothing, and not retry.
-#[test]
-fn a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file() {
-    const TEST: &str = "power_loss::a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file";
-    if run("sh", &["-c", "command -v strace"]).is_err() {
-        let message = format!("SKIPPED {TEST}: strace not installed (tools/install-peers)");
-        if std::env::var_os("KVS_REQUIRE_DISK_FAULTS").is_some_and(|v| v == "1") {
-            panic!("{message} (KVS_REQUIRE_DISK_FAULTS=1)");
-        }
-        let _ = writeln!(std::io::stderr(), "{message}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let server = common::start(&data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
+/// Writes the test's keys under `--fsync never` (in the page cache, never synced), then kill -9.
+fn write_unsynced_then_crash(data_dir: &Path) {
+    let server = common::start(data_dir, &[&FLAGS[..], &["--fsync", "never"]].concat());
     let mut conn = common::raw::Conn::connect(&server.addr);
     for i in 0..KEYS {
         conn.set(&key(i), &value(i));
     }
     drop(conn);
     server.kill9();
+}
+
+/// The fdatasync recovery makes of what it found fails (EIO injected by strace into kvsd's
+/// plain start-up syscalls): kvsd must stop, naming the file, serve nothing, and not retry.
+#[test]
+fn a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file() {
+    const TEST: &str = "power_loss::a_failed_sync_of_the_recovered_log_stops_kvsd_naming_the_file";
+    if run("sh", &["-c", "command -v strace"]).is_err() {
+        return common::host::skip(TEST, "strace not installed (tools/install-peers)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    write_unsynced_then_crash(&data_dir);
 
     // Nothing else in a start without a torn tail or a new segment calls fdatasync: the first
     // one is recovery's sync of the first segment.

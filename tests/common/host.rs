@@ -1,5 +1,6 @@
 //! Running the host's own tools (mount, losetup, e2fsck, sysctl...) for the disk drills.
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// Runs `program` with `args`; its stdout, or an error naming the command, its status and
@@ -27,4 +28,15 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
 #[track_caller]
 pub fn must(program: &str, args: &[&str]) -> String {
     run(program, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Says why a drill is skipped, loudly (straight to stderr: the harness captures `eprintln!`,
+/// and a skip must show in a plain `cargo test` run); fails instead under
+/// `KVS_REQUIRE_DISK_FAULTS=1`.
+pub fn skip(test: &str, why: &str) {
+    let message = format!("SKIPPED {test}: {why}");
+    if std::env::var_os("KVS_REQUIRE_DISK_FAULTS").is_some_and(|v| v == "1") {
+        panic!("{message} (KVS_REQUIRE_DISK_FAULTS=1)");
+    }
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
