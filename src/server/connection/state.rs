@@ -223,9 +223,8 @@ impl<'a> ConnState<'a> {
                     break;
                 }
             };
-            if self.awaiting_client {
-                self.awaiting_client = false;
-            }
+            // The client spoke: the commit window no longer waits for it.
+            self.awaiting_client = false;
             if self.take_frame(frame, engine, rules, now) {
                 intake.wrote = true;
             }
