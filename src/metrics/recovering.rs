@@ -90,3 +90,40 @@ fn answer(mut stream: TcpStream) {
     let _ = stream.write_all(&bytes);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn while_recovering_every_endpoint_is_503_and_the_listener_is_handed_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recovering = Recovering::start(listener).unwrap();
+        for path in ["/ready", "/health", "/metrics"] {
+            let reply = get(addr, path);
+            assert!(reply.starts_with("HTTP/1.1 503 "), "{path}: {reply}");
+            assert!(
+                reply.ends_with("recovering the log: not serving yet\n"),
+                "{reply}"
+            );
+        }
+        assert!(get(addr, "/other").starts_with("HTTP/1.1 404 "));
+        let listener = recovering.finish().unwrap();
+        // The same socket, blocking again: a connection made now waits for its new owner.
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        let _client = TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(accepted);
+    }
+}
