@@ -246,3 +246,44 @@ fn the_metrics_port_answers_only_what_it_serves() {
     Conn::connect(&server.addr).ping(b"still here");
     server.stop();
 }
+
+/// The scrape config and alert rules that docs/operations.md shows are valid for Prometheus.
+#[test]
+fn the_documented_scrape_config_and_alerts_pass_promtool() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let blocks: Vec<&str> = docs
+        .split("```yaml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a scrape config and the alert rules");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("kvs-alerts.yml");
+    std::fs::write(&rules, blocks[1]).unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        blocks[0].replace("kvs-alerts.yml", rules.to_str().unwrap()),
+    )
+    .unwrap();
+    for (what, file) in [("rules", &rules), ("config", &config)] {
+        let output = match Command::new("promtool")
+            .args(["check", what, file.to_str().unwrap()])
+            .output()
+        {
+            Ok(output) => output,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("SKIPPED promtool check {what}: promtool not installed (tools/install-peers installs it)");
+                return;
+            }
+            Err(error) => panic!("promtool: {error}"),
+        };
+        assert!(
+            output.status.success(),
+            "promtool check {what}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
