@@ -12,6 +12,7 @@
 //! - `protocol`: frames, requests, responses. Pure.
 //! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
 //! - `cpu`: pinning a thread to one CPU (kvsd's `--core`, kvs-bench's load threads).
+//! - `metrics`: `/metrics`, `/health` and `/ready` over HTTP (`--metrics-addr`).
 
 pub mod auth;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod cpu;
 pub mod engine;
 pub mod int_hash;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;

@@ -161,3 +161,10 @@ pub const FILE_DESCRIPTORS_RESERVED: u64 = 64;
 /// How long kvsd retries binding a port that is still in use (a killed kvsd's socket lingers
 /// while the kernel tears down its io_uring) before it gives up.
 pub const BIND_RETRY_MS: u64 = 5_000;
+
+/// `--metrics-addr`: connections to the metrics port served at once (more are closed
+/// unanswered), the longest request head read from one, and how long one may take from
+/// accept to the end of its reply.
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+pub const METRICS_HEAD_BYTES_MAX: usize = 8 * 1024;
+pub const METRICS_REQUEST_TIMEOUT_MS: u64 = 5_000;

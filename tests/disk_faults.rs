@@ -708,9 +708,16 @@ fn a_dead_file_system_fails_writes_with_eio_and_reads_from_memory_go_on() {
     must("mkfs.ext4", &["-q", "-F", &device]);
     let mnt = mounts.mount(&device, "mnt");
     let data_dir = mnt.join("data");
-    let flags = ["--segment-bytes", "4194304"];
+    let flags = [
+        "--segment-bytes",
+        "4194304",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
 
     let server = start(&data_dir, &flags);
+    let metrics = server.metrics_addr.clone().expect("metrics_addr");
+    assert_eq!(common::http::get(&metrics, "/health"), (200, "ok\n".into()));
     let mut conn = Conn::connect(&server.addr);
     let (mut acked, refused) = set_until_refused(&mut conn, "k", 500, 200);
     assert!(refused.is_none(), "a healthy disk refused: {refused:?}");
@@ -742,6 +749,20 @@ fn a_dead_file_system_fails_writes_with_eio_and_reads_from_memory_go_on() {
         "{message}"
     );
     conn.ping(b"alive");
+    // /health says so, for a load balancer or an alert; /ready stays 200 (reads are served).
+    let (status, body) = common::http::get(&metrics, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("writes refused") && body.contains("Input/output error"),
+        "{body}"
+    );
+    assert_eq!(common::http::get(&metrics, "/ready").0, 200);
+    let (_, page) = common::http::get(&metrics, "/metrics");
+    assert_eq!(
+        common::http::sample(&page, "kvs_writes_refused"),
+        Some(1.0),
+        "{page}"
+    );
     println!(
         "EIO drill: {} writes acknowledged; the failed batch got: {first}; a read from the dead \
          file system got: {message}",

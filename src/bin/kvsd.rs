@@ -32,6 +32,8 @@ struct Args {
 
     /// Address to listen on. Keep 127.0.0.1 unless clients on other machines must reach kvsd,
     /// and then use --auth-file (traffic is not encrypted: keep it on a trusted network).
+    /// Protected mode: kvsd refuses to start on an address other than loopback without
+    /// --auth-file, unless --unprotected-bind is given.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
 
@@ -162,6 +164,20 @@ struct Args {
     #[arg(long, requires = "leader_addr")]
     resync: bool,
 
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, and /health (200 while serving;
+    /// 503 once writes are refused after a disk failure, or on a follower while its leader is
+    /// unreachable) and /ready (503 while the log is recovered, 200 once serving). Off by
+    /// default; PORT 0 picks a free port (named in --ready-file as metrics_addr). It serves
+    /// no keys or values, and needs no AUTH: bind it where only your monitoring reaches.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Protected mode off: let --bind be an address other than loopback without --auth-file,
+    /// so that anyone who can reach it may read, change and delete every key. Only for a
+    /// network where every machine is trusted.
+    #[arg(long)]
+    unprotected_bind: bool,
+
     /// Tests only: abort at a named point, as kill -9 would (e.g. compaction:renamed).
     #[arg(long, env = "KVS_CRASH_POINT", hide = true)]
     crash_point: Option<String>,
@@ -236,6 +252,8 @@ fn main() -> ExitCode {
         output_stall: Duration::from_secs(args.output_stall_secs),
         commit_window: (args.commit_window_ms > 0)
             .then(|| Duration::from_millis(args.commit_window_ms)),
+        metrics_addr: args.metrics_addr,
+        unprotected_bind: args.unprotected_bind,
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

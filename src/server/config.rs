@@ -87,6 +87,10 @@ pub struct Config {
     pub output_stall: Duration,
     /// `--commit-window-ms`; `None`: flush as soon as the last flush completes.
     pub commit_window: Option<Duration>,
+    /// `--metrics-addr`: serve /metrics, /health and /ready over HTTP there.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--unprotected-bind`: listen beyond loopback without `--auth-file` (`protected`).
+    pub unprotected_bind: bool,
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!   committer's signals and the wait list of connections.
 //! - `connection`: one task per client, driving `connection::state`, a plain value.
 //! - `committer`: group commit. `compactor`, `sweep` (idle/stalled connections),
-//!   `leader_stream` / `follower_link` (replication), `stats`, `ready`, `fd_limit`.
+//!   `leader_stream` / `follower_link` (replication), `stats` (STATS and the `/metrics`
+//!   snapshot), `ready`, `fd_limit`, `protected` (no wide bind without a secret).
 //!
 //! The runtime is named only in `crate::runtime`.
 
@@ -19,6 +20,7 @@ mod follower_link;
 mod frames;
 mod leader_stream;
 mod node;
+pub mod protected;
 mod ready;
 mod role;
 mod shard;
@@ -75,9 +77,19 @@ const LISTEN_FD_ENV: &str = "KVS_LISTEN_FD";
 /// write is durable. A follower that received a snapshot starts again on it: the process
 /// executes itself anew, keeping only its listening socket (and so its port).
 pub fn run(config: Config) -> Result<(), ServerError> {
+    protected::check("--bind", config.listen.ip(), &config)?;
     let listener = match inherited_listener() {
         Some(listener) => listener,
         None => bind(config.listen)?,
+    };
+    let metrics = match config.metrics_addr {
+        None => None,
+        Some(addr) => Some(bind(addr).map_err(|error| match error {
+            ServerError::Bind { addr, source } => ServerError::Config(format!(
+                "cannot listen on {addr} (--metrics-addr): {source}"
+            )),
+            error => error,
+        })?),
     };
     match serve(
         config,
@@ -85,6 +97,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             what: "listening socket",
             source,
         })?,
+        metrics,
     )? {
         Outcome::Stopped => Ok(()),
         Outcome::Restart => restart(listener),
@@ -155,7 +168,11 @@ enum Outcome {
     Restart,
 }
 
-fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, ServerError> {
+fn serve(
+    config: Config,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<Outcome, ServerError> {
     let set_bytes_max =
         SET_OVERHEAD_BYTES + config.limits.key_bytes_max + config.limits.value_bytes_max;
     if config.frame_bytes_max < set_bytes_max {
@@ -167,6 +184,23 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     if let Some(core) = config.core {
         crate::cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
     }
+
+    let metrics_addr = metrics
+        .as_ref()
+        .map(|metrics| metrics.local_addr())
+        .transpose()
+        .map_err(|source| ServerError::Io {
+            what: "local_addr of --metrics-addr",
+            source,
+        })?;
+    // Until the loop runs, the metrics port answers 503: recovering.
+    let recovering = metrics
+        .map(crate::metrics::recovering::Recovering::start)
+        .transpose()
+        .map_err(|source| ServerError::Io {
+            what: "serving --metrics-addr during recovery",
+            source,
+        })?;
 
     let started = Instant::now();
     match crate::wal::snapshot::install_pending(&config.data_dir) {
@@ -246,6 +280,13 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         what: "local_addr",
         source,
     })?;
+    let metrics = recovering
+        .map(crate::metrics::recovering::Recovering::finish)
+        .transpose()
+        .map_err(|source| ServerError::Io {
+            what: "taking --metrics-addr over after recovery",
+            source,
+        })?;
 
     crate::runtime::start(async move {
         let log = LogFile::open(
@@ -276,6 +317,10 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         if let FsyncPolicy::Interval(every) = node.config.fsync {
             crate::runtime::spawn(committer::sync_every(node.clone(), every));
         }
+        if let Some(metrics) = metrics {
+            let listener = crate::runtime::TcpListener::from_std(metrics);
+            crate::runtime::spawn(crate::metrics::serve::run(listener, node.clone()));
+        }
         if let Some(follower) = node.follower() {
             crate::runtime::spawn(follower_link::run(
                 node.clone(),
@@ -300,10 +345,11 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             recovery_ms = recovery_time.as_millis() as u64,
             new_log = recovered.created,
             auth = config.auth.is_some(),
+            metrics_addr = %metrics_addr.map_or("off".to_string(), |addr| addr.to_string()),
             idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
-        ready::announce(config, addr, recovered.last_seq)?;
+        ready::announce(config, addr, metrics_addr, recovered.last_seq)?;
 
         let reason = loop {
             tokio::select! {

@@ -12,6 +12,7 @@
 //! | `node_id`  | `--node-id`                                                             |
 //! | `data_dir` | `--data-dir`, made absolute (lossy UTF-8 if the path is not UTF-8)      |
 //! | `last_seq` | the newest seq in the log it recovered                                  |
+//! | `metrics_addr` | with `--metrics-addr` only: where it serves `/metrics` (its port, if 0 was asked) |
 //!
 //! The object is written to `PATH.tmp` and renamed over `PATH`, so a reader sees all of it or
 //! none. kvsd writes it each time it gets ready (a follower that starts again on a snapshot
@@ -26,28 +27,52 @@ use super::{Config, ServerError};
 
 /// Writes `config`'s ready file, if it asks for one: kvsd listens on `addr` and recovered its
 /// log up to `last_seq`.
-pub fn announce(config: &Config, addr: SocketAddr, last_seq: u64) -> Result<(), ServerError> {
+pub fn announce(
+    config: &Config,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    last_seq: u64,
+) -> Result<(), ServerError> {
     write(
         &config.ready_file,
-        addr,
+        Addrs { addr, metrics_addr },
         &config.node_id,
         &config.data_dir,
         last_seq,
     )
 }
 
+/// Where kvsd listens: the client port, and the metrics port if any.
+pub struct Addrs {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl From<SocketAddr> for Addrs {
+    fn from(addr: SocketAddr) -> Addrs {
+        Addrs {
+            addr,
+            metrics_addr: None,
+        }
+    }
+}
+
 /// Writes the ready file at `path`, if one was asked for.
 pub fn write(
     path: &Option<PathBuf>,
-    addr: SocketAddr,
+    addrs: impl Into<Addrs>,
     node_id: &str,
     data_dir: &Path,
     last_seq: u64,
 ) -> Result<(), ServerError> {
     let Some(path) = path else { return Ok(()) };
+    let Addrs { addr, metrics_addr } = addrs.into();
     let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let metrics = metrics_addr.map_or(String::new(), |metrics| {
+        format!(",\"metrics_addr\":{}", json_string(&metrics.to_string()))
+    });
     let json = format!(
-        "{{\"addr\":{},\"pid\":{},\"node_id\":{},\"data_dir\":{},\"last_seq\":{}}}\n",
+        "{{\"addr\":{},\"pid\":{},\"node_id\":{},\"data_dir\":{},\"last_seq\":{}{metrics}}}\n",
         json_string(&addr.to_string()),
         std::process::id(),
         json_string(node_id),
@@ -116,6 +141,22 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         let expected = json_string(&cwd.join("data").to_string_lossy());
         assert!(text.contains(&format!("\"data_dir\":{expected}")), "{text}");
+    }
+
+    #[test]
+    fn the_metrics_address_is_named_when_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.json");
+        let addrs = Addrs {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            metrics_addr: Some("127.0.0.1:9".parse().unwrap()),
+        };
+        write(&Some(path.clone()), addrs, "n1", Path::new("/x"), 0).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with(",\"metrics_addr\":\"127.0.0.1:9\"}\n"),
+            "{text}"
+        );
     }
 
     #[test]

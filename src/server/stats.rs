@@ -1,16 +1,19 @@
-//! Counters the server keeps, and the STATS text (`docs/protocol.md` lists the names).
+//! Counters the server keeps, the STATS text (`docs/protocol.md` lists the names) and the
+//! `/metrics` snapshot (`crate::metrics`), both read from the same cells.
 
 use std::cell::Cell;
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::role::Role;
+use super::role::{LinkState, Role};
 use super::Node;
+use crate::metrics::histogram::{Histogram, BATCH_RECORDS_BOUNDS, LATENCY_BOUNDS_NS};
+use crate::metrics::{exposition, RequestMetrics, Snapshot};
 
-#[derive(Default)]
 pub struct Stats {
     pub connections_total: Cell<u64>,
-    pub requests_total: Cell<u64>,
+    /// Replies by op and status, and their latency: connections record each as it is encoded.
+    pub requests: RequestMetrics,
     pub batches_total: Cell<u64>,
     pub batch_records_total: Cell<u64>,
     pub batch_records_max: Cell<u64>,
@@ -22,6 +25,30 @@ pub struct Stats {
     pub connections_closed_auth_total: Cell<u64>,
     pub connections_closed_idle_total: Cell<u64>,
     pub connections_closed_output_stall_total: Cell<u64>,
+    /// Each flush's fdatasync, in nanoseconds, and records.
+    pub fsync_ns: Histogram,
+    pub batch_records: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            connections_total: Cell::default(),
+            requests: RequestMetrics::default(),
+            batches_total: Cell::default(),
+            batch_records_total: Cell::default(),
+            batch_records_max: Cell::default(),
+            batch_fill_permille_total: Cell::default(),
+            fsync_us_total: Cell::default(),
+            fsync_us_max: Cell::default(),
+            auth_failures_total: Cell::default(),
+            connections_closed_auth_total: Cell::default(),
+            connections_closed_idle_total: Cell::default(),
+            connections_closed_output_stall_total: Cell::default(),
+            fsync_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            batch_records: Histogram::new(BATCH_RECORDS_BOUNDS),
+        }
+    }
 }
 
 fn add(cell: &Cell<u64>, amount: u64) {
@@ -33,10 +60,6 @@ fn raise(cell: &Cell<u64>, value: u64) {
 }
 
 impl Stats {
-    pub fn count_requests(&self, answered: u64) {
-        add(&self.requests_total, answered);
-    }
-
     pub fn count_connection(&self) {
         add(&self.connections_total, 1);
     }
@@ -68,6 +91,11 @@ impl Stats {
         raise(&self.batch_records_max, records as u64);
         add(&self.fsync_us_total, micros);
         raise(&self.fsync_us_max, micros);
+        self.batch_records.observe(records as u64);
+        if let Some(took) = took {
+            self.fsync_ns
+                .observe(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        }
     }
 }
 
@@ -108,7 +136,7 @@ pub fn render(node: &Node) -> String {
     }
     line("connections", &node.connection_count());
     line("connections_total", &stats.connections_total.get());
-    line("requests_total", &stats.requests_total.get());
+    line("requests_total", &stats.requests.total());
     line(
         "auth",
         &if node.config.auth.is_some() {
@@ -207,4 +235,124 @@ pub fn render(node: &Node) -> String {
         }
     }
     text
+}
+
+/// Whether the node can take writes (or, on a follower, follow its leader): why not, if not.
+/// What `/health` answers.
+pub fn health(node: &Node) -> Result<(), String> {
+    if *node.shutdown.borrow() {
+        return Err("shutting down".into());
+    }
+    if let Some(failed) = node.shard.engine.borrow().write_failed() {
+        return Err(format!("writes refused after a log write failed: {failed}"));
+    }
+    match &node.role {
+        Role::Leader(_) => Ok(()),
+        Role::Follower(follower) => match follower.link.borrow().state {
+            LinkState::Connected | LinkState::ReceivingSnapshot => Ok(()),
+            state => Err(format!(
+                "no leader known: the link to {} is {state}",
+                follower.leader_addr
+            )),
+        },
+    }
+}
+
+/// The `/metrics` snapshot.
+pub fn snapshot(node: &Node) -> Snapshot {
+    let stats = &node.stats;
+    let engine = node.shard.engine.borrow();
+    let log = &node.shard.log;
+    let compaction = node.shard.compaction.borrow();
+    let (cache_hits, cache_misses, cache_bytes) = log.cache_stats();
+    let durable = engine.durable_seq();
+    let mut snapshot = Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        node_id: node.config.node_id.clone(),
+        role: match node.role {
+            Role::Leader(_) => "leader",
+            Role::Follower(_) => "follower",
+        },
+        term: 0,
+        ready: !*node.shutdown.borrow(),
+        writes_refused: engine.write_failed().is_some(),
+        leader_known: true,
+        uptime_seconds: node.started.elapsed().as_secs_f64(),
+        keys: engine.key_count() as u64,
+        last_seq: engine.last_seq(),
+        durable_seq: durable,
+        log_bytes: log.log_bytes(),
+        live_bytes: log
+            .segments()
+            .iter()
+            .map(|segment| engine.live_bytes(segment.file_no))
+            .sum(),
+        segments: log.segment_count() as u64,
+        compaction_running: compaction.running,
+        compaction_runs: compaction.runs_total,
+        compaction_reclaimed_bytes: compaction.bytes_reclaimed_total,
+        connections: node.connection_count() as u64,
+        connections_accepted: stats.connections_total.get(),
+        connections_closed_idle: stats.connections_closed_idle_total.get(),
+        connections_closed_output_stall: stats.connections_closed_output_stall_total.get(),
+        connections_closed_auth: stats.connections_closed_auth_total.get(),
+        auth_failures: stats.auth_failures_total.get(),
+        writer_connections: u64::from(node.writers.get()),
+        requests: stats.requests.snapshot(),
+        fsync: stats.fsync_ns.snapshot(1e-9),
+        batch_records: stats.batch_records.snapshot(1.0),
+        value_cache_hits: cache_hits,
+        value_cache_misses: cache_misses,
+        value_cache_bytes: cache_bytes as u64,
+        followers: Vec::new(),
+        own_lag_records: None,
+    };
+    match &node.role {
+        Role::Leader(leader) => {
+            // One series per follower node id: of two links from one node (a reconnect not yet
+            // noticed), the newest.
+            let mut by_node = std::collections::BTreeMap::new();
+            for info in leader.followers.borrow().values() {
+                let (file, offset) = info.position;
+                by_node.insert(
+                    info.node_id.clone(),
+                    exposition::FollowerLag {
+                        follower: info.node_id.clone(),
+                        acked_seq: info.acked_seq,
+                        lag_records: durable.saturating_sub(info.acked_seq),
+                        lag_bytes: log.bytes_after(file, offset),
+                    },
+                );
+            }
+            snapshot.followers = by_node.into_values().collect();
+        }
+        Role::Follower(follower) => {
+            let link = follower.link.borrow();
+            snapshot.leader_known = matches!(
+                link.state,
+                LinkState::Connected | LinkState::ReceivingSnapshot
+            );
+            snapshot.own_lag_records = Some(link.leader_durable_seq.saturating_sub(durable));
+        }
+    }
+    snapshot
+}
+
+impl crate::metrics::Site for Node {
+    fn answer(&self, endpoint: crate::metrics::Endpoint) -> crate::metrics::Reply {
+        use crate::metrics::{Endpoint, Reply};
+        match endpoint {
+            Endpoint::Metrics => Reply {
+                status: 200,
+                content_type: exposition::CONTENT_TYPE,
+                body: exposition::render(snapshot(self)),
+            },
+            Endpoint::Health => match health(self) {
+                Ok(()) => Reply::text(200, "ok"),
+                Err(why) => Reply::text(503, why),
+            },
+            Endpoint::Ready if *self.shutdown.borrow() => Reply::text(503, "shutting down"),
+            Endpoint::Ready => Reply::text(200, "ready"),
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub struct Kvsd {
     pub data_dir: PathBuf,
     /// The newest seq of the log kvsd recovered at start.
     pub last_seq: u64,
+    /// With `--metrics-addr`: where it serves `/metrics`, `/health` and `/ready`.
+    pub metrics_addr: Option<String>,
     /// The `kvsd ready` log line, for its recovery figures (`keys`, `records`,
     /// `truncated_bytes`, ...: read them with [`field`]).
     pub ready_line: String,
@@ -154,6 +156,7 @@ impl Kvsd {
             node_id: ready.node_id,
             data_dir: ready.data_dir,
             last_seq: ready.last_seq,
+            metrics_addr: ready.metrics_addr,
             ready_line: ready_line.unwrap_or_default(),
             startup_log,
             log: lines,
@@ -345,6 +348,7 @@ struct Ready {
     node_id: String,
     data_dir: PathBuf,
     last_seq: u64,
+    metrics_addr: Option<String>,
 }
 
 /// None while the file is not there; kvsd renames it into place whole, so it is never partial.
@@ -377,6 +381,7 @@ fn parse_ready(text: &str) -> Result<Ready, String> {
         node_id: string("node_id")?,
         data_dir: PathBuf::from(string("data_dir")?),
         last_seq: number("last_seq")?,
+        metrics_addr: json["metrics_addr"].as_str().map(str::to_string),
     })
 }
 
@@ -422,6 +427,12 @@ mod tests {
             ("127.0.0.1:5", 9, "n\"1")
         );
         assert_eq!((ready.data_dir, ready.last_seq), (PathBuf::from("/d"), 4));
+        assert_eq!(ready.metrics_addr, None);
+        let ready = parse_ready(
+            r#"{"addr":"a","pid":9,"node_id":"n","data_dir":"/d","last_seq":4,"metrics_addr":"127.0.0.1:6"}"#,
+        )
+        .unwrap();
+        assert_eq!(ready.metrics_addr.as_deref(), Some("127.0.0.1:6"));
         assert!(parse_ready(r#"{"addr":"x"}"#).is_err());
         assert!(parse_ready("{").is_err());
     }

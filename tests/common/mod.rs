@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod host;
+pub mod http;
 pub mod proxy;
 pub mod raw;
 

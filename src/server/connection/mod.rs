@@ -54,7 +54,8 @@ pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: Co
     let stream = Rc::new(stream);
     let watch = slot.watch.clone();
     let rules = rules(&node);
-    let mut state = ConnState::new(Gate::new(node.config.auth.as_ref()));
+    let mut state =
+        ConnState::new(Gate::new(node.config.auth.as_ref())).recording(&node.stats.requests);
     let wait = Rc::new(WaitSlot::default());
     let mut shutdown = node.shutdown.subscribe();
     let mut buf = Some(BytesMut::with_capacity(CONNECTION_READ_BYTES));
@@ -194,7 +195,6 @@ async fn gather(
             state.replies(&engine, rules, progress, &cached, Instant::now(), out)
         };
         track_awaiting(node, before, state.awaiting_client, window);
-        node.stats.count_requests(state.take_answered());
         match next {
             Next::ReadValue { id, location } => match shard.log.read_value(location).await {
                 Ok(value) => response::encode(out, Status::Ok, 0, id, &[&value]),

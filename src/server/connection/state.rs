@@ -25,7 +25,8 @@ use crate::limits::{
     AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
 };
-use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET};
+use crate::metrics::RequestMetrics;
+use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET, KIND_OFFSET};
 use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
@@ -46,6 +47,10 @@ pub struct Rules<'a> {
 
 struct Queued {
     id: u64,
+    /// The request's op code (0 for an ERROR with no request), and when it was read: what
+    /// `/metrics` records once it is answered.
+    op: u8,
+    arrived: Instant,
     pending: Pending,
     /// Bytes of the request and of a reply body built at accept time, counted against the
     /// connection's cap until answered.
@@ -107,8 +112,8 @@ pub struct ConnState<'a> {
     handoff: Option<Frame>,
     /// Answered a write and owes nothing: the commit window may wait for its client.
     pub awaiting_client: bool,
-    /// Replies encoded since last asked (the node's request counter).
-    answered: u64,
+    /// Where each reply is counted, by op and status, with its latency (none in unit tests).
+    requests: Option<&'a RequestMetrics>,
     /// Failed AUTHs since last asked, each with whether it closed the connection.
     auth_failures: Vec<bool>,
     auth_failures_seen: u32,
@@ -125,7 +130,7 @@ impl<'a> ConnState<'a> {
             closing: false,
             handoff: None,
             awaiting_client: false,
-            answered: 0,
+            requests: None,
             auth_failures: Vec::new(),
             auth_failures_seen: 0,
         }
@@ -155,9 +160,24 @@ impl<'a> ConnState<'a> {
         self.gate.frame_bytes_max(rules.frame_bytes_max)
     }
 
-    /// Replies encoded since the last call.
-    pub fn take_answered(&mut self) -> u64 {
-        std::mem::take(&mut self.answered)
+    /// Counts each reply in `requests` from now on.
+    pub fn recording(mut self, requests: &'a RequestMetrics) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
+    /// A reply to the request `op` read at `arrived`, with status byte `status`.
+    fn answered(&self, op: u8, arrived: Instant, now: Instant, status: Option<u8>) {
+        if let (Some(requests), Some(status)) = (self.requests, status) {
+            requests.record(op, status, now.saturating_duration_since(arrived));
+        }
+    }
+
+    /// The head was handed to the connection's task, which answers it OK (or ERROR, rarely,
+    /// if a log read fails: counted as OK).
+    fn handed(&self, op: u8, arrived: Instant, now: Instant, next: Next) -> Next {
+        self.answered(op, arrived, now, Some(Status::Ok as u8));
+        next
     }
 
     /// Failed AUTHs since the last call, each with whether it closed the connection.
@@ -180,12 +200,26 @@ impl<'a> ConnState<'a> {
     }
 
     fn push(&mut self, id: u64, pending: Pending, cost: usize, deadline: Option<Instant>) {
+        self.push_op(0, Instant::now(), id, pending, cost, deadline);
+    }
+
+    fn push_op(
+        &mut self,
+        op: u8,
+        arrived: Instant,
+        id: u64,
+        pending: Pending,
+        cost: usize,
+        deadline: Option<Instant>,
+    ) {
         if matches!(pending, Pending::Write { .. }) {
             self.writes_queued += 1;
         }
         self.bytes_in_flight += cost;
         self.queue.push_back(Queued {
             id,
+            op,
+            arrived,
             pending,
             cost,
             deadline,
@@ -241,18 +275,19 @@ impl<'a> ConnState<'a> {
         now: Instant,
     ) -> bool {
         let id = frame.header.id;
+        let op = frame.header.kind;
         match self
             .gate
             .admit(frame.header.kind, frame.header.flags, &frame.body)
         {
             Verdict::Pass => {}
             Verdict::Accepted => {
-                self.push(id, command::ok_empty(), 0, None);
+                self.push_op(op, now, id, command::ok_empty(), 0, None);
                 return false;
             }
             Verdict::Refused { message, close } => {
                 let failures = self.gate.failures();
-                self.push(id, command::error(message), 0, None);
+                self.push_op(op, now, id, command::error(message), 0, None);
                 self.closing |= close;
                 if failures > self.auth_failures_seen {
                     self.auth_failures_seen = failures;
@@ -268,7 +303,7 @@ impl<'a> ConnState<'a> {
                     let message = format!(
                         "this node is a follower; point --leader-addr at the leader ({leader})"
                     );
-                    self.push(id, command::error(message), 0, None);
+                    self.push_op(op, now, id, command::error(message), 0, None);
                 }
             }
             return false;
@@ -306,7 +341,7 @@ impl<'a> ConnState<'a> {
             _ => false,
         };
         let cost = cost + pending.reply_body_bytes();
-        self.push(id, pending, cost, deadline);
+        self.push_op(op, now, id, pending, cost, deadline);
         wrote
     }
 
@@ -350,7 +385,7 @@ impl<'a> ConnState<'a> {
             }
             let head = self.queue.pop_front().expect("head exists");
             self.bytes_in_flight -= head.cost;
-            self.answered += 1;
+            let (op, arrived, start) = (head.op, head.arrived, out.len());
             let id = head.id;
             let durable = progress.durable;
             match head.pending {
@@ -393,7 +428,7 @@ impl<'a> ConnState<'a> {
                 } => response::encode(out, status, flags, id, &[&body]),
                 Pending::Value { location, .. } => match cached(location) {
                     Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
-                    None => return Next::ReadValue { id, location },
+                    None => return self.handed(op, arrived, now, Next::ReadValue { id, location }),
                 },
                 Pending::Later {
                     read: Later::Get { key },
@@ -401,18 +436,21 @@ impl<'a> ConnState<'a> {
                 } => match engine.get(&key) {
                     Some(location) => match cached(location) {
                         Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
-                        None => return Next::ReadValue { id, location },
+                        None => {
+                            return self.handed(op, arrived, now, Next::ReadValue { id, location })
+                        }
                     },
                     None => response::encode(out, Status::NotFound, 0, id, &[]),
                 },
                 Pending::Later {
                     read: Later::Stats, ..
-                } => return Next::Stats { id },
+                } => return self.handed(op, arrived, now, Next::Stats { id }),
                 Pending::Later {
                     read: Later::Compact,
                     ..
-                } => return Next::Compact { id },
+                } => return self.handed(op, arrived, now, Next::Compact { id }),
             }
+            self.answered(op, arrived, now, out.get(start + KIND_OFFSET).copied());
         }
     }
 }
