@@ -87,6 +87,8 @@ pub struct Config {
     pub output_stall: Duration,
     /// `--commit-window-ms`; `None`: flush as soon as the last flush completes.
     pub commit_window: Option<Duration>,
+    /// `--resp-port`: where the Redis protocol is served (same host as `listen`); None: off.
+    pub resp_listen: Option<SocketAddr>,
 }
 
 #[cfg(test)]
