@@ -196,6 +196,11 @@ impl<'a> Gate<'a> {
         }
     }
 
+    /// Whether the server has a secret (`--auth-file`) at all.
+    pub fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// True once the connection may send any request.
     pub fn is_open(&self) -> bool {
         self.secret.is_none() || self.authenticated

@@ -10,6 +10,7 @@
 //! - `limits`: every limit and default, units last.
 //! - `auth`: the shared secret of `--auth-file` and the per-connection gate. Pure.
 //! - `protocol`: frames, requests, responses. Pure.
+//! - `resp`: the Redis protocol's codec and command table (`--resp-port`). Pure.
 //! - `client`: a plain blocking client of the protocol (kvsctl, tests, tools).
 //! - `cpu`: pinning a thread to one CPU (kvsd's `--core`, kvs-bench's load threads).
 //! - `metrics`: `/metrics`, `/health` and `/ready` over HTTP (`--metrics-addr`).
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod replication;
+pub mod resp;
 pub mod runtime;
 pub mod server;
 pub mod wal;

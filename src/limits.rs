@@ -154,6 +154,15 @@ pub const OUTPUT_STALL_SECS_DEFAULT: u64 = 60;
 /// timeouts above act within this much after they run out.
 pub const CONNECTION_WATCH_MS: u64 = 1_000;
 
+/// RESP (`--resp-port`): the most arguments one command may have (Redis's old limit), and
+/// the bytes of one command beyond `--max-frame-bytes` (its array and bulk headers, which the
+/// native frame has no need of). A command is taken only once all of it has arrived, so one
+/// connection's unparsed input is bounded by these.
+pub const RESP_ARRAY_LEN_MAX: usize = 1024 * 1024;
+pub const RESP_COMMAND_OVERHEAD_BYTES: usize = 64 * 1024;
+/// The largest reply KEYS builds; past it the client is told to use SCAN.
+pub const RESP_KEYS_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// File descriptors kvsd needs besides one per connection and one per log segment: the
 /// listener, the io_uring ring, the data dir, signals, the follower link, spares.
 pub const FILE_DESCRIPTORS_RESERVED: u64 = 64;

@@ -146,6 +146,13 @@ struct Args {
     #[arg(long, default_value_t = limits::COMMIT_WINDOW_MS_DEFAULT, value_name = "MS")]
     commit_window_ms: u64,
 
+    /// Also serve the Redis protocol (RESP2, and RESP3 after HELLO 3) on this TCP port, on
+    /// --bind's address, for redis-cli, redis-benchmark and Redis client libraries (0: pick a
+    /// free one; --ready-file names it). Same store, durability, limits, --auth-file (AUTH) and
+    /// timeouts as the native port; docs/resp.md lists the commands. Off by default.
+    #[arg(long, value_name = "PORT")]
+    resp_port: Option<u16>,
+
     /// Start even if the log is corrupt before its tail: cut it at the first bad record and
     /// lose every record after it. Without it, kvsd refuses to start and names file and offset.
     #[arg(long)]
@@ -254,6 +261,7 @@ fn main() -> ExitCode {
             .then(|| Duration::from_millis(args.commit_window_ms)),
         metrics_addr: args.metrics_addr,
         unprotected_bind: args.unprotected_bind,
+        resp_listen: args.resp_port.map(|port| SocketAddr::new(args.bind, port)),
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

@@ -61,6 +61,8 @@ pub enum Later {
     Stats,
     /// COMPACT: answered when a compaction pass started after it has finished.
     Compact,
+    /// RESP's INFO, ROLE, DBSIZE and WAIT: answered from the node by the connection's task.
+    Node(crate::resp::NodeRead),
 }
 
 /// Takes `request` into the engine and says what its reply waits for. Writes join the open

@@ -292,7 +292,7 @@ fn known_flags(name: &'static str, flags: u8, known: u8) -> Result<(), RequestEr
     }
 }
 
-fn check_key(key: &[u8], limits: RequestLimits) -> Result<(), RequestError> {
+pub fn check_key(key: &[u8], limits: RequestLimits) -> Result<(), RequestError> {
     if key.is_empty() {
         return Err(RequestError::KeyEmpty {
             max: limits.key_bytes_max,

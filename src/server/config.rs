@@ -91,6 +91,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `--unprotected-bind`: listen beyond loopback without `--auth-file` (`protected`).
     pub unprotected_bind: bool,
+    /// `--resp-port`: where the Redis protocol is served (same host as `listen`); None: off.
+    pub resp_listen: Option<SocketAddr>,
 }
 
 #[cfg(test)]

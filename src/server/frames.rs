@@ -32,6 +32,18 @@ pub async fn read_more(
     (read, slice.into_inner())
 }
 
+/// Reads whatever comes next onto the end of `buf` (one ordinary read): for RESP, whose
+/// commands do not say their length up front. Returns the buffer and the bytes read.
+pub async fn read_some(
+    stream: &TcpStream,
+    mut buf: BytesMut,
+) -> (std::io::Result<usize>, BytesMut) {
+    buf.reserve(CONNECTION_READ_BYTES);
+    let (filled, capacity) = (buf.len(), buf.capacity());
+    let (read, slice) = stream.read(buf.slice(filled..capacity)).await;
+    (read, slice.into_inner())
+}
+
 /// Why a stream of frames ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

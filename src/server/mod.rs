@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use connection::Port;
 pub use node::Node;
 use shard::Shard;
 
@@ -287,6 +288,15 @@ fn serve(
             what: "taking --metrics-addr over after recovery",
             source,
         })?;
+    // The Redis protocol's port (`--resp-port`), bound before the loop starts as the native one.
+    let resp_listener = config.resp_listen.map(bind).transpose()?;
+    let resp_addr = match &resp_listener {
+        Some(listener) => Some(listener.local_addr().map_err(|source| ServerError::Io {
+            what: "local_addr of --resp-port",
+            source,
+        })?),
+        None => None,
+    };
 
     crate::runtime::start(async move {
         let log = LogFile::open(
@@ -301,6 +311,7 @@ fn serve(
         })?;
         let node = Rc::new(Node::new(config, Shard::new(engine, log)));
         let listener = crate::runtime::TcpListener::from_std(listener);
+        let resp_listener = resp_listener.map(crate::runtime::TcpListener::from_std);
         let mut terminate = signal(SignalKind::terminate()).map_err(|source| ServerError::Io {
             what: "SIGTERM handler",
             source,
@@ -344,20 +355,36 @@ fn serve(
             truncated_bytes = recovered.truncated_bytes,
             recovery_ms = recovery_time.as_millis() as u64,
             new_log = recovered.created,
+            resp_addr = %resp_addr.map_or("off".to_string(), |addr| addr.to_string()),
             auth = config.auth.is_some(),
             metrics_addr = %metrics_addr.map_or("off".to_string(), |addr| addr.to_string()),
             idle_timeout_s = config.idle_timeout.map_or(0, |idle| idle.as_secs()),
             "kvsd ready"
         );
-        ready::announce(config, addr, metrics_addr, recovered.last_seq)?;
+        let addrs = ready::Addrs {
+            addr,
+            metrics_addr,
+            resp_addr,
+        };
+        ready::announce(config, addrs, recovered.last_seq)?;
 
         let reason = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => accept(&node, stream, peer),
+                    Ok((stream, peer)) => accept(&node, stream, peer, Port::Native),
                     Err(error) => {
                         // Out of file descriptors, most likely: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                accepted = accept_resp(&resp_listener) => match (accepted, resp_addr) {
+                    (Ok((stream, peer)), Some(local)) => {
+                        accept(&node, stream, peer, Port::Resp { local })
+                    }
+                    (Ok(_), None) => {}
+                    (Err(error), _) => {
+                        tracing::warn!(%error, "accept on --resp-port failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -367,6 +394,7 @@ fn serve(
             }
         };
         drop(listener);
+        drop(resp_listener);
         let stopped = shut_down(&node, reason).await;
         sweeper.abort();
         stopped?;
@@ -487,16 +515,27 @@ fn read_nonce(path: &std::path::Path) -> std::io::Result<u32> {
         .map_err(std::io::Error::other)
 }
 
-fn accept(node: &Rc<Node>, stream: crate::runtime::TcpStream, peer: SocketAddr) {
+/// The next connection on `--resp-port`; never, without one.
+async fn accept_resp(
+    listener: &Option<crate::runtime::TcpListener>,
+) -> std::io::Result<(crate::runtime::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a new connection on either port; both count against `--max-connections`.
+fn accept(node: &Rc<Node>, stream: crate::runtime::TcpStream, peer: SocketAddr, port: Port) {
     use std::os::fd::AsRawFd;
     match node.admit(stream.as_raw_fd()) {
         Some(slot) => {
-            crate::runtime::spawn(connection::serve(node.clone(), stream, peer, slot));
+            crate::runtime::spawn(connection::serve(node.clone(), stream, peer, slot, port));
         }
         None => {
             let connections_max = node.config.connections_max;
             tracing::warn!(%peer, connections_max, "refusing a connection: --max-connections reached");
-            crate::runtime::spawn(connection::refuse(stream, connections_max));
+            crate::runtime::spawn(connection::refuse(stream, connections_max, port));
         }
     }
 }

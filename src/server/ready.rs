@@ -13,6 +13,7 @@
 //! | `data_dir` | `--data-dir`, made absolute (lossy UTF-8 if the path is not UTF-8)      |
 //! | `last_seq` | the newest seq in the log it recovered                                  |
 //! | `metrics_addr` | with `--metrics-addr` only: where it serves `/metrics` (its port, if 0 was asked) |
+//! | `resp_addr`| with `--resp-port`: the address the Redis protocol is served on         |
 //!
 //! The object is written to `PATH.tmp` and renamed over `PATH`, so a reader sees all of it or
 //! none. kvsd writes it each time it gets ready (a follower that starts again on a snapshot
@@ -25,27 +26,27 @@ use std::path::{Path, PathBuf};
 
 use super::{Config, ServerError};
 
-/// Writes `config`'s ready file, if it asks for one: kvsd listens on `addr` and recovered its
+/// Writes `config`'s ready file, if it asks for one: kvsd listens on `addrs` and recovered its
 /// log up to `last_seq`.
 pub fn announce(
     config: &Config,
-    addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
+    addrs: Addrs,
     last_seq: u64,
 ) -> Result<(), ServerError> {
     write(
         &config.ready_file,
-        Addrs { addr, metrics_addr },
+        addrs,
         &config.node_id,
         &config.data_dir,
         last_seq,
     )
 }
 
-/// Where kvsd listens: the client port, and the metrics port if any.
+/// Where kvsd listens: the client port, and the metrics and RESP ports if any.
 pub struct Addrs {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub resp_addr: Option<SocketAddr>,
 }
 
 impl From<SocketAddr> for Addrs {
@@ -53,6 +54,7 @@ impl From<SocketAddr> for Addrs {
         Addrs {
             addr,
             metrics_addr: None,
+            resp_addr: None,
         }
     }
 }
@@ -66,13 +68,20 @@ pub fn write(
     last_seq: u64,
 ) -> Result<(), ServerError> {
     let Some(path) = path else { return Ok(()) };
-    let Addrs { addr, metrics_addr } = addrs.into();
+    let Addrs {
+        addr,
+        metrics_addr,
+        resp_addr,
+    } = addrs.into();
     let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let metrics = metrics_addr.map_or(String::new(), |metrics| {
         format!(",\"metrics_addr\":{}", json_string(&metrics.to_string()))
     });
+    let resp = resp_addr.map_or(String::new(), |resp| {
+        format!(",\"resp_addr\":{}", json_string(&resp.to_string()))
+    });
     let json = format!(
-        "{{\"addr\":{},\"pid\":{},\"node_id\":{},\"data_dir\":{},\"last_seq\":{}{metrics}}}\n",
+        "{{\"addr\":{},\"pid\":{},\"node_id\":{},\"data_dir\":{},\"last_seq\":{}{metrics}{resp}}}\n",
         json_string(&addr.to_string()),
         std::process::id(),
         json_string(node_id),
@@ -119,7 +128,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
         let addr: SocketAddr = "127.0.0.1:7379".parse().unwrap();
-        write(&Some(path.clone()), addr, "n1", Path::new("/srv/data"), 17).unwrap();
+        write(
+            &Some(path.clone()),
+            addr,
+            None,
+            "n1",
+            Path::new("/srv/data"),
+            17,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!(
@@ -132,11 +149,33 @@ mod tests {
     }
 
     #[test]
+    fn the_resp_address_is_named_when_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.json");
+        let addr: SocketAddr = "127.0.0.1:7379".parse().unwrap();
+        let resp: SocketAddr = "127.0.0.1:6380".parse().unwrap();
+        write(
+            &Some(path.clone()),
+            addr,
+            Some(resp),
+            "n1",
+            Path::new("/d"),
+            0,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with(",\"resp_addr\":\"127.0.0.1:6380\"}\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_relative_data_dir_is_made_absolute() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        write(&Some(path.clone()), addr, "n1", Path::new("data"), 0).unwrap();
+        write(&Some(path.clone()), addr, None, "n1", Path::new("data"), 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let cwd = std::env::current_dir().unwrap();
         let expected = json_string(&cwd.join("data").to_string_lossy());
@@ -162,14 +201,14 @@ mod tests {
     #[test]
     fn no_path_writes_nothing() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        write(&None, addr, "n1", Path::new("/x"), 0).unwrap();
+        write(&None, addr, None, "n1", Path::new("/x"), 0).unwrap();
     }
 
     #[test]
     fn an_unwritable_path_is_an_error_naming_the_flag() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let path = Some(PathBuf::from("/nonexistent-dir/ready.json"));
-        let error = write(&path, addr, "n1", Path::new("/x"), 0).unwrap_err();
+        let error = write(&path, addr, None, "n1", Path::new("/x"), 0).unwrap_err();
         assert!(error.to_string().contains("--ready-file"), "{error}");
     }
 

@@ -8,6 +8,7 @@
 //! connections are found by the node's one sweep (`sweep`), from counters kept here. With
 //! `--auth-file`, every frame first passes the connection's `auth::Gate`.
 
+mod resp_node;
 pub mod state;
 
 use std::future::Future;
@@ -20,7 +21,6 @@ use bytes::BytesMut;
 
 use crate::auth::Gate;
 use crate::limits::CONNECTION_READ_BYTES;
-use crate::protocol::frame;
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::Status;
 use crate::runtime::TcpStream;
@@ -29,6 +29,7 @@ use super::node::ConnectionSlot;
 use super::shard::WaitSlot;
 use super::sweep::ConnWatch;
 use super::{compactor, frames, leader_stream, stats, Node};
+use crate::resp::Session;
 use state::{ConnState, Next, Progress, Rules};
 
 /// How long a connection closed for a bad frame keeps reading (and dropping) what the client
@@ -49,13 +50,31 @@ pub fn rules(node: &Node) -> Rules<'_> {
     }
 }
 
-pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+/// Which port a connection came in on: the native one, or `--resp-port` (with its address).
+#[derive(Debug, Clone, Copy)]
+pub enum Port {
+    Native,
+    Resp { local: SocketAddr },
+}
+
+pub async fn serve(
+    node: Rc<Node>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    port: Port,
+) {
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let watch = slot.watch.clone();
     let rules = rules(&node);
-    let mut state =
-        ConnState::new(Gate::new(node.config.auth.as_ref())).recording(&node.stats.requests);
+    let gate = Gate::new(node.config.auth.as_ref());
+    let mut state = match port {
+        Port::Native => ConnState::new(gate),
+        Port::Resp { local } => ConnState::resp(gate, Session::new(peer, local)),
+    }
+    .recording(&node.stats.requests);
+    let resp = matches!(port, Port::Resp { .. });
     let wait = Rc::new(WaitSlot::default());
     let mut shutdown = node.shutdown.subscribe();
     let mut buf = Some(BytesMut::with_capacity(CONNECTION_READ_BYTES));
@@ -106,7 +125,7 @@ pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: Co
             linger(&stream).await;
             break;
         }
-        if let Some(hello) = state.take_handoff() {
+        if let Some(hello) = state.take_handoff().filter(|_| !resp) {
             let rest = buf.take().unwrap_or_default();
             leader_stream::serve(&node, &stream, peer, hello, rest).await;
             break;
@@ -124,14 +143,18 @@ pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: Co
         };
         if read.is_none() && !ended && state.open() && !state.full() && !batch_full {
             if let Some(taken) = buf.take() {
-                let frame_bytes_max = state.frame_bytes_max(&rules);
-                let has_whole_frame =
-                    frame::check(&taken, frame_bytes_max).is_ok_and(|f| f.is_some());
-                if has_whole_frame {
+                if state.has_request(&taken, &rules) {
                     buf = Some(taken);
                     continue;
                 }
-                read = Some(Box::pin(frames::read_more(&stream, taken, frame_bytes_max)));
+                read = Some(match resp {
+                    false => Box::pin(frames::read_more(
+                        &stream,
+                        taken,
+                        state.frame_bytes_max(&rules),
+                    )),
+                    true => Box::pin(frames::read_some(&stream, taken)),
+                });
             }
         }
         if read.is_none() && !waiting && !batch_full && (ended || !state.open()) && state.is_idle()
@@ -196,13 +219,14 @@ async fn gather(
         };
         track_awaiting(node, before, state.awaiting_client, window);
         match next {
-            Next::ReadValue { id, location } => match shard.log.read_value(location).await {
-                Ok(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
-                Err(error) => {
+            Next::ReadValue { id, location } => {
+                let value = shard.log.read_value(location).await.map_err(|error| {
                     tracing::error!(%error, ?location, "reading a value from the log failed");
-                    encode_error(out, id, &format!("reading the value failed: {error}"));
-                }
-            },
+                    format!("reading the value failed: {error}")
+                });
+                state.encode_read(out, id, value);
+            }
+            Next::Node { read } => resp_node::answer(node, read, out).await,
             Next::Stats { id } => {
                 let text = stats::render(node);
                 response::encode(out, Status::Ok, 0, id, &[text.as_bytes()]);
@@ -293,14 +317,17 @@ async fn linger(stream: &TcpStream) {
     }
 }
 
-/// A connection past `--max-connections`: one ERROR with id 0, then close.
-pub async fn refuse(stream: TcpStream, connections_max: u32) {
+/// A connection past `--max-connections`: one ERROR (id 0, or RESP's), then close.
+pub async fn refuse(stream: TcpStream, connections_max: u32, port: Port) {
     let mut out = BytesMut::new();
-    encode_error(
-        &mut out,
-        0,
-        &format!("too many connections: this server serves at most {connections_max} (--max-connections); try again later"),
-    );
+    let message = format!("too many connections: this server serves at most {connections_max} (--max-connections); try again later");
+    match port {
+        Port::Native => encode_error(&mut out, 0, &message),
+        Port::Resp { .. } => crate::resp::reply::error(
+            &mut out,
+            &format!("ERR max number of clients reached: {message}"),
+        ),
+    }
     let _ = stream.write_all(out).await;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     linger(&stream).await;

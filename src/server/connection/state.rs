@@ -12,6 +12,10 @@
 //! - The queue is capped in requests and bytes (`full`): past either cap no more frames are
 //!   taken, so a client that never reads its replies costs bounded memory. Reply bodies built
 //!   at accept time (a KEYS page, a GET of a pending write) count against the byte cap too.
+//!
+//! The protocol is a dimension of the state, not a second copy of it: a RESP connection
+//! (`resp`) parses commands instead of frames and writes each queued reply in its `Shape`,
+//! under the same rules.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,7 +35,10 @@ use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
 use crate::replication::messages;
+use crate::resp::{NodeRead, Shape};
 use crate::wal::Location;
+
+pub use resp::Protocol;
 
 /// What a connection's decisions depend on besides the engine: the node's settings.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ struct Queued {
     cost: usize,
     /// A write's OK waiting on followers, or a GET's `min_seq`: when to give up waiting.
     deadline: Option<Instant>,
+    /// How a RESP reply is written; None on the native protocol.
+    shape: Option<Shape>,
 }
 
 /// What reading requests did.
@@ -88,6 +97,8 @@ pub enum Next {
     Stats { id: u64 },
     /// COMPACT: run a pass, answer `id` with its summary.
     Compact { id: u64 },
+    /// RESP's INFO, ROLE, DBSIZE, WAIT: answer from the node (`resp_node`).
+    Node { read: NodeRead },
 }
 
 /// How the log stands, as a reply sees it.
@@ -117,6 +128,9 @@ pub struct ConnState<'a> {
     /// Failed AUTHs since last asked, each with whether it closed the connection.
     auth_failures: Vec<bool>,
     auth_failures_seen: u32,
+    protocol: Protocol,
+    /// The shape of the reply whose value the task is reading (`Next::ReadValue`).
+    reading: Option<Shape>,
 }
 
 impl<'a> ConnState<'a> {
@@ -133,6 +147,8 @@ impl<'a> ConnState<'a> {
             requests: None,
             auth_failures: Vec::new(),
             auth_failures_seen: 0,
+            protocol: Protocol::Native,
+            reading: None,
         }
     }
 
@@ -195,14 +211,52 @@ impl<'a> ConnState<'a> {
 
     /// Queues an ERROR with id 0 and closes after it (the connection broke a rule or idled).
     pub fn close_with(&mut self, message: String) {
-        self.push(0, command::error(message), 0, None);
+        let shape = self.reply_shape();
+        self.push(0, command::error(message), 0, None, shape);
         self.closing = true;
     }
 
-    fn push(&mut self, id: u64, pending: Pending, cost: usize, deadline: Option<Instant>) {
-        self.push_op(0, Instant::now(), id, pending, cost, deadline);
+    /// The shape of a reply decided now: RESP bytes on a RESP connection.
+    fn reply_shape(&self) -> Option<Shape> {
+        match self.protocol {
+            Protocol::Native => None,
+            Protocol::Resp(_) => Some(Shape::Raw),
+        }
     }
 
+    /// Whether `buf` holds a whole request (or one that breaks the protocol) to take now.
+    pub fn has_request(&self, buf: &[u8], rules: &Rules) -> bool {
+        match self.protocol {
+            Protocol::Native => {
+                frame::check(buf, self.frame_bytes_max(rules)).is_ok_and(|whole| whole.is_some())
+            }
+            Protocol::Resp(_) => self.resp_has_command(buf, rules),
+        }
+    }
+
+    /// Encodes the value the task read for `Next::ReadValue` (or why it could not).
+    pub fn encode_read(&mut self, out: &mut BytesMut, id: u64, value: Result<Bytes, String>) {
+        match (self.reading.take(), value) {
+            (None, Ok(value)) => response::encode(out, Status::Ok, 0, id, &[&value]),
+            (None, Err(error)) => encode_error(out, id, &error),
+            (Some(_), Ok(value)) => resp::encode_value(out, &value),
+            (Some(_), Err(error)) => resp::encode_failure(out, "ERR", error.as_bytes()),
+        }
+    }
+
+    /// Queues a reply not counted as a request of a native op (errors, RESP commands).
+    fn push(
+        &mut self,
+        id: u64,
+        pending: Pending,
+        cost: usize,
+        deadline: Option<Instant>,
+        shape: Option<Shape>,
+    ) {
+        self.push_op(0, Instant::now(), id, pending, cost, deadline, shape);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn push_op(
         &mut self,
         op: u8,
@@ -211,6 +265,7 @@ impl<'a> ConnState<'a> {
         pending: Pending,
         cost: usize,
         deadline: Option<Instant>,
+        shape: Option<Shape>,
     ) {
         if matches!(pending, Pending::Write { .. }) {
             self.writes_queued += 1;
@@ -223,6 +278,7 @@ impl<'a> ConnState<'a> {
             pending,
             cost,
             deadline,
+            shape,
         });
     }
 
@@ -236,6 +292,9 @@ impl<'a> ConnState<'a> {
         rules: &Rules,
         now: Instant,
     ) -> Intake {
+        if let Protocol::Resp(_) = self.protocol {
+            return self.take_resp_requests(buf, engine, rules, now);
+        }
         let mut intake = Intake::default();
         while self.open() && !self.full() {
             if engine.open_batch_bytes() >= BATCH_BYTES_MAX {
@@ -282,12 +341,12 @@ impl<'a> ConnState<'a> {
         {
             Verdict::Pass => {}
             Verdict::Accepted => {
-                self.push_op(op, now, id, command::ok_empty(), 0, None);
+                self.push_op(op, now, id, command::ok_empty(), 0, None, None);
                 return false;
             }
             Verdict::Refused { message, close } => {
                 let failures = self.gate.failures();
-                self.push_op(op, now, id, command::error(message), 0, None);
+                self.push_op(op, now, id, command::error(message), 0, None, None);
                 self.closing |= close;
                 if failures > self.auth_failures_seen {
                     self.auth_failures_seen = failures;
@@ -303,7 +362,7 @@ impl<'a> ConnState<'a> {
                     let message = format!(
                         "this node is a follower; point --leader-addr at the leader ({leader})"
                     );
-                    self.push_op(op, now, id, command::error(message), 0, None);
+                    self.push_op(op, now, id, command::error(message), 0, None, None);
                 }
             }
             return false;
@@ -341,7 +400,7 @@ impl<'a> ConnState<'a> {
             _ => false,
         };
         let cost = cost + pending.reply_body_bytes();
-        self.push_op(op, now, id, pending, cost, deadline);
+        self.push_op(op, now, id, pending, cost, deadline, None);
         wrote
     }
 
@@ -388,11 +447,25 @@ impl<'a> ConnState<'a> {
             let (op, arrived, start) = (head.op, head.arrived, out.len());
             let id = head.id;
             let durable = progress.durable;
+            let shape = head.shape;
+            let native = shape.is_none();
+            // An error in the connection's protocol.
+            let fail = |out: &mut BytesMut, code: &str, message: &str| match &shape {
+                None => encode_error(out, id, message),
+                Some(_) => resp::encode_failure(out, code, message.as_bytes()),
+            };
+            let value = |out: &mut BytesMut, value: &[u8]| match &shape {
+                None => response::encode(out, Status::Ok, 0, id, &[value]),
+                Some(_) => resp::encode_value(out, value),
+            };
             match head.pending {
                 Pending::Write { seq } => {
                     self.writes_queued -= 1;
                     if seq <= durable && seq <= progress.replicated {
-                        response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]);
+                        match &shape {
+                            None => response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]),
+                            Some(shape) => resp::encode_written(out, shape),
+                        }
                         // Its client will likely write again: the commit window may wait.
                         self.awaiting_client = self.queue.is_empty() && self.open();
                     } else if seq <= durable {
@@ -401,11 +474,11 @@ impl<'a> ConnState<'a> {
                             rules.min_acks,
                             rules.ack_timeout.as_millis()
                         );
-                        encode_error(out, id, &message);
+                        fail(out, "NOREPLICAS", &message);
                     } else {
                         let failed = failed.map(|f| f.to_string()).unwrap_or_default();
                         let message = format!("this write (seq {seq}) was not acknowledged and may or may not be on disk: {failed}");
-                        encode_error(out, id, &message);
+                        fail(out, "ERR", &message);
                     }
                 }
                 _ if seq > durable => {
@@ -418,26 +491,33 @@ impl<'a> ConnState<'a> {
                             rules.min_seq_wait.as_millis()
                         ),
                     };
-                    encode_error(out, id, &message);
+                    fail(out, "ERR", &message);
                 }
                 Pending::Reply {
                     status,
                     flags,
                     body,
                     ..
-                } => response::encode(out, status, flags, id, &[&body]),
+                } => match &shape {
+                    None => response::encode(out, status, flags, id, &[&body]),
+                    Some(shape) => resp::encode_reply(out, shape, status, &body),
+                },
                 Pending::Value { location, .. } => match cached(location) {
-                    Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
-                    None => return self.handed(op, arrived, now, Next::ReadValue { id, location }),
+                    Some(cached) => value(out, &cached),
+                    None => {
+                        self.reading = shape;
+                        return self.handed(op, arrived, now, Next::ReadValue { id, location });
+                    }
                 },
                 Pending::Later {
                     read: Later::Get { key },
                     ..
                 } => match engine.get(&key) {
                     Some(location) => match cached(location) {
-                        Some(value) => response::encode(out, Status::Ok, 0, id, &[&value]),
+                        Some(cached) => value(out, &cached),
                         None => {
-                            return self.handed(op, arrived, now, Next::ReadValue { id, location })
+                            self.reading = shape;
+                            return self.handed(op, arrived, now, Next::ReadValue { id, location });
                         }
                     },
                     None => response::encode(out, Status::NotFound, 0, id, &[]),
@@ -449,11 +529,24 @@ impl<'a> ConnState<'a> {
                     read: Later::Compact,
                     ..
                 } => return self.handed(op, arrived, now, Next::Compact { id }),
+                Pending::Later {
+                    read: Later::Node(read),
+                    ..
+                } => return Next::Node { read },
             }
-            self.answered(op, arrived, now, out.get(start + KIND_OFFSET).copied());
+            // A native reply's status byte; a RESP reply counts as OK or, if an error, ERROR.
+            let status = match (native, out.get(start)) {
+                (true, _) => out.get(start + KIND_OFFSET).copied(),
+                (false, Some(b'-' | b'!')) => Some(Status::Error as u8),
+                (false, Some(_)) => Some(Status::Ok as u8),
+                (false, None) => None,
+            };
+            self.answered(op, arrived, now, status);
         }
     }
 }
+
+mod resp;
 
 #[cfg(test)]
 mod tests;
