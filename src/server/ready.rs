@@ -28,11 +28,7 @@ use super::{Config, ServerError};
 
 /// Writes `config`'s ready file, if it asks for one: kvsd listens on `addrs` and recovered its
 /// log up to `last_seq`.
-pub fn announce(
-    config: &Config,
-    addrs: Addrs,
-    last_seq: u64,
-) -> Result<(), ServerError> {
+pub fn announce(config: &Config, addrs: Addrs, last_seq: u64) -> Result<(), ServerError> {
     write(
         &config.ready_file,
         addrs,
@@ -128,15 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
         let addr: SocketAddr = "127.0.0.1:7379".parse().unwrap();
-        write(
-            &Some(path.clone()),
-            addr,
-            None,
-            "n1",
-            Path::new("/srv/data"),
-            17,
-        )
-        .unwrap();
+        write(&Some(path.clone()), addr, "n1", Path::new("/srv/data"), 17).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!(
@@ -154,15 +142,11 @@ mod tests {
         let path = dir.path().join("ready.json");
         let addr: SocketAddr = "127.0.0.1:7379".parse().unwrap();
         let resp: SocketAddr = "127.0.0.1:6380".parse().unwrap();
-        write(
-            &Some(path.clone()),
-            addr,
-            Some(resp),
-            "n1",
-            Path::new("/d"),
-            0,
-        )
-        .unwrap();
+        let addrs = Addrs {
+            resp_addr: Some(resp),
+            ..Addrs::from(addr)
+        };
+        write(&Some(path.clone()), addrs, "n1", Path::new("/d"), 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.ends_with(",\"resp_addr\":\"127.0.0.1:6380\"}\n"),
@@ -175,7 +159,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        write(&Some(path.clone()), addr, None, "n1", Path::new("data"), 0).unwrap();
+        write(&Some(path.clone()), addr, "n1", Path::new("data"), 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let cwd = std::env::current_dir().unwrap();
         let expected = json_string(&cwd.join("data").to_string_lossy());
@@ -189,6 +173,7 @@ mod tests {
         let addrs = Addrs {
             addr: "127.0.0.1:1".parse().unwrap(),
             metrics_addr: Some("127.0.0.1:9".parse().unwrap()),
+            resp_addr: None,
         };
         write(&Some(path.clone()), addrs, "n1", Path::new("/x"), 0).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -201,14 +186,14 @@ mod tests {
     #[test]
     fn no_path_writes_nothing() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        write(&None, addr, None, "n1", Path::new("/x"), 0).unwrap();
+        write(&None, addr, "n1", Path::new("/x"), 0).unwrap();
     }
 
     #[test]
     fn an_unwritable_path_is_an_error_naming_the_flag() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let path = Some(PathBuf::from("/nonexistent-dir/ready.json"));
-        let error = write(&path, addr, None, "n1", Path::new("/x"), 0).unwrap_err();
+        let error = write(&path, addr, "n1", Path::new("/x"), 0).unwrap_err();
         assert!(error.to_string().contains("--ready-file"), "{error}");
     }
 
