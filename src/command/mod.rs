@@ -147,6 +147,7 @@ pub fn accept(
         // The connection's `auth::Gate` answers AUTH before a request gets here; this is what
         // AUTH means on its own, on a server without `--auth-file`: a no-op.
         Request::Auth { .. } => ok_empty(),
+        Request::Ext(_) => error("not yet".to_string()),
     }
 }
 
