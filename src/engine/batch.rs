@@ -47,7 +47,7 @@ impl Change {
 }
 
 /// The key changes `record` makes, in order.
-pub fn changes(record: &Record<'_>) -> impl Iterator<Item = Change> + '_ {
+pub fn changes<'r>(record: &Record<'r>) -> impl Iterator<Item = Change> + 'r {
     let single = match record.op {
         Op::Set | Op::Del | Op::Expired | Op::ExpireAt => Some(Change {
             op: record.op,
@@ -60,7 +60,8 @@ pub fn changes(record: &Record<'_>) -> impl Iterator<Item = Change> + '_ {
         }),
         _ => None,
     };
-    let txn = (record.op == Op::Txn).then(|| super::txn::changes(record.value));
+    let value: &'r [u8] = record.value;
+    let txn = (record.op == Op::Txn).then(|| super::txn::changes(value));
     single.into_iter().chain(txn.into_iter().flatten())
 }
 

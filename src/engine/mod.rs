@@ -205,8 +205,9 @@ impl Engine {
     }
 
     /// Recovery: a record read back from the log is durable by definition. `location` is
-    /// where the record's value is.
-    pub fn recover(&mut self, record: &Record<'_>, location: Location) {
+    /// where the record's value is. Every kind of record format 2 applies (Raft's `Blank` and
+    /// `Membership` change no key); the `Result` is for kinds a newer kvsd may add.
+    pub fn recover(&mut self, record: &Record<'_>, location: Location) -> Result<(), String> {
         for change in batch::changes(record) {
             let at = Location {
                 file: location.file,
@@ -216,6 +217,7 @@ impl Engine {
             let key = change.key(record);
             self.apply(change.op, key, record.seq, change.expires_at_ms, at);
         }
+        Ok(())
     }
 
     /// A durable change joins the index.

@@ -1,87 +1,30 @@
-//! The value of a `Txn` record: its ops back to back, each
-//!
-//! | size | field |
-//! |---|---|
-//! | 1 | `op`: 1 set, 2 del, 4 expire_at |
-//! | 8 | `expires_at_ms` u64 LE (0: never; for expire_at 0 removes the expiry) |
-//! | 4 | `klen` u32 LE |
-//! | 4 | `vlen` u32 LE (0 but for set) |
-//! | klen | key |
-//! | vlen | value |
-//!
-//! all at the record's seq, applied all or none (the record's CRC covers them all). The log's
-//! decoder validates a Txn record's value before anything reads it; `changes` stops at the
-//! first op that does not parse all the same, so no input can make it panic.
+//! A `Txn` record's ops (`wal::record::txn_ops` reads them, `encode_txn_op` writes them) as the
+//! key changes the engine applies, located inside the record's value.
 
 use super::batch::Change;
-use crate::wal::record::Op;
-
-const OP_OFFSET: usize = 0;
-const EXPIRES_OFFSET: usize = 1;
-const KLEN_OFFSET: usize = 9;
-const VLEN_OFFSET: usize = 13;
-const KEY_OFFSET: usize = 17;
-/// Bytes of an op before its key.
-pub const OP_HEADER_BYTES: usize = KEY_OFFSET;
-
-pub const OP_SET: u8 = 1;
-pub const OP_DEL: u8 = 2;
-pub const OP_EXPIRE_AT: u8 = 4;
+use crate::wal::record::{self, Op};
 
 /// Appends one op to a Txn record's value.
 pub fn put_op(dst: &mut Vec<u8>, op: Op, expires_at_ms: u64, key: &[u8], value: &[u8]) {
-    let code = match op {
-        Op::Set => OP_SET,
-        Op::Del => OP_DEL,
-        Op::ExpireAt => OP_EXPIRE_AT,
-        other => unreachable!("a Txn holds sets, dels and expire_ats, not {other:?}"),
-    };
-    dst.push(code);
-    dst.extend_from_slice(&expires_at_ms.to_le_bytes());
-    dst.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    dst.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    dst.extend_from_slice(key);
-    dst.extend_from_slice(value);
+    debug_assert!(matches!(op, Op::Set | Op::Del | Op::ExpireAt));
+    record::encode_txn_op(dst, op, expires_at_ms, key, value);
 }
 
-/// The key changes of a Txn record whose value is `value`, offsets relative to it.
+/// The key changes of a Txn record whose value is `value`, offsets relative to it. The log's
+/// decoder has checked every op of a record it accepted; should one not parse all the same,
+/// the changes stop before it (no input makes this panic).
 pub fn changes(value: &[u8]) -> impl Iterator<Item = Change> + '_ {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let op = *value.get(at + OP_OFFSET)?;
-        let read_u32 = |offset: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(value.get(at + offset..at + offset + 4)?.try_into().ok()?))
-        };
-        let expires_at_ms = u64::from_le_bytes(
-            value
-                .get(at + EXPIRES_OFFSET..at + EXPIRES_OFFSET + 8)?
-                .try_into()
-                .ok()?,
-        );
-        let key_len = read_u32(KLEN_OFFSET)?;
-        let value_len = read_u32(VLEN_OFFSET)?;
-        let key_offset = at + KEY_OFFSET;
-        let value_offset = key_offset.checked_add(key_len as usize)?;
-        let end = value_offset.checked_add(value_len as usize)?;
-        if end > value.len() {
-            return None;
-        }
-        let op = match op {
-            OP_SET => Op::Set,
-            OP_DEL => Op::Del,
-            OP_EXPIRE_AT => Op::ExpireAt,
-            _ => return None,
-        };
-        at = end;
-        Some(Change {
-            op,
-            expires_at_ms,
+    record::txn_ops(value).map_while(|op| op.ok()).map(|op| {
+        let value_offset = op.value_offset as u32;
+        Change {
+            op: op.op,
+            expires_at_ms: op.expires_at_ms,
             in_value: true,
-            key_offset: key_offset as u32,
-            key_len,
-            value_offset: value_offset as u32,
-            value_len,
-        })
+            key_offset: value_offset - op.key.len() as u32,
+            key_len: op.key.len() as u32,
+            value_offset,
+            value_len: op.value.len() as u32,
+        }
     })
 }
 

@@ -14,6 +14,7 @@ mod committer;
 mod compactor;
 pub mod config;
 mod connection;
+mod expirer;
 mod fd_limit;
 mod follower_link;
 mod frames;
@@ -40,6 +41,7 @@ use crate::engine::Engine;
 use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
 use crate::wal::file::LogFile;
 use crate::wal::recovery::{self, RecoveryError};
+use crate::wal::record::Record;
 use crate::wal::RecordHeader;
 
 /// Why kvsd could not start or had to stop.
@@ -59,6 +61,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("recovery of the data dir stopped at {0}; start the kvsd version that wrote it")]
+    Unsupported(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -177,21 +181,48 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             })
         }
     }
+    let upgraded = crate::wal::upgrade::run(&config.data_dir, config.repair_truncate)?;
+    if upgraded > 0 {
+        tracing::info!(
+            segments = upgraded,
+            "rewrote the log's older segments in record format 2"
+        );
+        // It counted on the old files' offsets.
+        crate::wal::checkpoint::remove(&config.data_dir).map_err(|source| ServerError::Io {
+            what: "removing the index checkpoint",
+            source,
+        })?;
+    }
     let mut engine = Engine::new(0);
     let mut last_crc = 0;
     let checkpoint = load_checkpoint(&config.data_dir, &mut engine, &mut last_crc);
     let resume = checkpoint.as_ref().map(|c| c.resume()).unwrap_or_default();
     let recover = |engine: &mut Engine, last_crc: &mut u32, resume| {
-        recovery::recover(
+        let mut refused = None;
+        let recovered = recovery::recover(
             &config.data_dir,
             config.repair_truncate,
             config.segment_bytes,
             resume,
-            |record: &RecordHeader, key, location| {
-                engine.recover(record.op, key, location);
-                *last_crc = record.crc;
+            |header: &RecordHeader, key, value, location| {
+                let record = Record {
+                    seq: header.seq,
+                    term: header.term,
+                    op: header.op,
+                    expires_at_ms: header.expires_at_ms,
+                    key,
+                    value,
+                };
+                if let Err(reason) = engine.recover(&record, location) {
+                    refused.get_or_insert(format!("seq {}: {reason}", header.seq));
+                }
+                *last_crc = header.crc;
             },
-        )
+        )?;
+        match refused {
+            Some(reason) => Err(ServerError::Unsupported(reason)),
+            None => Ok(recovered),
+        }
     };
     let mut recovered = recover(&mut engine, &mut last_crc, &resume)?;
     let same_files = checkpoint.as_ref().is_none_or(|checkpoint| {
@@ -250,6 +281,7 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
         crate::runtime::spawn(committer::run(node.clone()));
         let sweeper = crate::runtime::spawn(sweep::run(node.clone()));
         crate::runtime::spawn(compactor::run(node.clone()));
+        crate::runtime::spawn(expirer::run(node.clone()));
         let node_for_preparer = node.clone();
         crate::runtime::spawn(async move { node_for_preparer.shard.log.prepare_segments().await });
         if let FsyncPolicy::Interval(every) = node.config.fsync {
@@ -311,6 +343,13 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
     })
 }
 
+/// The wall clock in unix ms, what key expiry is judged by.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// Loads the index from `index.ckpt` if it matches the log; a checkpoint that does not is
 /// logged and ignored (recovery then reads the whole log).
 fn load_checkpoint(
@@ -322,7 +361,14 @@ fn load_checkpoint(
     let started = Instant::now();
     let loaded = checkpoint::read(dir).and_then(|found| {
         let Some(found) = found else { return Ok(None) };
-        engine.load_index(found.entries()?);
+        engine.load_index(found.entries()?.into_iter().map(|(key, entry)| {
+            let slot = crate::engine::Slot {
+                location: entry.location,
+                seq: entry.seq,
+                expires_at_ms: entry.expires_at_ms,
+            };
+            (key, slot)
+        }));
         Ok(Some(found))
     });
     match loaded {
@@ -379,12 +425,17 @@ fn write_checkpoint(node: &Node) {
         .map(|(i, s)| (s.file_no, i as u32))
         .collect();
     let mut unknown = false;
-    let entries = engine.index_entries().map(|(key, location)| {
-        let index = index_of.get(&location.file).copied().unwrap_or_else(|| {
+    let entries = engine.index_entries().map(|(key, slot)| {
+        let index = index_of.get(&slot.location.file).copied().unwrap_or_else(|| {
             unknown = true;
             0
         });
-        (key, index, location)
+        let entry = checkpoint::Entry {
+            location: slot.location,
+            seq: slot.seq,
+            expires_at_ms: slot.expires_at_ms,
+        };
+        (key, index, entry)
     });
     let result = checkpoint::write(
         dir,

@@ -22,6 +22,8 @@ pub struct Stats {
     pub connections_closed_auth_total: Cell<u64>,
     pub connections_closed_idle_total: Cell<u64>,
     pub connections_closed_output_stall_total: Cell<u64>,
+    /// Keys removed by active expiry (`Expired` records written).
+    pub expired_keys_total: Cell<u64>,
 }
 
 fn add(cell: &Cell<u64>, amount: u64) {
@@ -35,6 +37,10 @@ fn raise(cell: &Cell<u64>, value: u64) {
 impl Stats {
     pub fn count_requests(&self, answered: u64) {
         add(&self.requests_total, answered);
+    }
+
+    pub fn count_expired(&self, keys: u64) {
+        add(&self.expired_keys_total, keys);
     }
 
     pub fn count_connection(&self) {
@@ -94,6 +100,8 @@ pub fn render(node: &Node) -> String {
     line("keys", &engine.key_count());
     line("last_seq", &engine.last_seq());
     line("durable_seq", &engine.durable_seq());
+    line("keys_with_expiry", &engine.expiring_key_count());
+    line("expired_keys_total", &stats.expired_keys_total.get());
     line("log_bytes", &node.shard.log.log_bytes());
     line("segments", &node.shard.log.segment_count());
     line("horizon_seq", &node.shard.log.horizon_seq());

@@ -101,14 +101,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
 }
 
 /// Scans `dir` (creating it and a new log if it holds none), verifies every record, and calls
-/// `visit` for each in log order with where its value lives; in the segments named in
-/// `resume`, only for the records after the offset given.
+/// `visit` for each in log order with its key, its value and where the value lives; in the
+/// segments named in `resume`, only for the records after the offset given.
 pub fn recover(
     dir: &Path,
     repair_truncate: bool,
     preallocate_bytes: u64,
     resume: &std::collections::HashMap<u32, Resume>,
-    mut visit: impl FnMut(&RecordHeader, &[u8], Location),
+    mut visit: impl FnMut(&RecordHeader, &[u8], &[u8], Location),
 ) -> Result<Recovered, RecoveryError> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -159,6 +159,8 @@ pub fn recover(
     let mut log_id = None;
     let mut segments = Vec::with_capacity(ids.len());
     let mut last_seq = 0;
+    // Terms never fall along a log: a stale record that checksums is not taken for the next.
+    let mut last_term = 0;
     let mut records = 0;
     let mut truncated_bytes = 0;
     let mut horizon_seq = 0;
@@ -237,7 +239,7 @@ pub fn recover(
                 None => seq == last_seq + 1,
             };
             match record::decode_header(&buf[offset..]) {
-                Ok(record) if in_order(record.seq) => {
+                Ok(record) if in_order(record.seq) && record.term >= last_term => {
                     let key_end = offset + record.value_offset();
                     let location = Location {
                         file,
@@ -248,13 +250,21 @@ pub fn recover(
                         visit(
                             &record,
                             &buf[offset + record::KEY_OFFSET..key_end],
+                            &buf[key_end..offset + record.total_bytes],
                             location,
                         );
                         records += 1;
                     }
                     last_seq = record.seq;
+                    last_term = record.term;
                     offset += record.total_bytes;
                     landed |= boundary(offset, last_seq);
+                }
+                Ok(record) if in_order(record.seq) => {
+                    break Some(format!(
+                        "record seq {} has term {}, below the term {last_term} before it",
+                        record.seq, record.term
+                    ))
                 }
                 Ok(record) => {
                     break Some(match header.end_seq() {
@@ -482,7 +492,7 @@ mod tests {
 
     /// A log of `count` records in one segment; returns its path and each record's end offset.
     fn write_log(dir: &Path, count: u64) -> (PathBuf, Vec<usize>) {
-        recover(dir, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        recover(dir, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         let path = segment::path(dir, 1);
         let mut buf = fs::read(&path).unwrap();
         let mut ends = Vec::new();
@@ -497,6 +507,7 @@ mod tests {
                     seq,
                     term: 0,
                     op,
+                    expires_at_ms: 0,
                     key: key.as_bytes(),
                     value: value.as_bytes(),
                 },
@@ -515,13 +526,40 @@ mod tests {
         .map(|_| seqs)
     }
 
+    /// A record whose term is below the one before it is stale (a suffix a new leader cut,
+    /// written over): it ends the log like any damage, a torn tail at the end, corruption
+    /// before later records.
+    #[test]
+    fn a_falling_term_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
+        let path = segment::path(dir.path(), 1);
+        let mut buf = fs::read(&path).unwrap();
+        for (seq, term) in [(1, 2), (2, 3), (3, 1)] {
+            record::encode(&mut buf, &Record::set(seq, term, b"k", b"v"));
+        }
+        fs::write(&path, &buf).unwrap();
+        assert_eq!(seqs(dir.path(), false).unwrap(), vec![1, 2]);
+
+        let dir = tempfile::tempdir().unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
+        let path = segment::path(dir.path(), 1);
+        let mut buf = fs::read(&path).unwrap();
+        for (seq, term) in [(1, 2), (2, 1), (3, 2)] {
+            record::encode(&mut buf, &Record::set(seq, term, b"k", b"v"));
+        }
+        fs::write(&path, &buf).unwrap();
+        let error = seqs(dir.path(), false).unwrap_err().to_string();
+        assert!(error.contains("has term 1, below the term 2"), "{error}");
+    }
+
     #[test]
     fn a_new_dir_gets_a_log() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let first = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let first = recover(&data, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert!(first.created);
-        let again = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let again = recover(&data, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert!(!again.created);
         assert_eq!(again.log_id, first.log_id);
         assert_eq!(again.last_seq, 0);
@@ -547,7 +585,7 @@ mod tests {
                 "torn bytes removed at cut {cut}"
             );
             assert_eq!(
-                recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
+                recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {})
                     .unwrap()
                     .truncated_bytes,
                 0
@@ -592,7 +630,7 @@ mod tests {
     fn damage_in_a_sealed_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
-        let log_id = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
+        let log_id = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {})
             .unwrap()
             .log_id;
         create_segment(dir.path(), &SegmentHeader::new(log_id, 2, 4), 0).unwrap();
@@ -622,7 +660,7 @@ mod tests {
         let mut buf = fs::read(&path).unwrap();
         buf.resize(buf.len() + 4096, 0);
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 3);
         assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(recovered.segments[0].bytes, ends[2] as u64);
@@ -631,7 +669,7 @@ mod tests {
         // A torn record in front of the zeros is still a torn tail: zeroed, the file kept.
         buf[ends[2]..ends[2] + 5].copy_from_slice(b"\x30\x00\x00\x00\x99");
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!((recovered.last_seq, recovered.truncated_bytes), (3, 5));
         let after = fs::read(&path).unwrap();
         assert_eq!(after.len(), buf.len());
@@ -657,6 +695,7 @@ mod tests {
                     seq,
                     term: 0,
                     op: Op::Set,
+                    expires_at_ms: 0,
                     key: key.as_bytes(),
                     value: b"v",
                 },
@@ -736,7 +775,7 @@ mod tests {
             segment_bytes(&compacted, [5, 20]),
         )
         .unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 20);
         let last = recovered.segments.last().unwrap();
         assert_eq!((last.id, last.first_seq, last.compacted), (2, 21, None));

@@ -70,12 +70,15 @@ pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: Co
     loop {
         if let Some(buf) = buf.as_mut() {
             let before = state.awaiting_client;
-            let intake = state.take_requests(
-                buf,
-                &mut node.shard.engine.borrow_mut(),
-                &rules,
-                Instant::now(),
-            );
+            let mut engine = node.shard.engine.borrow_mut();
+            engine.tick(super::unix_now_ms());
+            let log = &node.shard.log;
+            let mut values = |location| {
+                log.read_value_now(location)
+                    .map_err(|error| format!("reading a value from the log failed: {error}"))
+            };
+            let intake = state.take_requests(buf, &mut engine, &rules, Instant::now(), &mut values);
+            drop(engine);
             track_awaiting(&node, before, state.awaiting_client, &mut window);
             if intake.wrote {
                 node.shard.commit_wake.notify_one();

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth::{Gate, Verdict};
 use crate::command::{self, Later, Pending};
-use crate::engine::Engine;
+use crate::engine::{Engine, Values};
 use crate::limits::{
     AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
@@ -201,6 +201,7 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> Intake {
         let mut intake = Intake::default();
         while self.open() && !self.full() {
@@ -225,7 +226,7 @@ impl<'a> ConnState<'a> {
             };
             // The client spoke: the commit window no longer waits for it.
             self.awaiting_client = false;
-            if self.take_frame(frame, engine, rules, now) {
+            if self.take_frame(frame, engine, rules, now, values) {
                 intake.wrote = true;
             }
         }
@@ -239,6 +240,7 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> bool {
         let id = frame.header.id;
         match self
@@ -295,11 +297,11 @@ impl<'a> ConnState<'a> {
                 }
                 let keys_body_max =
                     rules.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
-                command::accept(engine, request, self.last_write_seq, keys_body_max)
+                command::accept(engine, request, self.last_write_seq, keys_body_max, values)
             }
         };
         let wrote = match pending {
-            Pending::Write { seq } => {
+            Pending::Write { seq, .. } => {
                 self.last_write_seq = seq;
                 true
             }
@@ -331,7 +333,7 @@ impl<'a> ConnState<'a> {
             let failed = engine.write_failed();
             let expired = head.deadline.is_some_and(|deadline| now >= deadline);
             let (seq, replicated) = match &head.pending {
-                Pending::Write { seq } => (*seq, true),
+                Pending::Write { seq, .. } => (*seq, true),
                 pending => (pending.after_seq(), false),
             };
             let reached = match replicated {
@@ -354,10 +356,13 @@ impl<'a> ConnState<'a> {
             let id = head.id;
             let durable = progress.durable;
             match head.pending {
-                Pending::Write { seq } => {
+                Pending::Write { seq, body } => {
                     self.writes_queued -= 1;
                     if seq <= durable && seq <= progress.replicated {
-                        response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]);
+                        match body {
+                            Some(body) => response::encode(out, Status::Ok, 0, id, &[&body]),
+                            None => response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]),
+                        }
                         // Its client will likely write again: the commit window may wait.
                         self.awaiting_client = self.queue.is_empty() && self.open();
                     } else if seq <= durable {
