@@ -520,7 +520,7 @@ mod tests {
 
     fn seqs(dir: &Path, repair: bool) -> Result<Vec<u64>, RecoveryError> {
         let mut seqs = Vec::new();
-        recover(dir, repair, 0, &Default::default(), |header, _, _| {
+        recover(dir, repair, 0, &Default::default(), |header, _, _, _| {
             seqs.push(header.seq)
         })
         .map(|_| seqs)
@@ -738,7 +738,7 @@ mod tests {
             false,
             0,
             &Default::default(),
-            |header, _, location| files.push((header.seq, location.file)),
+            |header, _, _, location| files.push((header.seq, location.file)),
         )
         .unwrap();
         assert_eq!(files, vec![(3, 1), (8, 1), (11, 2), (12, 2)]);

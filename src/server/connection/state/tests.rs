@@ -196,7 +196,7 @@ fn a_write_waits_for_followers_then_times_out_with_error() {
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v");
     let start = Instant::now();
-    state.take_requests(&mut buf, &mut engine, &rules, start);
+    state.take_requests(&mut buf, &mut engine, &rules, start, &mut no_values);
     commit(&mut engine);
     let progress = Progress {
         durable: 1,
