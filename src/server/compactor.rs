@@ -317,6 +317,7 @@ async fn compact_run(
     let followed = node
         .follower_positions()
         .iter()
+        .chain(node.watch_positions.borrow().values())
         .any(|(file, _)| run_files.contains(file));
     if followed || node.shard.engine.borrow().write_failed().is_some() {
         node.shard.log.abandon(output);

@@ -9,6 +9,7 @@
 //! `--auth-file`, every frame first passes the connection's `auth::Gate`.
 
 pub mod state;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -106,6 +107,10 @@ pub async fn serve(node: Rc<Node>, stream: TcpStream, peer: SocketAddr, slot: Co
         if state.is_closing() && state.is_idle() {
             let _ = stream.shutdown(std::net::Shutdown::Write);
             linger(&stream).await;
+            break;
+        }
+        if let Some(request) = state.take_watch() {
+            watch::serve(&node, &stream, &watch, request).await;
             break;
         }
         if let Some(hello) = state.take_handoff() {

@@ -26,11 +26,14 @@ use crate::limits::{
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
 };
 use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET};
+use crate::protocol::ext::{self, ExtRequest};
 use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
 use crate::replication::messages;
 use crate::wal::Location;
+
+use super::watch::WatchRequest;
 
 /// What a connection's decisions depend on besides the engine: the node's settings.
 #[derive(Debug, Clone)]
@@ -105,6 +108,8 @@ pub struct ConnState<'a> {
     closing: bool,
     /// A follower's HELLO: once the queue is answered the connection becomes a stream.
     handoff: Option<Frame>,
+    /// A WATCH: once the queue is answered the connection becomes its event stream.
+    watch: Option<WatchRequest>,
     /// Answered a write and owes nothing: the commit window may wait for its client.
     pub awaiting_client: bool,
     /// Replies encoded since last asked (the node's request counter).
@@ -124,6 +129,7 @@ impl<'a> ConnState<'a> {
             gate,
             closing: false,
             handoff: None,
+            watch: None,
             awaiting_client: false,
             answered: 0,
             auth_failures: Vec::new(),
@@ -139,7 +145,7 @@ impl<'a> ConnState<'a> {
 
     /// Whether it still takes requests (not closing, not handed off).
     pub fn open(&self) -> bool {
-        !self.closing && self.handoff.is_none()
+        !self.closing && self.handoff.is_none() && self.watch.is_none()
     }
 
     pub fn is_closing(&self) -> bool {
@@ -169,6 +175,14 @@ impl<'a> ConnState<'a> {
     pub fn take_handoff(&mut self) -> Option<Frame> {
         match self.queue.is_empty() {
             true => self.handoff.take(),
+            false => None,
+        }
+    }
+
+    /// The WATCH to serve, once every earlier request is answered.
+    pub fn take_watch(&mut self) -> Option<WatchRequest> {
+        match self.queue.is_empty() {
+            true => self.watch.take(),
             false => None,
         }
     }
@@ -272,6 +286,25 @@ impl<'a> ConnState<'a> {
                     );
                     self.push(id, command::error(message), 0, None);
                 }
+            }
+            return false;
+        }
+        if frame.header.kind == ext::op::WATCH {
+            match Request::decode(&frame, rules.limits) {
+                Ok(Request::Ext(ExtRequest::Watch {
+                    key,
+                    prefix,
+                    from_seq,
+                })) => {
+                    self.watch = Some(WatchRequest {
+                        id,
+                        key,
+                        prefix,
+                        from_seq,
+                    })
+                }
+                Ok(_) => unreachable!("a WATCH op decodes to a WATCH"),
+                Err(error) => self.push(id, command::error(error.to_string()), 0, None),
             }
             return false;
         }
