@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Kvsd, KVSCTL};
 use kvs::client::{stats_lines, Client, Written};
-use kvs::protocol::ext::{Compare, CompareOp, Condition, Expiry, Operand, SetOptions, Txn, TxnWrite};
+use kvs::protocol::ext::{
+    Compare, CompareOp, Condition, Expiry, Operand, SetOptions, Txn, TxnWrite,
+};
 use kvs::protocol::Request;
 
 /// How long anything that happens "soon" (active expiry, a follower catching up) may take
@@ -82,20 +84,48 @@ fn kvsctl_speaks_expiry_conditions_counters_batches_and_transactions() {
     let server = common::start(dir.path(), &[]);
     let addr = &server.addr;
 
-    assert!(ok(&kvsctl(addr, &["set", "session", "s1", "--ttl", "1h"], b""), 0).starts_with("OK (seq 1)"));
+    assert!(ok(
+        &kvsctl(addr, &["set", "session", "s1", "--ttl", "1h"], b""),
+        0
+    )
+    .starts_with("OK (seq 1)"));
     let ttl = ok(&kvsctl(addr, &["ttl", "session"], b""), 0);
     let ms: u64 = ttl.split(' ').next().unwrap().parse().unwrap();
     assert!(ms > 3_500_000 && ms <= 3_600_000, "{ttl}");
-    assert_eq!(ok(&kvsctl(addr, &["persist", "session"], b""), 0), "OK (seq 2)\n");
-    assert_eq!(ok(&kvsctl(addr, &["ttl", "session"], b""), 0), "no expiry (seq 2)\n");
-    assert_eq!(ok(&kvsctl(addr, &["persist", "session"], b""), 3), "NOT SET (key seq 2)\n");
+    assert_eq!(
+        ok(&kvsctl(addr, &["persist", "session"], b""), 0),
+        "OK (seq 2)\n"
+    );
+    assert_eq!(
+        ok(&kvsctl(addr, &["ttl", "session"], b""), 0),
+        "no expiry (seq 2)\n"
+    );
+    assert_eq!(
+        ok(&kvsctl(addr, &["persist", "session"], b""), 3),
+        "NOT SET (key seq 2)\n"
+    );
     ok(&kvsctl(addr, &["ttl", "nobody"], b""), 1);
 
     // Conditions: exit 3 and the key's seq when they fail.
-    assert_eq!(ok(&kvsctl(addr, &["set", "session", "x", "--nx"], b""), 3), "NOT SET (key seq 2)\n");
-    ok(&kvsctl(addr, &["set", "lock", "me", "--if-seq", "0"], b""), 0);
-    assert_eq!(ok(&kvsctl(addr, &["set", "lock", "you", "--if-seq", "0"], b""), 3), "NOT SET (key seq 3)\n");
-    ok(&kvsctl(addr, &["set", "lock", "you", "--if-seq", "3"], b""), 0);
+    assert_eq!(
+        ok(&kvsctl(addr, &["set", "session", "x", "--nx"], b""), 3),
+        "NOT SET (key seq 2)\n"
+    );
+    ok(
+        &kvsctl(addr, &["set", "lock", "me", "--if-seq", "0"], b""),
+        0,
+    );
+    assert_eq!(
+        ok(
+            &kvsctl(addr, &["set", "lock", "you", "--if-seq", "0"], b""),
+            3
+        ),
+        "NOT SET (key seq 3)\n"
+    );
+    ok(
+        &kvsctl(addr, &["set", "lock", "you", "--if-seq", "3"], b""),
+        0,
+    );
     ok(&kvsctl(addr, &["set", "absent", "v", "--xx"], b""), 3);
 
     // Counters, with Redis's errors.
@@ -103,15 +133,25 @@ fn kvsctl_speaks_expiry_conditions_counters_batches_and_transactions() {
     assert_eq!(ok(&kvsctl(addr, &["incr", "hits", "-11"], b""), 0), "-10\n");
     let bad = kvsctl(addr, &["incr", "session"], b"");
     ok(&bad, 2);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("value is not an integer or out of range"));
-    ok(&kvsctl(addr, &["set", "big", "9223372036854775807"], b""), 0);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("value is not an integer or out of range")
+    );
+    ok(
+        &kvsctl(addr, &["set", "big", "9223372036854775807"], b""),
+        0,
+    );
     let overflow = kvsctl(addr, &["incr", "big"], b"");
     ok(&overflow, 2);
-    assert!(String::from_utf8_lossy(&overflow.stderr).contains("increment or decrement would overflow"));
+    assert!(
+        String::from_utf8_lossy(&overflow.stderr).contains("increment or decrement would overflow")
+    );
 
     // Batches.
     ok(&kvsctl(addr, &["mset", "a", "1", "b", "two words"], b""), 0);
-    assert_eq!(ok(&kvsctl(addr, &["mget", "a", "nope", "b"], b""), 0), "1\n(nil)\ntwo words\n");
+    assert_eq!(
+        ok(&kvsctl(addr, &["mget", "a", "nope", "b"], b""), 0),
+        "1\n(nil)\ntwo words\n"
+    );
     ok(&kvsctl(addr, &["mset", "a", "1", "b"], b""), 2);
     assert_eq!(
         ok(&kvsctl(addr, &["--json", "mget", "a", "nope"], b""), 0),
@@ -124,7 +164,10 @@ fn kvsctl_speaks_expiry_conditions_counters_batches_and_transactions() {
     assert!(first.starts_with("SUCCESS (seq "), "{first}");
     let again = ok(&kvsctl(addr, &["txn"], txn), 3);
     assert!(again.starts_with("FAILURE (seq "), "{again}");
-    assert_eq!(ok(&kvsctl(addr, &["mget", "a", "c", "failed"], b""), 0), "(nil)\n3\nyes\n");
+    assert_eq!(
+        ok(&kvsctl(addr, &["mget", "a", "c", "failed"], b""), 0),
+        "(nil)\n3\nyes\n"
+    );
     let json = ok(&kvsctl(addr, &["--json", "ttl", "c"], b""), 0);
     assert!(json.contains("\"ttl_ms\":"), "{json}");
     let bad_txn = kvsctl(addr, &["txn"], b"frob\n");
@@ -132,13 +175,18 @@ fn kvsctl_speaks_expiry_conditions_counters_batches_and_transactions() {
     assert!(String::from_utf8_lossy(&bad_txn.stderr).contains("txn line 1"));
 
     // A key that expires is gone at once for GET, MGET and KEYS.
-    ok(&kvsctl(addr, &["set", "short", "v", "--ttl", "200ms"], b""), 0);
+    ok(
+        &kvsctl(addr, &["set", "short", "v", "--ttl", "200ms"], b""),
+        0,
+    );
     std::thread::sleep(Duration::from_millis(300));
     ok(&kvsctl(addr, &["get", "short"], b""), 1);
     assert_eq!(ok(&kvsctl(addr, &["mget", "short"], b""), 0), "(nil)\n");
     assert!(!ok(&kvsctl(addr, &["keys"], b""), 0).contains("short"));
     // ... and active expiry writes it away.
-    wait_until("active expiry removes the key", || stat(addr, "expired_keys_total") >= 1);
+    wait_until("active expiry removes the key", || {
+        stat(addr, "expired_keys_total") >= 1
+    });
 
     // The shell takes the same commands.
     let shell = ok(
@@ -163,18 +211,31 @@ fn expiry_and_seqs_survive_a_clean_restart_and_a_kill_9() {
     };
     client.set_with(b"ttl", b"v", hour).unwrap();
     client.set(b"plain", b"v").unwrap();
-    client.expire(b"plain", Some(Expiry::InMs(7_200_000))).unwrap();
+    client
+        .expire(b"plain", Some(Expiry::InMs(7_200_000)))
+        .unwrap();
     client.incr_by(b"n", 5).unwrap();
     client.mset(&[(b"m1", b"1"), (b"m2", b"2")]).unwrap();
     let before: BTreeMap<&str, _> = ["ttl", "plain", "n", "m1", "m2"]
         .into_iter()
-        .map(|key| (key, client.meta(key.as_bytes()).unwrap().map(|m| (m.seq, m.expires_at_ms))))
+        .map(|key| {
+            (
+                key,
+                client
+                    .meta(key.as_bytes())
+                    .unwrap()
+                    .map(|m| (m.seq, m.expires_at_ms)),
+            )
+        })
         .collect();
     drop(client);
     let check = |server: &Kvsd| {
         let mut client = connect(&server.addr);
         for (key, meta) in &before {
-            let now = client.meta(key.as_bytes()).unwrap().map(|m| (m.seq, m.expires_at_ms));
+            let now = client
+                .meta(key.as_bytes())
+                .unwrap()
+                .map(|m| (m.seq, m.expires_at_ms));
             assert_eq!(&now, meta, "{key}");
         }
         assert_eq!(client.get(b"n").unwrap().as_deref(), Some(&b"5"[..]));
@@ -211,9 +272,18 @@ fn conditional_writes_answer_the_current_seq() {
         condition: Condition::Seq(seq),
         ..Default::default()
     };
-    assert_eq!(client.set_with(b"k", b"1", if_seq(0)).unwrap(), Written::Ok(1));
-    assert_eq!(client.set_with(b"k", b"2", if_seq(0)).unwrap(), Written::ConditionFailed(1));
-    assert_eq!(client.set_with(b"k", b"2", if_seq(1)).unwrap(), Written::Ok(2));
+    assert_eq!(
+        client.set_with(b"k", b"1", if_seq(0)).unwrap(),
+        Written::Ok(1)
+    );
+    assert_eq!(
+        client.set_with(b"k", b"2", if_seq(0)).unwrap(),
+        Written::ConditionFailed(1)
+    );
+    assert_eq!(
+        client.set_with(b"k", b"2", if_seq(1)).unwrap(),
+        Written::Ok(2)
+    );
     // Pipelined: the second CAS sees the first (pending) one's seq.
     for _ in 0..2 {
         client
@@ -301,13 +371,16 @@ fn kill_9_during_a_stream_of_transactions_tears_none() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::start(dir.path(), &[]);
     for round in 0..3u64 {
-        let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let acked: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
         let mut writers = Vec::new();
         for writer in 0..WRITERS {
             let addr = server.addr.clone();
             let acked = acked.clone();
             writers.push(std::thread::spawn(move || {
-                let Ok(mut client) = Client::connect(&addr) else { return };
+                let Ok(mut client) = Client::connect(&addr) else {
+                    return;
+                };
                 // Numbers rise across rounds, so an old round's values are told apart.
                 let mut n = round * 1_000_000;
                 loop {
@@ -332,7 +405,9 @@ fn kill_9_during_a_stream_of_transactions_tears_none() {
         }
         // Let some transactions through, then kill in the middle of the stream.
         wait_until("transactions are acknowledged", || {
-            acked.iter().all(|a| a.load(Ordering::SeqCst) > round * 1_000_000 + 20)
+            acked
+                .iter()
+                .all(|a| a.load(Ordering::SeqCst) > round * 1_000_000 + 20)
         });
         server.kill9();
         for writer in writers {
@@ -351,7 +426,10 @@ fn kill_9_during_a_stream_of_transactions_tears_none() {
                 values.iter().all(|v| *v == first),
                 "round {round}, writer {writer}: a torn transaction: {values:?}"
             );
-            let value: u64 = std::str::from_utf8(&first.expect("written")).unwrap().parse().unwrap();
+            let value: u64 = std::str::from_utf8(&first.expect("written"))
+                .unwrap()
+                .parse()
+                .unwrap();
             let acknowledged = acked[writer as usize].load(Ordering::SeqCst);
             assert!(
                 value >= acknowledged,

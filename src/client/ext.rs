@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{malformed, refusal, seq_of, Client, ClientError};
-use crate::protocol::ext::{ExtRequest, Expiry, SetOptions, Txn};
+use crate::protocol::ext::{Expiry, ExtRequest, SetOptions, Txn};
 use crate::protocol::request::Request;
 use crate::protocol::response::{Response, Status};
 
@@ -85,7 +85,9 @@ impl Event {
         };
         let expires_at_ms = u64::from_le_bytes(body.get(9..17)?.try_into().ok()?);
         let key_len = u32::from_le_bytes(body.get(17..21)?.try_into().ok()?) as usize;
-        let key_end = 21usize.checked_add(key_len).filter(|end| *end <= body.len())?;
+        let key_end = 21usize
+            .checked_add(key_len)
+            .filter(|end| *end <= body.len())?;
         Some(Event {
             seq,
             kind,
@@ -174,7 +176,8 @@ impl Client {
         match response.status {
             Status::NotFound => Ok(None),
             Status::Ok if response.body.len() == 24 => {
-                let at = |i: usize| u64::from_le_bytes(response.body[i..i + 8].try_into().expect("8"));
+                let at =
+                    |i: usize| u64::from_le_bytes(response.body[i..i + 8].try_into().expect("8"));
                 Ok(Some(KeyMeta {
                     seq: at(0),
                     expires_at_ms: at(8),
@@ -244,12 +247,7 @@ impl Client {
 
     /// Gives this connection over to a WATCH of `key` (or every key starting with it, with
     /// `prefix`) from `from_seq` (0: from now on).
-    pub fn watch(
-        mut self,
-        key: &[u8],
-        prefix: bool,
-        from_seq: u64,
-    ) -> Result<Watch, ClientError> {
+    pub fn watch(mut self, key: &[u8], prefix: bool, from_seq: u64) -> Result<Watch, ClientError> {
         self.set_read_timeout(None)?;
         let id = self.send(&Request::Ext(ExtRequest::Watch {
             key: Bytes::copy_from_slice(key),

@@ -6,12 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{error, Pending};
 use crate::engine::write::{Cmp, IncrOutcome, Operand as EngineOperand};
 use crate::engine::{
-    Condition, Engine, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp,
-    TxnOutcome, Values,
+    Condition, Engine, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome, Values,
 };
-use crate::protocol::ext::{
-    self, CompareOp, ExtRequest, Operand, Txn, TxnWrite,
-};
+use crate::protocol::ext::{self, CompareOp, ExtRequest, Operand, Txn, TxnWrite};
 use crate::protocol::Status;
 use crate::wal::record::Op;
 

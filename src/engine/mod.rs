@@ -316,7 +316,9 @@ impl Engine {
 
     /// Whether the index points at `location` for `key`: the record there is live.
     pub fn is_live(&self, key: &[u8], location: Location) -> bool {
-        self.index.get(key).is_some_and(|slot| slot.location == location)
+        self.index
+            .get(key)
+            .is_some_and(|slot| slot.location == location)
     }
 
     /// Whether the record with `seq` is the last that changed `key` (an EXPIRE that

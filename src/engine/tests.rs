@@ -226,23 +226,44 @@ fn recovery_applies_every_kind() {
     };
     let mut engine = Engine::new(0);
     engine.tick(1_000);
-    engine.recover(&record(1, Op::Blank, b"", b"", 0), at(10)).unwrap();
-    engine.recover(&record(2, Op::Membership, b"", b"cfg", 0), at(20)).unwrap();
-    engine.recover(&record(3, Op::Set, b"k", b"v", 5_000), at(30)).unwrap();
-    assert_eq!(engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)), Some((3, 5_000)));
-    engine.recover(&record(4, Op::ExpireAt, b"k", b"", 0), at(40)).unwrap();
-    assert_eq!(engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)), Some((4, 0)));
+    engine
+        .recover(&record(1, Op::Blank, b"", b"", 0), at(10))
+        .unwrap();
+    engine
+        .recover(&record(2, Op::Membership, b"", b"cfg", 0), at(20))
+        .unwrap();
+    engine
+        .recover(&record(3, Op::Set, b"k", b"v", 5_000), at(30))
+        .unwrap();
+    assert_eq!(
+        engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)),
+        Some((3, 5_000))
+    );
+    engine
+        .recover(&record(4, Op::ExpireAt, b"k", b"", 0), at(40))
+        .unwrap();
+    assert_eq!(
+        engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)),
+        Some((4, 0))
+    );
     assert_eq!(engine.expiring_key_count(), 0);
-    engine.recover(&record(5, Op::Expired, b"k", b"", 0), at(50)).unwrap();
+    engine
+        .recover(&record(5, Op::Expired, b"k", b"", 0), at(50))
+        .unwrap();
     assert_eq!(engine.key_count(), 0);
     let mut txn = Vec::new();
     super::txn::put_op(&mut txn, Op::Set, 0, b"a", b"1");
     super::txn::put_op(&mut txn, Op::Set, 9_000, b"b", b"22");
     super::txn::put_op(&mut txn, Op::Del, 0, b"a", b"");
-    engine.recover(&record(6, Op::Txn, b"", &txn, 0), at(60)).unwrap();
+    engine
+        .recover(&record(6, Op::Txn, b"", &txn, 0), at(60))
+        .unwrap();
     assert!(engine.slot(b"a").is_none());
     let b = engine.slot(b"b").unwrap();
-    assert_eq!((b.seq, b.expires_at_ms, b.location.value_len), (6, 9_000, 2));
+    assert_eq!(
+        (b.seq, b.expires_at_ms, b.location.value_len),
+        (6, 9_000, 2)
+    );
 }
 
 /// Replays `disk` as recovery would: every record, in order.
@@ -274,11 +295,17 @@ fn conditions_decide_against_the_newest_state() {
         condition: Condition::Absent,
         ..Default::default()
     };
-    assert_eq!(engine.set_with(b"k", Bytes::from("1"), nx), Ok(SetOutcome::Written { seq: 1 }));
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("1"), nx),
+        Ok(SetOutcome::Written { seq: 1 })
+    );
     // The pending SET counts: a second NX fails, naming the pending seq to wait for.
     assert_eq!(
         engine.set_with(b"k", Bytes::from("2"), nx),
-        Ok(SetOutcome::ConditionFailed { current_seq: 1, after_seq: 1 })
+        Ok(SetOutcome::ConditionFailed {
+            current_seq: 1,
+            after_seq: 1
+        })
     );
     disk.commit(&mut engine);
     let if_seq = |seq| SetOptions {
@@ -287,10 +314,19 @@ fn conditions_decide_against_the_newest_state() {
     };
     assert_eq!(
         engine.set_with(b"k", Bytes::from("3"), if_seq(7)),
-        Ok(SetOutcome::ConditionFailed { current_seq: 1, after_seq: 0 })
+        Ok(SetOutcome::ConditionFailed {
+            current_seq: 1,
+            after_seq: 0
+        })
     );
-    assert_eq!(engine.set_with(b"k", Bytes::from("3"), if_seq(1)), Ok(SetOutcome::Written { seq: 2 }));
-    assert_eq!(engine.set_with(b"new", Bytes::from("x"), if_seq(0)), Ok(SetOutcome::Written { seq: 3 }));
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("3"), if_seq(1)),
+        Ok(SetOutcome::Written { seq: 2 })
+    );
+    assert_eq!(
+        engine.set_with(b"new", Bytes::from("x"), if_seq(0)),
+        Ok(SetOutcome::Written { seq: 3 })
+    );
     let xx = SetOptions {
         condition: Condition::Present,
         ..Default::default()
@@ -318,9 +354,15 @@ fn expired_keys_vanish_at_once_and_active_expiry_removes_them() {
     assert_eq!(engine.next_deadline_ms(), Some(2_000));
     assert_eq!(engine.expire_due(10), Ok(0), "nothing is due yet");
     engine.tick(2_000);
-    assert!(engine.get(b"a").is_none(), "invisible the moment it expires");
+    assert!(
+        engine.get(b"a").is_none(),
+        "invisible the moment it expires"
+    );
     assert!(!engine.current(b"a").exists());
-    assert_eq!(engine.keys(b"", None).collect::<Vec<_>>(), vec![&b"b"[..], b"c"]);
+    assert_eq!(
+        engine.keys(b"", None).collect::<Vec<_>>(),
+        vec![&b"b"[..], b"c"]
+    );
     // SET KEEPTTL keeps b's expiry; a re-set without one saves it.
     let keep = SetOptions {
         keep_ttl: true,
@@ -330,7 +372,11 @@ fn expired_keys_vanish_at_once_and_active_expiry_removes_them() {
     assert_eq!(engine.current(b"b").expires_at_ms(), 3_000);
     engine.tick(3_500);
     engine.set(b"b", Bytes::from("fresh")).unwrap();
-    assert_eq!(engine.expire_due(10), Ok(1), "a only: b was set again, pending");
+    assert_eq!(
+        engine.expire_due(10),
+        Ok(1),
+        "a only: b was set again, pending"
+    );
     disk.commit(&mut engine);
     assert_eq!(engine.expire_due(10), Ok(0));
     assert_eq!(engine.key_count(), 2);
@@ -338,19 +384,40 @@ fn expired_keys_vanish_at_once_and_active_expiry_removes_them() {
     // PERSIST and EXPIRE.
     assert_eq!(
         engine.expire_at(b"c", 0),
-        Ok(ExpireOutcome::Unchanged { current_seq: 3, after_seq: 0 })
+        Ok(ExpireOutcome::Unchanged {
+            current_seq: 3,
+            after_seq: 0
+        })
     );
-    assert!(matches!(engine.expire_at(b"c", 9_000), Ok(ExpireOutcome::Written { .. })));
-    assert!(matches!(engine.expire_at(b"zz", 9_000), Ok(ExpireOutcome::NotFound { .. })));
+    assert!(matches!(
+        engine.expire_at(b"c", 9_000),
+        Ok(ExpireOutcome::Written { .. })
+    ));
+    assert!(matches!(
+        engine.expire_at(b"zz", 9_000),
+        Ok(ExpireOutcome::NotFound { .. })
+    ));
     // The EXPIRE over a durable value keeps it readable.
-    assert!(matches!(engine.current(b"c"), Current::Stored { expires_at_ms: 9_000, .. }));
+    assert!(matches!(
+        engine.current(b"c"),
+        Current::Stored {
+            expires_at_ms: 9_000,
+            ..
+        }
+    ));
     disk.commit(&mut engine);
     assert_eq!(engine.slot(b"c").unwrap().expires_at_ms, 9_000);
     // Recovery from the log agrees with the live engine.
     let mut replayed = replay(&disk);
     replayed.tick(3_500);
-    let live: Vec<(Vec<u8>, Slot)> = engine.index_entries().map(|(k, s)| (k.to_vec(), s)).collect();
-    let back: Vec<(Vec<u8>, Slot)> = replayed.index_entries().map(|(k, s)| (k.to_vec(), s)).collect();
+    let live: Vec<(Vec<u8>, Slot)> = engine
+        .index_entries()
+        .map(|(k, s)| (k.to_vec(), s))
+        .collect();
+    let back: Vec<(Vec<u8>, Slot)> = replayed
+        .index_entries()
+        .map(|(k, s)| (k.to_vec(), s))
+        .collect();
     assert_eq!(live, back);
 }
 
@@ -380,7 +447,9 @@ fn counters_follow_redis() {
         engine.incr_by(b"s", 1, nothing),
         Ok(IncrOutcome::Refused { message, after_seq: 4 }) if message == counter::NOT_AN_INTEGER
     ));
-    engine.set(b"max", Bytes::from(i64::MAX.to_string())).unwrap();
+    engine
+        .set(b"max", Bytes::from(i64::MAX.to_string()))
+        .unwrap();
     assert!(matches!(
         engine.incr_by(b"max", 1, nothing),
         Ok(IncrOutcome::Refused { message, .. }) if message == counter::OVERFLOW
@@ -423,7 +492,11 @@ fn a_transaction_is_one_record_applied_all_or_none() {
             operand: write::Operand::Seq(0),
         },
     ];
-    let success = [op(Op::Set, "b", "2"), op(Op::Del, "a", ""), op(Op::Del, "nobody", "")];
+    let success = [
+        op(Op::Set, "b", "2"),
+        op(Op::Del, "a", ""),
+        op(Op::Del, "nobody", ""),
+    ];
     let failure = [op(Op::Set, "failed", "1")];
     let outcome = engine
         .txn(&compares, &success, &failure, &mut reader(&snapshot))
@@ -442,13 +515,23 @@ fn a_transaction_is_one_record_applied_all_or_none() {
     let outcome = engine
         .txn(&compares, &success, &failure, &mut reader(&snapshot))
         .unwrap();
-    assert!(matches!(outcome, TxnOutcome::Done { succeeded: false, seq: 3, after_seq: 2 }));
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Done {
+            succeeded: false,
+            seq: 3,
+            after_seq: 2
+        }
+    ));
     disk.commit(&mut engine);
     assert_eq!(engine.last_seq(), 3, "one seq per transaction");
     let replayed = replay(&disk);
     let keys: Vec<&[u8]> = replayed.keys(b"", None).collect();
     assert_eq!(keys, vec![&b"b"[..], b"failed"]);
-    assert_eq!(replayed.slot(b"b").map(|s| disk.value(s.location)), Some(b"2".to_vec()));
+    assert_eq!(
+        replayed.slot(b"b").map(|s| disk.value(s.location)),
+        Some(b"2".to_vec())
+    );
     // A cut anywhere inside the transaction's record leaves none of it.
     let txn_start = disk.bytes.len() - {
         let mut at = 0;
@@ -477,6 +560,9 @@ fn mget_reads_one_moment() {
     engine.set(b"b", Bytes::from("2")).unwrap();
     let keys = [Bytes::from("a"), Bytes::from("b"), Bytes::from("c")];
     let (values, after_seq) = engine.mget(&keys, &mut reader(&snapshot)).unwrap();
-    assert_eq!(values, vec![Some(Bytes::from("1")), Some(Bytes::from("2")), None]);
+    assert_eq!(
+        values,
+        vec![Some(Bytes::from("1")), Some(Bytes::from("2")), None]
+    );
     assert_eq!(after_seq, 2);
 }

@@ -37,22 +37,37 @@ pub struct SetOptions {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetOutcome {
-    Written { seq: u64 },
+    Written {
+        seq: u64,
+    },
     /// Nothing written; the key's seq (0: absent), and the pending write it observed.
-    ConditionFailed { current_seq: u64, after_seq: u64 },
+    ConditionFailed {
+        current_seq: u64,
+        after_seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpireOutcome {
-    Written { seq: u64 },
-    NotFound { after_seq: u64 },
+    Written {
+        seq: u64,
+    },
+    NotFound {
+        after_seq: u64,
+    },
     /// PERSIST of a key that has no expiry: nothing to write.
-    Unchanged { current_seq: u64, after_seq: u64 },
+    Unchanged {
+        current_seq: u64,
+        after_seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IncrOutcome {
-    Written { value: i64, seq: u64 },
+    Written {
+        value: i64,
+        seq: u64,
+    },
     /// Redis's error text; answered once `after_seq` is durable.
     Refused {
         message: String,
@@ -195,7 +210,8 @@ impl Engine {
         let after_seq = current.after_seq();
         let refused = |message: String| Ok(IncrOutcome::Refused { message, after_seq });
         // A value longer than any integer is not read at all.
-        let too_long = matches!(&current, Current::Stored { location, .. } if location.value_len > 20);
+        let too_long =
+            matches!(&current, Current::Stored { location, .. } if location.value_len > 20);
         if too_long {
             return refused(counter::NOT_AN_INTEGER.to_string());
         }

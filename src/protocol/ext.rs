@@ -170,9 +170,7 @@ pub enum TxnWrite {
 impl TxnWrite {
     pub fn key(&self) -> &Bytes {
         match self {
-            TxnWrite::Set { key, .. } | TxnWrite::Del { key } | TxnWrite::Expire { key, .. } => {
-                key
-            }
+            TxnWrite::Set { key, .. } | TxnWrite::Del { key } | TxnWrite::Expire { key, .. } => key,
         }
     }
 }
@@ -494,7 +492,11 @@ fn decode_txn(at: &mut Reader<'_>, limits: RequestLimits) -> Result<Txn, Request
             2 => CompareOp::Ne,
             3 => CompareOp::Lt,
             4 => CompareOp::Gt,
-            other => return Err(invalid_owned(format!("TXN compare cmp {other} is unknown: 1 =, 2 !=, 3 <, 4 >"))),
+            other => {
+                return Err(invalid_owned(format!(
+                    "TXN compare cmp {other} is unknown: 1 =, 2 !=, 3 <, 4 >"
+                )))
+            }
         };
         let key = at.sized("klen needs 4 bytes", "klen runs past the end")?;
         check_key(&key, limits)?;
@@ -509,15 +511,18 @@ fn decode_txn(at: &mut Reader<'_>, limits: RequestLimits) -> Result<Txn, Request
             }
             3 if operand.len() == 1 && operand[0] <= 1 => Operand::Exists(operand[0] == 1),
             1 => return Err(invalid("TXN compare of a seq takes an 8-byte operand")),
-            3 => return Err(invalid("TXN compare of existence takes a 1-byte operand, 0 or 1")),
+            3 => {
+                return Err(invalid(
+                    "TXN compare of existence takes a 1-byte operand, 0 or 1",
+                ))
+            }
             other => {
                 return Err(invalid_owned(format!(
                     "TXN compare target {other} is unknown: 1 seq, 2 value, 3 exists"
                 )))
             }
         };
-        if matches!(operand, Operand::Exists(_)) && !matches!(op, CompareOp::Eq | CompareOp::Ne)
-        {
+        if matches!(operand, Operand::Exists(_)) && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
             return Err(invalid("TXN compare of existence takes only = or !="));
         }
         compares.push(Compare { key, op, operand });
@@ -532,14 +537,19 @@ fn decode_txn(at: &mut Reader<'_>, limits: RequestLimits) -> Result<Txn, Request
     })
 }
 
-fn decode_writes(at: &mut Reader<'_>, limits: RequestLimits) -> Result<Vec<TxnWrite>, RequestError> {
+fn decode_writes(
+    at: &mut Reader<'_>,
+    limits: RequestLimits,
+) -> Result<Vec<TxnWrite>, RequestError> {
     let count = at.count(TXN_WRITES_MAX, 2 + U64_BYTES + 2 * U32_BYTES + 1)?;
     let mut writes = Vec::with_capacity(count);
     for _ in 0..count {
         let op = at.u8("a write's op needs 1 byte")?;
         let flags = at.u8("a write's flags need 1 byte")?;
         if flags & !0x03 != 0 {
-            return Err(invalid("TXN write flags: only 0x01 (has expiry) and 0x02 (absolute)"));
+            return Err(invalid(
+                "TXN write flags: only 0x01 (has expiry) and 0x02 (absolute)",
+            ));
         }
         let expiry_ms = at.u64("a write's expiry_ms needs 8 bytes")?;
         let key_len = at.u32("klen needs 4 bytes")? as usize;
@@ -557,7 +567,11 @@ fn decode_writes(at: &mut Reader<'_>, limits: RequestLimits) -> Result<Vec<TxnWr
             1 => TxnWrite::Set { key, value, expiry },
             2 if value.is_empty() && expiry.is_none() => TxnWrite::Del { key },
             4 if value.is_empty() => TxnWrite::Expire { key, expiry },
-            2 | 4 => return Err(invalid("TXN del and expire writes take no value (and del no expiry)")),
+            2 | 4 => {
+                return Err(invalid(
+                    "TXN del and expire writes take no value (and del no expiry)",
+                ))
+            }
             other => {
                 return Err(invalid_owned(format!(
                     "TXN write op {other} is unknown: 1 set, 2 del, 4 expire"

@@ -20,12 +20,12 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::engine::batch;
 use crate::limits::{
     COMPACTION_CHECK_MS, COMPACTION_IO_BYTES, COMPACTION_RETIRE_MS, COMPACTION_SWITCH_SLICE,
     COMPACTION_SYNC_BYTES,
 };
 use crate::wal::file::Segment;
-use crate::engine::batch;
 use crate::wal::record::{self, DecodeError, Op, Record};
 use crate::wal::{segment, Location};
 

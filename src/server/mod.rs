@@ -40,8 +40,8 @@ pub use config::{Config, FsyncPolicy};
 use crate::engine::Engine;
 use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
 use crate::wal::file::LogFile;
-use crate::wal::recovery::{self, RecoveryError};
 use crate::wal::record::Record;
+use crate::wal::recovery::{self, RecoveryError};
 use crate::wal::RecordHeader;
 
 /// Why kvsd could not start or had to stop.
@@ -426,10 +426,13 @@ fn write_checkpoint(node: &Node) {
         .collect();
     let mut unknown = false;
     let entries = engine.index_entries().map(|(key, slot)| {
-        let index = index_of.get(&slot.location.file).copied().unwrap_or_else(|| {
-            unknown = true;
-            0
-        });
+        let index = index_of
+            .get(&slot.location.file)
+            .copied()
+            .unwrap_or_else(|| {
+                unknown = true;
+                0
+            });
         let entry = checkpoint::Entry {
             location: slot.location,
             seq: slot.seq,

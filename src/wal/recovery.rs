@@ -660,7 +660,8 @@ mod tests {
         let mut buf = fs::read(&path).unwrap();
         buf.resize(buf.len() + 4096, 0);
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 3);
         assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(recovered.segments[0].bytes, ends[2] as u64);
@@ -669,7 +670,8 @@ mod tests {
         // A torn record in front of the zeros is still a torn tail: zeroed, the file kept.
         buf[ends[2]..ends[2] + 5].copy_from_slice(b"\x30\x00\x00\x00\x99");
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!((recovered.last_seq, recovered.truncated_bytes), (3, 5));
         let after = fs::read(&path).unwrap();
         assert_eq!(after.len(), buf.len());
@@ -775,7 +777,8 @@ mod tests {
             segment_bytes(&compacted, [5, 20]),
         )
         .unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 20);
         let last = recovered.segments.last().unwrap();
         assert_eq!((last.id, last.first_seq, last.compacted), (2, 21, None));

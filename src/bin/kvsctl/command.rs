@@ -319,7 +319,11 @@ pub fn execute(
                     out.flush()?;
                     not_found();
                     if json {
-                        writeln!(out, "{}", Json::new().bool("ok", false).bool("found", false))?;
+                        writeln!(
+                            out,
+                            "{}",
+                            Json::new().bool("ok", false).bool("found", false)
+                        )?;
                     }
                     Ok(Outcome::NotFound)
                 }
@@ -450,7 +454,11 @@ pub fn execute(
                         .u64("seq", outcome.seq)
                 )?;
             } else {
-                let branch = if outcome.succeeded { "SUCCESS" } else { "FAILURE" };
+                let branch = if outcome.succeeded {
+                    "SUCCESS"
+                } else {
+                    "FAILURE"
+                };
                 writeln!(out, "{branch} (seq {})", outcome.seq)?;
             }
             Ok(if outcome.succeeded {

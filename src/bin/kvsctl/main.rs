@@ -376,7 +376,9 @@ fn run_shell_line(
             .map(|_| Flow::Continue)
             .map_err(Failure::Output),
         Ok(ShellLine::Exit) => Ok(Flow::Exit),
-        Ok(ShellLine::Run(command)) => execute(session, &command, style, out).map(|_| Flow::Continue),
+        Ok(ShellLine::Run(command)) => {
+            execute(session, &command, style, out).map(|_| Flow::Continue)
+        }
         Err(message) => Err(Failure::Input(message)),
     };
     // Everything this line printed appears before the next prompt or error.
@@ -570,9 +572,15 @@ mod tests {
         assert!(matches!(run("keys"), Command::Keys { prefix: None }));
         assert!(matches!(run("ping"), Command::Ping { text: None }));
         assert!(matches!(run("incr n 5"), Command::Incr { by: 5, .. }));
-        assert!(matches!(run("watch app/ --from-seq 9"), Command::Watch { from_seq: 9, .. }));
+        assert!(matches!(
+            run("watch app/ --from-seq 9"),
+            Command::Watch { from_seq: 9, .. }
+        ));
         assert!(matches!(parse_shell_line(b"   "), Ok(ShellLine::Empty)));
-        assert!(matches!(parse_shell_line(b"# a comment"), Ok(ShellLine::Empty)));
+        assert!(matches!(
+            parse_shell_line(b"# a comment"),
+            Ok(ShellLine::Empty)
+        ));
         assert!(matches!(parse_shell_line(b"quit"), Ok(ShellLine::Exit)));
         assert!(matches!(parse_shell_line(b"exit"), Ok(ShellLine::Exit)));
         match parse_shell_line(b"help") {
@@ -583,7 +591,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_shell_line(b"help set"), Ok(ShellLine::Help(text)) if text.contains("--if-seq")));
+        assert!(
+            matches!(parse_shell_line(b"help set"), Ok(ShellLine::Help(text)) if text.contains("--if-seq"))
+        );
         let usage = parse_shell_line(b"set k").unwrap_err();
         assert!(usage.contains("<VALUE>"), "{usage}");
         assert!(parse_shell_line(b"stats now").is_err());

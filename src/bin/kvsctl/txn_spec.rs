@@ -25,7 +25,12 @@ pub fn parse(text: &[u8]) -> Result<Txn, String> {
             0 => txn.compares.push(compare(&words).map_err(at)?),
             1 => txn.success.push(write(&words).map_err(at)?),
             2 => txn.failure.push(write(&words).map_err(at)?),
-            _ => return Err(at("a txn has three sections: compares, success writes, failure writes".to_string())),
+            _ => {
+                return Err(at(
+                    "a txn has three sections: compares, success writes, failure writes"
+                        .to_string(),
+                ))
+            }
         }
     }
     Ok(txn)
@@ -143,7 +148,9 @@ mod tests {
         assert!(txn.compares.is_empty());
         assert_eq!(txn.success.len(), 1);
         assert!(parse(b"seq k ~ 1\n").unwrap_err().contains("line 1"));
-        assert!(parse(b"exists k\n\nfrob k\n").unwrap_err().contains("line 3"));
+        assert!(parse(b"exists k\n\nfrob k\n")
+            .unwrap_err()
+            .contains("line 3"));
         assert!(parse(b"\n\n\n\nset a 1\n").is_err());
     }
 }

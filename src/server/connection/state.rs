@@ -25,8 +25,8 @@ use crate::limits::{
     AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
 };
-use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET};
 use crate::protocol::ext::{self, ExtRequest};
+use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET};
 use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};

@@ -109,7 +109,7 @@ async fn stream_events(
         }
         seq => seq.min(durable_seq + 1),
     };
-    let (mut segment, mut offset, _) = leader_stream::locate(node, next_seq).await?;
+    let (mut segment, mut offset) = locate(node, next_seq).await?;
     let _registration = Registration::new(node, (segment, offset));
     let registration_id = _registration.id;
     let mut progress = node.shard.progress.subscribe();
@@ -179,6 +179,24 @@ async fn stream_events(
     }
 }
 
+/// Where the record with `seq` starts (or will start): the start of an uncompacted segment
+/// that begins with it, or found by the replication cursor's scan.
+async fn locate(node: &Node, seq: u64) -> Result<(u32, u64), String> {
+    let starts_segment = node
+        .shard
+        .log
+        .segments()
+        .iter()
+        .find(|s| s.compacted.is_none() && s.first_seq == seq)
+        .map(|s| s.file_no);
+    match starts_segment {
+        Some(file_no) => Ok((file_no, segment::HEADER_BYTES as u64)),
+        None => leader_stream::locate(node, seq)
+            .await
+            .map(|(file_no, offset, _)| (file_no, offset)),
+    }
+}
+
 /// Resolves once the client closes its side (or sends anything: a watch takes no requests).
 async fn client_gone(stream: &TcpStream) {
     let buf = vec![0u8; 64];
@@ -235,11 +253,20 @@ mod tests {
         encode_events(&mut out, &request, &record);
         let mut events = Vec::new();
         while let Some(frame) = frame::decode(&mut out, 1 << 20).unwrap() {
-            assert_eq!((frame.header.kind, frame.header.id), (Status::Event as u8, 3));
+            assert_eq!(
+                (frame.header.kind, frame.header.id),
+                (Status::Event as u8, 3)
+            );
             events.push(crate::client::Event::decode(&frame.body).unwrap());
         }
         assert_eq!(events.len(), 2);
-        assert_eq!((events[0].seq, &events[0].key[..], &events[0].value[..]), (7, &b"app/a"[..], &b"1"[..]));
-        assert_eq!((events[1].expires_at_ms, &events[1].key[..]), (9, &b"app/b"[..]));
+        assert_eq!(
+            (events[0].seq, &events[0].key[..], &events[0].value[..]),
+            (7, &b"app/a"[..], &b"1"[..])
+        );
+        assert_eq!(
+            (events[1].expires_at_ms, &events[1].key[..]),
+            (9, &b"app/b"[..])
+        );
     }
 }
