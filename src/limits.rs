@@ -69,6 +69,11 @@ pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
 /// larger than this still goes, alone).
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Active expiry: at most this many keys removed per slice (one slice per flush)...
+pub const EXPIRE_KEYS_PER_TURN: usize = 256;
+/// ... and how often it looks for due keys when none were due.
+pub const EXPIRE_IDLE_MS: u64 = 50;
+
 /// `--commit-window-ms`: how long a flush may wait for the clients the last one answered.
 pub const COMMIT_WINDOW_MS_DEFAULT: u64 = 1;
 

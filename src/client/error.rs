@@ -70,6 +70,8 @@ pub fn status_name(status: Status) -> &'static str {
         Status::NotFound => "NOT_FOUND",
         Status::NotLeader => "NOT_LEADER",
         Status::Error => "ERROR",
+        Status::ConditionFailed => "CONDITION_FAILED",
+        Status::Event => "EVENT",
     }
 }
 

@@ -9,6 +9,7 @@
 //! a value or a `ClientError`.
 
 mod error;
+mod ext;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 pub use error::{status_name, ClientError};
+pub use ext::{Event, EventKind, KeyMeta, TxnOutcome, Watch, Written};
 
 use crate::auth::Secret;
 use crate::limits;
@@ -476,7 +478,7 @@ pub fn stats_lines(stats: &str) -> Vec<(&str, &str)> {
 }
 
 /// The error for a reply whose status is not one the request succeeds with.
-fn refusal(request: &'static str, response: &Response) -> ClientError {
+pub(crate) fn refusal(request: &'static str, response: &Response) -> ClientError {
     match response.status {
         Status::Error => ClientError::Server(text(&response.body)),
         Status::NotLeader => ClientError::NotLeader(text(&response.body)),
@@ -484,7 +486,7 @@ fn refusal(request: &'static str, response: &Response) -> ClientError {
     }
 }
 
-fn seq_of(request: &'static str, response: &Response) -> Result<u64, ClientError> {
+pub(crate) fn seq_of(request: &'static str, response: &Response) -> Result<u64, ClientError> {
     match response.seq() {
         Some(seq) if response.body.len() == 8 => Ok(seq),
         _ => Err(malformed(
@@ -497,7 +499,7 @@ fn seq_of(request: &'static str, response: &Response) -> Result<u64, ClientError
     }
 }
 
-fn malformed(request: &'static str, detail: &str) -> ClientError {
+pub(crate) fn malformed(request: &'static str, detail: &str) -> ClientError {
     ClientError::Malformed {
         request,
         detail: detail.to_string(),

@@ -106,6 +106,7 @@ fn typed_calls_read_their_replies() {
                     peer.reply(Status::Ok, 0, id, b"")
                 }
                 Request::Auth { .. } => peer.reply(Status::Error, 0, id, b"authentication failed"),
+                Request::Ext(_) => peer.reply(Status::Error, 0, id, b"not in this test"),
             }
         }
     });

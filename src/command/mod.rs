@@ -6,9 +6,11 @@
 //! flight. What a reply observed must be durable before it is sent: each pending reply names the
 //! seq it waits for.
 
+pub mod ext;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::engine::{Deleted, Engine, Observed};
+use crate::engine::{Current, Deleted, Engine, Values};
 use crate::protocol::request::put_key_entry;
 use crate::protocol::response::flag as response_flag;
 use crate::protocol::{Request, Status};
@@ -24,8 +26,9 @@ pub enum Pending {
         body: Bytes,
         after_seq: u64,
     },
-    /// OK with `seq` once `seq` is durable (and replicated as configured).
-    Write { seq: u64 },
+    /// OK once `seq` is durable (and replicated as configured), with `body`, or without one
+    /// with the seq.
+    Write { seq: u64, body: Option<Bytes> },
     /// GET of a durable value: read it from the log once `after_seq` is durable.
     Value { location: Location, after_seq: u64 },
     /// Answered from the state at the time it may go: STATS, and a GET whose `min_seq` this
@@ -48,6 +51,9 @@ impl Pending {
     pub fn reply_body_bytes(&self) -> usize {
         match self {
             Pending::Reply { body, .. } => body.len(),
+            Pending::Write {
+                body: Some(body), ..
+            } => body.len(),
             _ => 0,
         }
     }
@@ -67,12 +73,14 @@ pub enum Later {
 
 /// Takes `request` into the engine and says what its reply waits for. Writes join the open
 /// batch at once, so pipelined writes share a batch. `after_seq` is the newest write this
-/// connection sent before it; `keys_body_max` bounds a KEYS reply.
+/// connection sent before it; `keys_body_max` bounds a KEYS (or MGET) reply; `values` reads a
+/// stored value for the few requests that decide on one (INCRBY, MGET, TXN).
 pub fn accept(
     engine: &mut Engine,
     request: Request,
     after_seq: u64,
     keys_body_max: usize,
+    values: &mut Values<'_>,
 ) -> Pending {
     let reply = |status, body, after_seq| Pending::Reply {
         status,
@@ -90,11 +98,11 @@ pub fn accept(
     let after_seq = settled(after_seq);
     match request {
         Request::Set { key, value } => match engine.set(&key, value) {
-            Ok(seq) => Pending::Write { seq },
+            Ok(seq) => Pending::Write { seq, body: None },
             Err(failed) => error(failed.to_string()),
         },
         Request::Del { key } => match engine.del(&key) {
-            Ok(Deleted::Written { seq }) => Pending::Write { seq },
+            Ok(Deleted::Written { seq }) => Pending::Write { seq, body: None },
             Ok(Deleted::NotFound { after_seq: pending }) => {
                 reply(Status::NotFound, Bytes::new(), pending.max(after_seq))
             }
@@ -109,19 +117,23 @@ pub fn accept(
                 };
             }
             let after_seq = after_seq.max(min_seq);
-            match engine.observe(&key) {
-                Observed::Pending {
-                    seq,
-                    value: Some(value),
+            match engine.current(&key) {
+                Current::Value {
+                    value,
+                    after_seq: seq,
+                    ..
                 } => reply(Status::Ok, value, after_seq.max(seq)),
-                Observed::Pending { seq, value: None } => {
+                Current::Absent { after_seq: seq } => {
                     reply(Status::NotFound, Bytes::new(), after_seq.max(seq))
                 }
-                Observed::Durable(Some(location)) => Pending::Value {
+                Current::Stored {
                     location,
-                    after_seq,
+                    after_seq: seq,
+                    ..
+                } => Pending::Value {
+                    location,
+                    after_seq: after_seq.max(seq),
                 },
-                Observed::Durable(None) => reply(Status::NotFound, Bytes::new(), after_seq),
             }
         }
         Request::Keys {
@@ -149,6 +161,7 @@ pub fn accept(
         // The connection's `auth::Gate` answers AUTH before a request gets here; this is what
         // AUTH means on its own, on a server without `--auth-file`: a no-op.
         Request::Auth { .. } => ok_empty(),
+        Request::Ext(request) => ext::accept(engine, request, after_seq, keys_body_max, values),
     }
 }
 
@@ -248,6 +261,7 @@ mod tests {
                 },
                 0,
                 1024,
+                &mut |_| Err("no log in this test".to_string()),
             )
         };
         engine.set(b"k", Bytes::from("first")).unwrap();

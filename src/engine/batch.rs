@@ -1,12 +1,18 @@
-//! A batch: records encoded back to back, ready to be written with one write, and where each
-//! one's key and value sit inside it.
+//! A batch: records encoded back to back, ready to be written with one write, and the key
+//! changes they make, each with where its key and value sit inside the batch.
+//!
+//! Most records change one key; a `Txn` record changes several (each op's key and value sit
+//! inside the record's value), and a `Blank` or `Membership` record none. `changes` says which.
 
 use crate::wal::record::{self, Op, Record};
 
+/// One key changed by a record of the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub seq: u64,
+    /// `Set`, `Del`, `Expired` or `ExpireAt`.
     pub op: Op,
+    pub expires_at_ms: u64,
     /// Offsets inside the batch buffer.
     pub key_offset: u32,
     pub key_len: u32,
@@ -14,10 +20,58 @@ pub struct Entry {
     pub value_len: u32,
 }
 
+/// One key change of a record, located inside the record: the key is the record's key, or
+/// (`in_value`) at `key_offset` in its value; the change's value is at `value_offset` in the
+/// record's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub op: Op,
+    pub expires_at_ms: u64,
+    pub in_value: bool,
+    pub key_offset: u32,
+    pub key_len: u32,
+    pub value_offset: u32,
+    pub value_len: u32,
+}
+
+impl Change {
+    /// The key this change is to, inside `record`.
+    pub fn key<'a>(&self, record: &Record<'a>) -> &'a [u8] {
+        if self.in_value {
+            let start = self.key_offset as usize;
+            &record.value[start..start + self.key_len as usize]
+        } else {
+            record.key
+        }
+    }
+}
+
+/// The key changes `record` makes, in order.
+pub fn changes<'r>(record: &Record<'r>) -> impl Iterator<Item = Change> + 'r {
+    let single = match record.op {
+        Op::Set | Op::Del | Op::Expired | Op::ExpireAt => Some(Change {
+            op: record.op,
+            expires_at_ms: record.expires_at_ms,
+            in_value: false,
+            key_offset: 0,
+            key_len: record.key.len() as u32,
+            value_offset: 0,
+            value_len: record.value.len() as u32,
+        }),
+        _ => None,
+    };
+    let value: &'r [u8] = record.value;
+    let txn = (record.op == Op::Txn).then(|| super::txn::changes(value));
+    single.into_iter().chain(txn.into_iter().flatten())
+}
+
 #[derive(Debug, Default)]
 pub struct Batch {
     buf: Vec<u8>,
     entries: Vec<Entry>,
+    records: usize,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
 }
 
 impl Batch {
@@ -29,23 +83,34 @@ impl Batch {
         let crc = u32::from_le_bytes(self.buf[crc_at..crc_at + 4].try_into().expect("4 bytes"));
         let key_offset = start + record::KEY_OFFSET;
         let value_offset = key_offset + record.key.len();
-        self.entries.push(Entry {
-            seq: record.seq,
-            op: record.op,
-            key_offset: key_offset as u32,
-            key_len: record.key.len() as u32,
-            value_offset: value_offset as u32,
-            value_len: record.value.len() as u32,
-        });
+        for change in changes(record) {
+            let key_at = match change.in_value {
+                true => value_offset + change.key_offset as usize,
+                false => key_offset,
+            };
+            self.entries.push(Entry {
+                seq: record.seq,
+                op: change.op,
+                expires_at_ms: change.expires_at_ms,
+                key_offset: key_at as u32,
+                key_len: change.key_len,
+                value_offset: (value_offset + change.value_offset as usize) as u32,
+                value_len: change.value_len,
+            });
+        }
+        self.records += 1;
+        self.first_seq.get_or_insert(record.seq);
+        self.last_seq = Some(record.seq);
         crc
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.records == 0
     }
 
+    /// Records in the batch.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.records
     }
 
     pub fn bytes(&self) -> usize {
@@ -61,11 +126,11 @@ impl Batch {
     }
 
     pub fn first_seq(&self) -> Option<u64> {
-        self.entries.first().map(|e| e.seq)
+        self.first_seq
     }
 
     pub fn last_seq(&self) -> Option<u64> {
-        self.entries.last().map(|e| e.seq)
+        self.last_seq
     }
 
     /// Lends the encoded bytes out for a write (io_uring owns the buffer meanwhile).
@@ -81,5 +146,8 @@ impl Batch {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.entries.clear();
+        self.records = 0;
+        self.first_seq = None;
+        self.last_seq = None;
     }
 }

@@ -1,23 +1,36 @@
-//! The store's state and its rules of visibility and order. Pure: no I/O.
+//! The store's state and its rules of visibility and order. Pure: no I/O, and no clock of its
+//! own (the caller advances `now_ms` with `tick`).
 //!
-//! - The **index** maps each key to where its value lives in the log, for durable writes only:
-//!   a read never sees what a crash could take back.
-//! - **Pending** writes (accepted, not yet durable) are remembered per key so that writes
-//!   decide against the newest state: a DEL right after an unacknowledged SET finds it.
+//! - The **index** maps each key to where its value lives in the log, the seq of the last
+//!   record that changed the key, and when it expires, for durable writes only: a read never
+//!   sees what a crash could take back.
+//! - **Pending** writes (accepted, not yet durable) are remembered per key as the key's newest
+//!   state, so that writes decide against it: a DEL right after an unacknowledged SET finds it.
 //! - The **open batch** is the encoded records waiting for the next write + fdatasync.
+//! - **Expiry**: a key whose `expires_at_ms` has passed is invisible at once, to reads and to
+//!   the decisions of writes, though its record is still in the index; the leader removes it
+//!   by writing an `Expired` record (`expiry.rs`), so followers, watchers and compaction see
+//!   the same removal.
 //!
 //! The engine never sees sockets or files: the server takes batches from it, makes them
-//! durable through the log, and hands them back with `apply_durable`.
+//! durable through the log, and hands them back with `apply_durable`. Writes that need a
+//! durable value's bytes (INCRBY, MGET, a TXN comparing values) get them through a `Values`
+//! reader the caller passes in.
 
 pub mod batch;
+pub mod counter;
+pub mod expiry;
+pub mod txn;
+pub mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 pub use batch::Batch;
+pub use write::{Condition, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome};
 
 use crate::int_hash::IntHasher;
 use crate::wal::record::{self, Op, Record};
@@ -28,23 +41,99 @@ use crate::wal::Location;
 /// at millions of keys) and a short key costs no allocation of its own.
 type IndexKey = SmallVec<[u8; 16]>;
 
+/// A durable key: where its value is, the seq of the last record that changed it (its SET,
+/// or a later EXPIRE), and when it expires (unix ms; 0: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub location: Location,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+}
+
+impl Slot {
+    fn expired(&self, now_ms: u64) -> bool {
+        is_expired(self.expires_at_ms, now_ms)
+    }
+}
+
+/// Whether an expiry of `expires_at_ms` (0: never) has passed at `now_ms`.
+pub fn is_expired(expires_at_ms: u64, now_ms: u64) -> bool {
+    expires_at_ms != 0 && expires_at_ms <= now_ms
+}
+
+/// A key's newest state as a pending write left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PendingState {
+    /// Deleted or expired.
+    Absent,
+    /// Set to `value` (by a SET, or by an EXPIRE over a pending SET).
+    Value { value: Bytes, expires_at_ms: u64 },
+    /// An EXPIRE over the durable value at `location`.
+    Durable {
+        location: Location,
+        expires_at_ms: u64,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingWrite {
     seq: u64,
-    op: Op,
-    /// The value of a pending SET, so a read that comes after it on the same connection can be
-    /// answered with it (once durable) even if later writes replace it before then.
-    value: Bytes,
+    state: PendingState,
 }
 
-/// What a read sees of a key at the moment it is accepted: the newest state. Its reply may go
-/// only once that state is durable.
+/// A key's newest state, pending writes included, as writes decide against it and reads
+/// observe it. `after_seq` is the pending write that made it (0: the durable state), which a
+/// reply based on it must wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observed {
-    /// A pending write (`seq`): its value, or None for a DEL.
-    Pending { seq: u64, value: Option<Bytes> },
-    /// No pending write: the durable value's location, if any.
-    Durable(Option<Location>),
+pub enum Current {
+    Absent {
+        after_seq: u64,
+    },
+    /// The value is in memory (a pending SET).
+    Value {
+        value: Bytes,
+        seq: u64,
+        expires_at_ms: u64,
+        after_seq: u64,
+    },
+    /// The value is in the log at `location`.
+    Stored {
+        location: Location,
+        seq: u64,
+        expires_at_ms: u64,
+        after_seq: u64,
+    },
+}
+
+impl Current {
+    pub fn exists(&self) -> bool {
+        !matches!(self, Current::Absent { .. })
+    }
+
+    /// The seq of the last write that changed the key; 0 if it does not exist.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Current::Absent { .. } => 0,
+            Current::Value { seq, .. } | Current::Stored { seq, .. } => *seq,
+        }
+    }
+
+    pub fn expires_at_ms(&self) -> u64 {
+        match self {
+            Current::Absent { .. } => 0,
+            Current::Value { expires_at_ms, .. } | Current::Stored { expires_at_ms, .. } => {
+                *expires_at_ms
+            }
+        }
+    }
+
+    pub fn after_seq(&self) -> u64 {
+        match self {
+            Current::Absent { after_seq }
+            | Current::Value { after_seq, .. }
+            | Current::Stored { after_seq, .. } => *after_seq,
+        }
+    }
 }
 
 /// What a DEL decided.
@@ -62,8 +151,14 @@ pub enum Deleted {
 #[error("writes are refused since a log write failed ({0}); reads go on; restart kvsd once the disk is fixed")]
 pub struct WriteFailed(pub String);
 
+/// Reads a durable value's bytes from the log (the server's value cache, or a read of the
+/// file); the error is a message for the client.
+pub type Values<'a> = dyn FnMut(Location) -> Result<Bytes, String> + 'a;
+
 pub struct Engine {
-    index: BTreeMap<IndexKey, Location>,
+    index: BTreeMap<IndexKey, Slot>,
+    /// The durable keys that have an expiry, by when: active expiry takes the earliest.
+    deadlines: BTreeSet<(u64, IndexKey)>,
     /// Bytes of the records the index points at, per log file: the rest of a file is garbage
     /// that compaction can reclaim.
     live_bytes: HashMap<u32, u64, IntHasher>,
@@ -77,6 +172,8 @@ pub struct Engine {
     durable_seq: u64,
     term: u64,
     write_failed: Option<WriteFailed>,
+    /// The caller's clock, unix ms: what expiry is judged against.
+    now_ms: u64,
 }
 
 impl Engine {
@@ -84,6 +181,7 @@ impl Engine {
     pub fn new(last_seq: u64) -> Engine {
         Engine {
             index: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             live_bytes: HashMap::default(),
             pending: HashMap::new(),
             open: Batch::default(),
@@ -92,72 +190,110 @@ impl Engine {
             durable_seq: last_seq,
             term: 0,
             write_failed: None,
+            now_ms: 0,
         }
     }
 
-    /// Recovery: a record read back from the log is durable by definition. Refuses a kind
-    /// this kvsd cannot apply (written by a newer one), naming it.
-    pub fn recover(&mut self, op: Op, key: &[u8], location: Location) -> Result<(), String> {
-        match op {
-            // One search; an inline key costs no allocation even when it is already there.
-            Op::Set => self.index_insert(key, location),
-            Op::Del | Op::Expired => self.index_remove(key),
-            // Not key data: the cluster's business (issue 11).
-            Op::Blank | Op::Membership => {}
-            Op::ExpireAt | Op::Txn => return Err(unsupported(op)),
+    /// Advances the clock that expiry is judged by (unix ms). It never moves back: a clock
+    /// stepped back does not bring expired keys back to life.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Recovery: a record read back from the log is durable by definition. `location` is
+    /// where the record's value is. Every kind of record format 2 applies (Raft's `Blank` and
+    /// `Membership` change no key); the `Result` is for kinds a newer kvsd may add.
+    pub fn recover(&mut self, record: &Record<'_>, location: Location) -> Result<(), String> {
+        for change in batch::changes(record) {
+            let at = Location {
+                file: location.file,
+                value_offset: location.value_offset + change.value_offset,
+                value_len: change.value_len,
+            };
+            let key = change.key(record);
+            self.apply(change.op, key, record.seq, change.expires_at_ms, at);
         }
         Ok(())
     }
 
-    fn index_insert(&mut self, key: &[u8], location: Location) {
-        if let Some(old) = self.index.insert(IndexKey::from_slice(key), location) {
-            self.count_live(old, key.len(), false);
-        }
-        self.count_live(location, key.len(), true);
-    }
-
-    fn index_remove(&mut self, key: &[u8]) {
-        if let Some(old) = self.index.remove(key) {
-            self.count_live(old, key.len(), false);
-        }
-    }
-
-    /// A durable write joins the index. Unlike recovery (mostly new keys: one insert), a live
-    /// server mostly overwrites keys it has: those are found and changed in place, with no key
-    /// built and dropped.
-    fn apply(&mut self, op: Op, key: &[u8], location: Location) {
+    /// A durable change joins the index.
+    fn apply(&mut self, op: Op, key: &[u8], seq: u64, expires_at_ms: u64, location: Location) {
         match op {
-            Op::Set => match self.index.get_mut(key) {
-                Some(slot) => {
-                    let old = std::mem::replace(slot, location);
-                    self.count_live(old, key.len(), false);
-                    self.count_live(location, key.len(), true);
+            Op::Set => {
+                let new = Slot {
+                    location,
+                    seq,
+                    expires_at_ms,
+                };
+                // A live server mostly overwrites keys it has: found and changed in place,
+                // with no key built and dropped.
+                let old = match self.index.get_mut(key) {
+                    Some(slot) => Some(std::mem::replace(slot, new)),
+                    None => self.index.insert(IndexKey::from_slice(key), new),
+                };
+                if let Some(old) = old {
+                    self.count_live(old.location, key.len(), false);
+                    self.move_deadline(key, old.expires_at_ms, expires_at_ms);
+                } else {
+                    self.move_deadline(key, 0, expires_at_ms);
                 }
-                None => self.index_insert(key, location),
-            },
-            Op::Del | Op::Expired => self.index_remove(key),
-            // Never in a batch: `append_replicated` refuses them, and this engine writes none.
-            Op::Blank | Op::Membership | Op::ExpireAt | Op::Txn => {}
+                self.count_live(location, key.len(), true);
+            }
+            Op::Del | Op::Expired => {
+                if let Some(old) = self.index.remove(key) {
+                    self.count_live(old.location, key.len(), false);
+                    self.move_deadline(key, old.expires_at_ms, 0);
+                }
+            }
+            Op::ExpireAt => {
+                if let Some(slot) = self.index.get_mut(key) {
+                    let old = slot.expires_at_ms;
+                    slot.expires_at_ms = expires_at_ms;
+                    slot.seq = seq;
+                    self.move_deadline(key, old, expires_at_ms);
+                }
+            }
+            // Records without a key change no key (a Txn's changes come one by one).
+            _ => {}
         }
     }
 
-    pub fn load_index<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], Location)>) {
+    fn move_deadline(&mut self, key: &[u8], old: u64, new: u64) {
+        if old == new {
+            return;
+        }
+        if old != 0 {
+            self.deadlines.remove(&(old, IndexKey::from_slice(key)));
+        }
+        if new != 0 {
+            self.deadlines.insert((new, IndexKey::from_slice(key)));
+        }
+    }
+
+    /// Start-up from an index checkpoint: `entries` in key order (one pass, no searching).
+    pub fn load_index<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], Slot)>) {
         self.index = entries
             .into_iter()
-            .map(|(key, location)| (IndexKey::from_slice(key), location))
+            .map(|(key, slot)| (IndexKey::from_slice(key), slot))
             .collect();
         self.live_bytes.clear();
-        for (key, location) in &self.index {
-            *self.live_bytes.entry(location.file).or_default() +=
-                record_bytes(key.len(), *location);
+        self.deadlines.clear();
+        for (key, slot) in &self.index {
+            *self.live_bytes.entry(slot.location.file).or_default() +=
+                record_bytes(key.len(), slot.location);
+            if slot.expires_at_ms != 0 {
+                self.deadlines.insert((slot.expires_at_ms, key.clone()));
+            }
         }
     }
 
     /// The index in key order, for a checkpoint.
-    pub fn index_entries(&self) -> impl Iterator<Item = (&[u8], Location)> {
-        self.index
-            .iter()
-            .map(|(key, location)| (&key[..], *location))
+    pub fn index_entries(&self) -> impl Iterator<Item = (&[u8], Slot)> {
+        self.index.iter().map(|(key, slot)| (&key[..], *slot))
     }
 
     fn count_live(&mut self, location: Location, key_len: usize, add: bool) {
@@ -180,10 +316,18 @@ impl Engine {
 
     /// Whether the index points at `location` for `key`: the record there is live.
     pub fn is_live(&self, key: &[u8], location: Location) -> bool {
-        self.index.get(key) == Some(&location)
+        self.index
+            .get(key)
+            .is_some_and(|slot| slot.location == location)
     }
 
-    /// Whether `key` exists durably.
+    /// Whether the record with `seq` is the last that changed `key` (an EXPIRE that
+    /// compaction must keep).
+    pub fn is_last_change(&self, key: &[u8], seq: u64) -> bool {
+        self.index.get(key).is_some_and(|slot| slot.seq == seq)
+    }
+
+    /// Whether `key` is in the index (expired or not).
     pub fn contains(&self, key: &[u8]) -> bool {
         self.index.contains_key(key)
     }
@@ -192,8 +336,8 @@ impl Engine {
     /// newer write moved it meanwhile. Returns whether it moved.
     pub fn relocate(&mut self, key: &[u8], from: Location, to: Location) -> bool {
         match self.index.get_mut(key) {
-            Some(slot) if *slot == from => {
-                *slot = to;
+            Some(slot) if slot.location == from => {
+                slot.location = to;
                 self.count_live(from, key.len(), false);
                 self.count_live(to, key.len(), true);
                 true
@@ -222,20 +366,34 @@ impl Engine {
         self.durable_seq
     }
 
+    /// Keys in the index, expired ones not yet removed included.
     pub fn key_count(&self) -> usize {
         self.index.len()
+    }
+
+    /// Keys with an expiry, in the index.
+    pub fn expiring_key_count(&self) -> usize {
+        self.deadlines.len()
     }
 
     pub fn write_failed(&self) -> Option<&WriteFailed> {
         self.write_failed.as_ref()
     }
 
-    /// The durable location of `key`'s value.
+    /// The durable location of `key`'s value, unless it has expired.
     pub fn get(&self, key: &[u8]) -> Option<Location> {
-        self.index.get(key).copied()
+        self.slot(key).map(|slot| slot.location)
     }
 
-    /// Durable keys starting with `prefix`, after `start_after` if given, in order.
+    /// The durable state of `key`, unless it has expired.
+    pub fn slot(&self, key: &[u8]) -> Option<Slot> {
+        self.index
+            .get(key)
+            .filter(|slot| !slot.expired(self.now_ms))
+            .copied()
+    }
+
+    /// Durable, unexpired keys starting with `prefix`, after `start_after` if given, in order.
     pub fn keys<'a>(
         &'a self,
         prefix: &'a [u8],
@@ -245,25 +403,61 @@ impl Engine {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
+        let now_ms = self.now_ms;
         self.index
             .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .filter(move |(_, slot)| !slot.expired(now_ms))
             .map(|(key, _)| &key[..])
-            .take_while(move |key| key.starts_with(prefix))
     }
 
-    /// Accepts a SET into the open batch; returns its seq.
+    /// Accepts a plain SET (no expiry, no condition) into the open batch; returns its seq.
     pub fn set(&mut self, key: &[u8], value: Bytes) -> Result<u64, WriteFailed> {
-        self.write(Op::Set, key, value)
+        self.write(Op::Set, key, value, 0)
     }
 
-    /// The newest state of `key`, pending writes included.
-    pub fn observe(&self, key: &[u8]) -> Observed {
+    /// The newest state of `key`, pending writes included; an expired key is absent.
+    pub fn current(&self, key: &[u8]) -> Current {
         match self.pending.get(key) {
-            Some(pending) => Observed::Pending {
-                seq: pending.seq,
-                value: (pending.op == Op::Set).then(|| pending.value.clone()),
+            Some(pending) => {
+                let after_seq = pending.seq;
+                match &pending.state {
+                    PendingState::Absent => Current::Absent { after_seq },
+                    PendingState::Value { expires_at_ms, .. }
+                    | PendingState::Durable { expires_at_ms, .. }
+                        if is_expired(*expires_at_ms, self.now_ms) =>
+                    {
+                        Current::Absent { after_seq }
+                    }
+                    PendingState::Value {
+                        value,
+                        expires_at_ms,
+                    } => Current::Value {
+                        value: value.clone(),
+                        seq: pending.seq,
+                        expires_at_ms: *expires_at_ms,
+                        after_seq,
+                    },
+                    PendingState::Durable {
+                        location,
+                        expires_at_ms,
+                    } => Current::Stored {
+                        location: *location,
+                        seq: pending.seq,
+                        expires_at_ms: *expires_at_ms,
+                        after_seq,
+                    },
+                }
+            }
+            None => match self.slot(key) {
+                Some(slot) => Current::Stored {
+                    location: slot.location,
+                    seq: slot.seq,
+                    expires_at_ms: slot.expires_at_ms,
+                    after_seq: 0,
+                },
+                None => Current::Absent { after_seq: 0 },
             },
-            None => Observed::Durable(self.index.get(key).copied()),
         }
     }
 
@@ -276,11 +470,21 @@ impl Engine {
         mut visit: impl FnMut(&[u8]) -> bool,
     ) {
         let after = |key: &[u8]| start_after.is_none_or(|after| key > after);
+        let now_ms = self.now_ms;
         let mut pending: Vec<(&[u8], bool)> = self
             .pending
             .iter()
             .filter(|(key, _)| key.starts_with(prefix) && after(key))
-            .map(|(key, write)| (&key[..], write.op == Op::Set))
+            .map(|(key, write)| {
+                let exists = match &write.state {
+                    PendingState::Absent => false,
+                    PendingState::Value { expires_at_ms, .. }
+                    | PendingState::Durable { expires_at_ms, .. } => {
+                        !is_expired(*expires_at_ms, now_ms)
+                    }
+                };
+                (&key[..], exists)
+            })
             .collect();
         pending.sort_unstable();
         let mut pending = pending.into_iter().peekable();
@@ -309,25 +513,30 @@ impl Engine {
 
     /// Decides a DEL against the newest state, pending writes included.
     pub fn del(&mut self, key: &[u8]) -> Result<Deleted, WriteFailed> {
-        if let Some(failed) = &self.write_failed {
-            return Err(failed.clone());
+        self.check_writable()?;
+        match self.current(key) {
+            Current::Absent { after_seq } => Ok(Deleted::NotFound { after_seq }),
+            _ => self
+                .write(Op::Del, key, Bytes::new(), 0)
+                .map(|seq| Deleted::Written { seq }),
         }
-        let exists = match self.pending.get(key) {
-            Some(PendingWrite { op: Op::Set, .. }) => true,
-            Some(PendingWrite { seq, .. }) => return Ok(Deleted::NotFound { after_seq: *seq }),
-            None => self.index.contains_key(key),
-        };
-        if !exists {
-            return Ok(Deleted::NotFound { after_seq: 0 });
-        }
-        self.write(Op::Del, key, Bytes::new())
-            .map(|seq| Deleted::Written { seq })
     }
 
-    fn write(&mut self, op: Op, key: &[u8], value: Bytes) -> Result<u64, WriteFailed> {
-        if let Some(failed) = &self.write_failed {
-            return Err(failed.clone());
+    fn check_writable(&self) -> Result<(), WriteFailed> {
+        match &self.write_failed {
+            Some(failed) => Err(failed.clone()),
+            None => Ok(()),
         }
+    }
+
+    fn write(
+        &mut self,
+        op: Op,
+        key: &[u8],
+        value: Bytes,
+        expires_at_ms: u64,
+    ) -> Result<u64, WriteFailed> {
+        self.check_writable()?;
         let seq = self.last_seq + 1;
         let term = self.term;
         self.push(
@@ -335,7 +544,7 @@ impl Engine {
                 seq,
                 term,
                 op,
-                expires_at_ms: 0,
+                expires_at_ms,
                 key,
                 value: &value,
             },
@@ -357,30 +566,62 @@ impl Engine {
                 self.last_seq + 1
             ));
         }
-        if matches!(record.op, Op::ExpireAt | Op::Txn) {
-            return Err(format!(
-                "record seq {}: {}",
-                record.seq,
-                unsupported(record.op)
-            ));
-        }
         self.push(record, value);
         Ok(())
     }
 
+    /// Puts `record` in the open batch and makes each key it changes pending with its new
+    /// state. `value` holds the same bytes as `record.value` (shared, not copied, by the
+    /// pending values that come from it).
     fn push(&mut self, record: &Record<'_>, value: Bytes) {
-        let (seq, op, key) = (record.seq, record.op, record.key);
+        let seq = record.seq;
+        for change in batch::changes(record) {
+            let key = change.key(record);
+            let change_value = || {
+                let start = change.value_offset as usize;
+                value.slice(start..start + change.value_len as usize)
+            };
+            let state = match change.op {
+                Op::Set => PendingState::Value {
+                    value: change_value(),
+                    expires_at_ms: change.expires_at_ms,
+                },
+                Op::Del | Op::Expired => PendingState::Absent,
+                Op::ExpireAt => match self.current_unexpired_or_not(key) {
+                    Some(Ok(value)) => PendingState::Value {
+                        value,
+                        expires_at_ms: change.expires_at_ms,
+                    },
+                    Some(Err(location)) => PendingState::Durable {
+                        location,
+                        expires_at_ms: change.expires_at_ms,
+                    },
+                    None => PendingState::Absent,
+                },
+                _ => continue,
+            };
+            let write = PendingWrite { seq, state };
+            match self.pending.get_mut(key) {
+                Some(pending) => *pending = write,
+                None => {
+                    self.pending.insert(key.into(), write);
+                }
+            }
+        }
         self.last_crc = self.open.push(record);
         self.last_seq = seq;
-        if !op.has_key() {
-            return;
-        }
-        let write = PendingWrite { seq, op, value };
-        match self.pending.get_mut(key) {
-            Some(pending) => *pending = write,
-            None => {
-                self.pending.insert(key.into(), write);
-            }
+    }
+
+    /// The key's newest value, in memory (Ok) or in the log (Err), expired or not: what an
+    /// EXPIRE record keeps.
+    fn current_unexpired_or_not(&self, key: &[u8]) -> Option<Result<Bytes, Location>> {
+        match self.pending.get(key) {
+            Some(pending) => match &pending.state {
+                PendingState::Absent => None,
+                PendingState::Value { value, .. } => Some(Ok(value.clone())),
+                PendingState::Durable { location, .. } => Some(Err(*location)),
+            },
+            None => self.index.get(key).map(|slot| Err(slot.location)),
         }
     }
 
@@ -413,7 +654,7 @@ impl Engine {
                     .expect("segment offsets fit u32"),
                 value_len: entry.value_len,
             };
-            self.apply(entry.op, key, location);
+            self.apply(entry.op, key, entry.seq, entry.expires_at_ms, location);
         }
         if let Some(last) = batch.last_seq() {
             self.durable_seq = last;
@@ -436,7 +677,3 @@ fn record_bytes(key_len: usize, location: Location) -> u64 {
 
 #[cfg(test)]
 mod tests;
-
-fn unsupported(op: Op) -> String {
-    format!("a {op:?} record, which this kvsd cannot apply: it was written by a newer kvsd")
-}

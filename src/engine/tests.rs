@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use bytes::Bytes;
 
+use super::write::IncrOutcome;
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -88,9 +89,10 @@ proptest! {
                 prop_assert_eq!(got.as_ref(), durable.get(&key(k)));
             }
             for k in 0..8 {
-                let seen = match engine.observe(&key(k)) {
-                    Observed::Pending { value, .. } => value.map(|v| v.to_vec()),
-                    Observed::Durable(location) => location.map(|l| disk.value(l)),
+                let seen = match engine.current(&key(k)) {
+                    Current::Value { value, .. } => Some(value.to_vec()),
+                    Current::Stored { location, .. } => Some(disk.value(location)),
+                    Current::Absent { .. } => None,
                 };
                 prop_assert_eq!(seen.as_ref(), newest.get(&key(k)));
             }
@@ -162,9 +164,9 @@ fn relocation_follows_compaction_unless_a_newer_write_moved_the_key() {
         value_offset,
         value_len: 1,
     };
-    engine.recover(Op::Set, b"a", at(1, 100)).unwrap();
-    engine.recover(Op::Set, b"b", at(1, 200)).unwrap();
-    engine.recover(Op::Set, b"b", at(2, 50)).unwrap(); // b overwritten later
+    engine.recover(&set(1, b"a"), at(1, 100)).unwrap();
+    engine.recover(&set(2, b"b"), at(1, 200)).unwrap();
+    engine.recover(&set(3, b"b"), at(2, 50)).unwrap(); // b overwritten later
     let one = (record::HEADER_BYTES + 2) as u64;
     assert_eq!((engine.live_bytes(1), engine.live_bytes(2)), (one, one));
     assert!(engine.is_live(b"a", at(1, 100)));
@@ -185,7 +187,7 @@ fn relocation_follows_compaction_unless_a_newer_write_moved_the_key() {
         (0, one, one)
     );
     // A checkpoint of the index loads back with the same accounting.
-    let entries: Vec<(Vec<u8>, Location)> = engine
+    let entries: Vec<(Vec<u8>, Slot)> = engine
         .index_entries()
         .map(|(k, l)| (k.to_vec(), l))
         .collect();
@@ -195,26 +197,372 @@ fn relocation_follows_compaction_unless_a_newer_write_moved_the_key() {
     assert_eq!((loaded.live_bytes(2), loaded.live_bytes(3)), (one, one));
     // A key longer than the inline 16 bytes is found as well.
     let long = [b'x'; 40];
-    loaded.recover(Op::Set, &long, at(4, 1)).unwrap();
+    loaded.recover(&set(4, &long), at(4, 1)).unwrap();
     assert_eq!(loaded.keys(b"x", None).next(), Some(&long[..]));
 }
 
-/// A record kind a newer kvsd writes and this one cannot apply stops recovery with its name,
-/// rather than being skipped; Raft's entries that hold no key data are no-ops.
+fn set(seq: u64, key: &[u8]) -> Record<'_> {
+    Record::set(seq, 0, key, b"v")
+}
+
+fn record<'a>(seq: u64, op: Op, key: &'a [u8], value: &'a [u8], expires_at_ms: u64) -> Record<'a> {
+    Record {
+        seq,
+        term: 0,
+        op,
+        expires_at_ms,
+        key,
+        value,
+    }
+}
+
+/// Every kind of record format 2 applies: Raft's entries that hold no key data are no-ops.
 #[test]
-fn recovery_refuses_kinds_it_cannot_apply() {
-    let at = |file, value_offset| Location {
-        file,
+fn recovery_applies_every_kind() {
+    let at = |value_offset| Location {
+        file: 1,
         value_offset,
         value_len: 1,
     };
     let mut engine = Engine::new(0);
-    engine.recover(Op::Blank, b"", at(1, 10)).unwrap();
-    engine.recover(Op::Membership, b"", at(1, 20)).unwrap();
-    let refused = engine.recover(Op::Txn, b"", at(1, 30)).unwrap_err();
-    assert!(refused.contains("Txn"), "{refused}");
-    assert!(engine.recover(Op::ExpireAt, b"k", at(1, 40)).is_err());
-    engine.recover(Op::Set, b"k", at(1, 50)).unwrap();
-    engine.recover(Op::Expired, b"k", at(1, 60)).unwrap();
+    engine.tick(1_000);
+    engine
+        .recover(&record(1, Op::Blank, b"", b"", 0), at(10))
+        .unwrap();
+    engine
+        .recover(&record(2, Op::Membership, b"", b"cfg", 0), at(20))
+        .unwrap();
+    engine
+        .recover(&record(3, Op::Set, b"k", b"v", 5_000), at(30))
+        .unwrap();
+    assert_eq!(
+        engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)),
+        Some((3, 5_000))
+    );
+    engine
+        .recover(&record(4, Op::ExpireAt, b"k", b"", 0), at(40))
+        .unwrap();
+    assert_eq!(
+        engine.slot(b"k").map(|s| (s.seq, s.expires_at_ms)),
+        Some((4, 0))
+    );
+    assert_eq!(engine.expiring_key_count(), 0);
+    engine
+        .recover(&record(5, Op::Expired, b"k", b"", 0), at(50))
+        .unwrap();
     assert_eq!(engine.key_count(), 0);
+    let mut txn = Vec::new();
+    super::txn::put_op(&mut txn, Op::Set, 0, b"a", b"1");
+    super::txn::put_op(&mut txn, Op::Set, 9_000, b"b", b"22");
+    super::txn::put_op(&mut txn, Op::Del, 0, b"a", b"");
+    engine
+        .recover(&record(6, Op::Txn, b"", &txn, 0), at(60))
+        .unwrap();
+    assert!(engine.slot(b"a").is_none());
+    let b = engine.slot(b"b").unwrap();
+    assert_eq!(
+        (b.seq, b.expires_at_ms, b.location.value_len),
+        (6, 9_000, 2)
+    );
+}
+
+/// Replays `disk` as recovery would: every record, in order.
+fn replay(disk: &Disk) -> Engine {
+    let mut engine = Engine::new(0);
+    let mut at = 0;
+    while at < disk.bytes.len() {
+        let (header, record) = record::decode(&disk.bytes[at..]).unwrap();
+        let location = Location {
+            file: 1,
+            value_offset: (at + header.value_offset()) as u32,
+            value_len: header.value_len,
+        };
+        engine.recover(&record, location).unwrap();
+        at += header.total_bytes;
+    }
+    engine
+}
+
+fn reader(disk: &Disk) -> impl FnMut(Location) -> Result<Bytes, String> + '_ {
+    move |location| Ok(Bytes::from(disk.value(location)))
+}
+
+#[test]
+fn conditions_decide_against_the_newest_state() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    let nx = SetOptions {
+        condition: Condition::Absent,
+        ..Default::default()
+    };
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("1"), nx),
+        Ok(SetOutcome::Written { seq: 1 })
+    );
+    // The pending SET counts: a second NX fails, naming the pending seq to wait for.
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("2"), nx),
+        Ok(SetOutcome::ConditionFailed {
+            current_seq: 1,
+            after_seq: 1
+        })
+    );
+    disk.commit(&mut engine);
+    let if_seq = |seq| SetOptions {
+        condition: Condition::Seq(seq),
+        ..Default::default()
+    };
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("3"), if_seq(7)),
+        Ok(SetOutcome::ConditionFailed {
+            current_seq: 1,
+            after_seq: 0
+        })
+    );
+    assert_eq!(
+        engine.set_with(b"k", Bytes::from("3"), if_seq(1)),
+        Ok(SetOutcome::Written { seq: 2 })
+    );
+    assert_eq!(
+        engine.set_with(b"new", Bytes::from("x"), if_seq(0)),
+        Ok(SetOutcome::Written { seq: 3 })
+    );
+    let xx = SetOptions {
+        condition: Condition::Present,
+        ..Default::default()
+    };
+    assert!(matches!(
+        engine.set_with(b"nobody", Bytes::new(), xx),
+        Ok(SetOutcome::ConditionFailed { current_seq: 0, .. })
+    ));
+}
+
+#[test]
+fn expired_keys_vanish_at_once_and_active_expiry_removes_them() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    engine.tick(1_000);
+    let ttl = |at| SetOptions {
+        expires_at_ms: at,
+        ..Default::default()
+    };
+    engine.set_with(b"a", Bytes::from("1"), ttl(2_000)).unwrap();
+    engine.set_with(b"b", Bytes::from("2"), ttl(3_000)).unwrap();
+    engine.set(b"c", Bytes::from("3")).unwrap();
+    disk.commit(&mut engine);
+    assert_eq!(engine.keys(b"", None).count(), 3);
+    assert_eq!(engine.next_deadline_ms(), Some(2_000));
+    assert_eq!(engine.expire_due(10), Ok(0), "nothing is due yet");
+    engine.tick(2_000);
+    assert!(
+        engine.get(b"a").is_none(),
+        "invisible the moment it expires"
+    );
+    assert!(!engine.current(b"a").exists());
+    assert_eq!(
+        engine.keys(b"", None).collect::<Vec<_>>(),
+        vec![&b"b"[..], b"c"]
+    );
+    // SET KEEPTTL keeps b's expiry; a re-set without one saves it.
+    let keep = SetOptions {
+        keep_ttl: true,
+        ..Default::default()
+    };
+    engine.set_with(b"b", Bytes::from("2b"), keep).unwrap();
+    assert_eq!(engine.current(b"b").expires_at_ms(), 3_000);
+    engine.tick(3_500);
+    engine.set(b"b", Bytes::from("fresh")).unwrap();
+    assert_eq!(
+        engine.expire_due(10),
+        Ok(1),
+        "a only: b was set again, pending"
+    );
+    disk.commit(&mut engine);
+    assert_eq!(engine.expire_due(10), Ok(0));
+    assert_eq!(engine.key_count(), 2);
+    assert_eq!(engine.expiring_key_count(), 0);
+    // PERSIST and EXPIRE.
+    assert_eq!(
+        engine.expire_at(b"c", 0),
+        Ok(ExpireOutcome::Unchanged {
+            current_seq: 3,
+            after_seq: 0
+        })
+    );
+    assert!(matches!(
+        engine.expire_at(b"c", 9_000),
+        Ok(ExpireOutcome::Written { .. })
+    ));
+    assert!(matches!(
+        engine.expire_at(b"zz", 9_000),
+        Ok(ExpireOutcome::NotFound { .. })
+    ));
+    // The EXPIRE over a durable value keeps it readable.
+    assert!(matches!(
+        engine.current(b"c"),
+        Current::Stored {
+            expires_at_ms: 9_000,
+            ..
+        }
+    ));
+    disk.commit(&mut engine);
+    assert_eq!(engine.slot(b"c").unwrap().expires_at_ms, 9_000);
+    // Recovery from the log agrees with the live engine.
+    let mut replayed = replay(&disk);
+    replayed.tick(3_500);
+    let live: Vec<(Vec<u8>, Slot)> = engine
+        .index_entries()
+        .map(|(k, s)| (k.to_vec(), s))
+        .collect();
+    let back: Vec<(Vec<u8>, Slot)> = replayed
+        .index_entries()
+        .map(|(k, s)| (k.to_vec(), s))
+        .collect();
+    assert_eq!(live, back);
+}
+
+#[test]
+fn counters_follow_redis() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    let nothing = &mut |_| -> Result<Bytes, String> { unreachable!("no stored value is read") };
+    assert_eq!(
+        engine.incr_by(b"n", 5, nothing),
+        Ok(IncrOutcome::Written { value: 5, seq: 1 })
+    );
+    assert_eq!(
+        engine.incr_by(b"n", -7, nothing),
+        Ok(IncrOutcome::Written { value: -2, seq: 2 })
+    );
+    disk.commit(&mut engine);
+    let snapshot = Disk {
+        bytes: disk.bytes.clone(),
+    };
+    assert_eq!(
+        engine.incr_by(b"n", 1, &mut reader(&snapshot)),
+        Ok(IncrOutcome::Written { value: -1, seq: 3 })
+    );
+    engine.set(b"s", Bytes::from("abc")).unwrap();
+    assert!(matches!(
+        engine.incr_by(b"s", 1, nothing),
+        Ok(IncrOutcome::Refused { message, after_seq: 4 }) if message == counter::NOT_AN_INTEGER
+    ));
+    engine
+        .set(b"max", Bytes::from(i64::MAX.to_string()))
+        .unwrap();
+    assert!(matches!(
+        engine.incr_by(b"max", 1, nothing),
+        Ok(IncrOutcome::Refused { message, .. }) if message == counter::OVERFLOW
+    ));
+    // INCR keeps the key's expiry.
+    engine.tick(10);
+    let ttl = SetOptions {
+        expires_at_ms: 500,
+        ..Default::default()
+    };
+    engine.set_with(b"t", Bytes::from("1"), ttl).unwrap();
+    engine.incr_by(b"t", 1, nothing).unwrap();
+    assert_eq!(engine.current(b"t").expires_at_ms(), 500);
+}
+
+#[test]
+fn a_transaction_is_one_record_applied_all_or_none() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    engine.set(b"a", Bytes::from("1")).unwrap();
+    disk.commit(&mut engine);
+    let snapshot = Disk {
+        bytes: disk.bytes.clone(),
+    };
+    let op = |op, key: &'static str, value: &'static str| TxnOp {
+        op,
+        key: Bytes::from(key),
+        value: Bytes::from(value),
+        expires_at_ms: 0,
+    };
+    let compares = [
+        TxnCompare {
+            key: Bytes::from("a"),
+            cmp: write::Cmp::Eq,
+            operand: write::Operand::Value(Bytes::from("1")),
+        },
+        TxnCompare {
+            key: Bytes::from("b"),
+            cmp: write::Cmp::Eq,
+            operand: write::Operand::Seq(0),
+        },
+    ];
+    let success = [
+        op(Op::Set, "b", "2"),
+        op(Op::Del, "a", ""),
+        op(Op::Del, "nobody", ""),
+    ];
+    let failure = [op(Op::Set, "failed", "1")];
+    let outcome = engine
+        .txn(&compares, &success, &failure, &mut reader(&snapshot))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        TxnOutcome::Done {
+            succeeded: true,
+            seq: 2,
+            after_seq: 0
+        }
+    );
+    assert!(!engine.current(b"a").exists());
+    assert_eq!(engine.current(b"b").seq(), 2);
+    // Run again: b exists now, so the failure branch runs.
+    let outcome = engine
+        .txn(&compares, &success, &failure, &mut reader(&snapshot))
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Done {
+            succeeded: false,
+            seq: 3,
+            after_seq: 2
+        }
+    ));
+    disk.commit(&mut engine);
+    assert_eq!(engine.last_seq(), 3, "one seq per transaction");
+    let replayed = replay(&disk);
+    let keys: Vec<&[u8]> = replayed.keys(b"", None).collect();
+    assert_eq!(keys, vec![&b"b"[..], b"failed"]);
+    assert_eq!(
+        replayed.slot(b"b").map(|s| disk.value(s.location)),
+        Some(b"2".to_vec())
+    );
+    // A cut anywhere inside the transaction's record leaves none of it.
+    let txn_start = disk.bytes.len() - {
+        let mut at = 0;
+        let mut last = 0;
+        while at < disk.bytes.len() {
+            let (header, _) = record::decode(&disk.bytes[at..]).unwrap();
+            last = header.total_bytes;
+            at += last;
+        }
+        last
+    };
+    for cut in txn_start + 1..disk.bytes.len() {
+        assert!(record::decode(&disk.bytes[txn_start..cut]).is_err());
+    }
+}
+
+#[test]
+fn mget_reads_one_moment() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    engine.set(b"a", Bytes::from("1")).unwrap();
+    disk.commit(&mut engine);
+    let snapshot = Disk {
+        bytes: disk.bytes.clone(),
+    };
+    engine.set(b"b", Bytes::from("2")).unwrap();
+    let keys = [Bytes::from("a"), Bytes::from("b"), Bytes::from("c")];
+    let (values, after_seq) = engine.mget(&keys, &mut reader(&snapshot)).unwrap();
+    assert_eq!(
+        values,
+        vec![Some(Bytes::from("1")), Some(Bytes::from("2")), None]
+    );
+    assert_eq!(after_seq, 2);
 }

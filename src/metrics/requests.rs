@@ -112,6 +112,8 @@ fn status_label(code: usize) -> String {
         Some(Status::NotFound) => "not_found",
         Some(Status::NotLeader) => "not_leader",
         Some(Status::Error) => "error",
+        Some(Status::ConditionFailed) => "condition_failed",
+        Some(Status::Event) => "event",
         None if code >= STATUS_COLUMNS => "other",
         None => return format!("0x{code:02x}"),
     };

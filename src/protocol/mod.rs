@@ -1,6 +1,7 @@
 //! The wire protocol of `docs/protocol.md`: frames, requests and responses as values, and their
 //! byte layouts. Pure: no I/O, no knowledge of the engine.
 
+pub mod ext;
 pub mod frame;
 pub mod request;
 pub mod response;

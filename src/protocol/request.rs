@@ -10,9 +10,13 @@
 //! | 0x06 | STATS | empty                                                           |
 //! | 0x07 | AUTH  | the secret (`--auth-file`)                                      |
 //! | 0x08 | COMPACT | empty: run a compaction pass now, answer when it is done      |
+//!
+//! Ops `0x09`–`0x1f` (expiry, counters, conditions, batches, transactions, watch) are
+//! `ext.rs`'s, carried here as `Request::Ext`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::ext::ExtRequest;
 use super::frame::{self, Frame, Header};
 
 pub mod op {
@@ -61,6 +65,8 @@ pub enum Request {
     Auth {
         secret: SecretBytes,
     },
+    /// An op of `0x09`–`0x1f`.
+    Ext(ExtRequest),
 }
 
 /// The body of AUTH; `Debug` shows only its length, so a request logged never shows a secret.
@@ -102,6 +108,8 @@ pub enum RequestError {
     ValueTooLong { len: usize, max: u32 },
     #[error("{name} takes an empty body, got {len} bytes")]
     BodyNotEmpty { name: &'static str, len: usize },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Request {
@@ -115,12 +123,17 @@ impl Request {
             Request::Stats => "STATS",
             Request::Compact => "COMPACT",
             Request::Auth { .. } => "AUTH",
+            Request::Ext(ext) => ext.name(),
         }
     }
 
     /// True for the requests that change the store.
     pub fn is_write(&self) -> bool {
-        matches!(self, Request::Set { .. } | Request::Del { .. })
+        match self {
+            Request::Set { .. } | Request::Del { .. } => true,
+            Request::Ext(ext) => ext.is_write(),
+            _ => false,
+        }
     }
 
     pub fn decode(frame: &Frame, limits: RequestLimits) -> Result<Request, RequestError> {
@@ -222,6 +235,9 @@ impl Request {
                     secret: SecretBytes(body.clone()),
                 }
             }
+            kind if ExtRequest::is_ext_op(kind) => {
+                Request::Ext(ExtRequest::decode(kind, flags, body, limits)?)
+            }
             _ => return Err(RequestError::UnknownOp { op: kind }),
         };
         if let Request::Get { key, .. } | Request::Set { key, .. } | Request::Del { key } = &request
@@ -272,6 +288,7 @@ impl Request {
             Request::Stats => frame::encode(dst, header(op::STATS, 0), &[]),
             Request::Compact => frame::encode(dst, header(op::COMPACT, 0), &[]),
             Request::Auth { secret } => frame::encode(dst, header(op::AUTH, 0), &[&secret.0]),
+            Request::Ext(ext) => ext.encode(id, dst),
         }
     }
 }
@@ -408,7 +425,7 @@ mod tests {
             };
             Request::decode(&frame, LIMITS).unwrap_err()
         };
-        assert_eq!(raw(0x09, 0, b""), RequestError::UnknownOp { op: 9 });
+        assert_eq!(raw(0x3f, 0, b""), RequestError::UnknownOp { op: 0x3f });
         assert_eq!(
             raw(op::COMPACT, 0, b"x"),
             RequestError::BodyNotEmpty {

@@ -6,6 +6,8 @@
 //! | 0x01   | NOT_FOUND  | empty                                                  |
 //! | 0x02   | NOT_LEADER | the leader's client address, UTF-8 `host:port`, or "" |
 //! | 0x03   | ERROR      | a UTF-8 message for a person                           |
+//! | 0x04   | CONDITION_FAILED | `seq` u64: the key's current seq (0: absent); nothing written |
+//! | 0x05   | EVENT      | WATCH: one change, pushed with the WATCH's id (`docs/protocol.md`) |
 
 use bytes::{Bytes, BytesMut};
 
@@ -18,6 +20,8 @@ pub enum Status {
     NotFound = 0x01,
     NotLeader = 0x02,
     Error = 0x03,
+    ConditionFailed = 0x04,
+    Event = 0x05,
 }
 
 impl Status {
@@ -27,6 +31,8 @@ impl Status {
             0x01 => Status::NotFound,
             0x02 => Status::NotLeader,
             0x03 => Status::Error,
+            0x04 => Status::ConditionFailed,
+            0x05 => Status::Event,
             _ => return None,
         })
     }

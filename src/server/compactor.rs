@@ -20,12 +20,13 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::engine::batch;
 use crate::limits::{
     COMPACTION_CHECK_MS, COMPACTION_IO_BYTES, COMPACTION_RETIRE_MS, COMPACTION_SWITCH_SLICE,
     COMPACTION_SYNC_BYTES,
 };
 use crate::wal::file::Segment;
-use crate::wal::record::{self, DecodeError, Op};
+use crate::wal::record::{self, DecodeError, Op, Record};
 use crate::wal::{segment, Location};
 
 use super::Node;
@@ -241,29 +242,51 @@ async fn compact_run(
                     value_offset: (offset + (at + header.value_offset()) as u64) as u32,
                     value_len: header.value_len,
                 };
-                let keep = {
-                    let engine = node.shard.engine.borrow();
-                    match header.op {
-                        Op::Set => engine.is_live(key, location),
-                        Op::Del | Op::Expired => !drop_tombstones && !engine.contains(key),
-                        // A no-op entry says nothing once it is older than the log's start.
-                        Op::Blank => false,
-                        Op::Membership | Op::ExpireAt => true,
-                        // Its values would move without the index following them.
-                        Op::Txn => {
-                            return Err(format!(
-                                "segment {} at byte {}: transaction records cannot be compacted by this kvsd",
-                                segment.id,
-                                offset + at as u64
-                            ))
-                        }
-                    }
+                let record = Record {
+                    seq: header.seq,
+                    term: header.term,
+                    op: header.op,
+                    expires_at_ms: header.expires_at_ms,
+                    key,
+                    value: &chunk[at + header.value_offset()..at + header.total_bytes],
                 };
+                // The record is kept if any key change it makes is still the key's state: a
+                // SET the index points at, a tombstone of a key still absent, the EXPIRE
+                // that last changed a key. A Txn record is kept whole for any one of its.
+                let mut keep = false;
+                let mut live_sets: Vec<(&[u8], Location, u32)> = Vec::new();
+                {
+                    let engine = node.shard.engine.borrow();
+                    for change in batch::changes(&record) {
+                        let change_key = change.key(&record);
+                        let change_location = Location {
+                            file: location.file,
+                            value_offset: location.value_offset + change.value_offset,
+                            value_len: change.value_len,
+                        };
+                        let live = match change.op {
+                            Op::Set => engine.is_live(change_key, change_location),
+                            Op::Del | Op::Expired => {
+                                !drop_tombstones && !engine.contains(change_key)
+                            }
+                            Op::ExpireAt => engine.is_last_change(change_key, header.seq),
+                            _ => false,
+                        };
+                        if live && change.op == Op::Set {
+                            live_sets.push((change_key, change_location, change.value_offset));
+                        }
+                        keep |= live;
+                    }
+                    // Not key data: a no-op entry says nothing once it is older than the
+                    // log's start; the cluster's configuration is kept.
+                    keep |= header.op == Op::Membership;
+                }
                 if keep {
                     let start = output.push(&chunk[at..at + header.total_bytes]);
-                    if header.op == Op::Set {
-                        let value_offset = start + header.value_offset() as u64;
-                        moved.push((key.into(), location, value_offset as u32));
+                    let value_start = start + header.value_offset() as u64;
+                    for (change_key, from, value_offset) in live_sets {
+                        let to = value_start + value_offset as u64;
+                        moved.push((change_key.into(), from, to as u32));
                     }
                 }
                 at += header.total_bytes;
@@ -294,6 +317,7 @@ async fn compact_run(
     let followed = node
         .follower_positions()
         .iter()
+        .chain(node.watch_positions.borrow().values())
         .any(|(file, _)| run_files.contains(file));
     if followed || node.shard.engine.borrow().write_failed().is_some() {
         node.shard.log.abandon(output);

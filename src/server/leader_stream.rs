@@ -245,7 +245,7 @@ async fn refuse(stream: &TcpStream, reason: &str) {
 
 /// Where the record with `seq` starts (or will start), and the CRC of the record before it
 /// (None when `seq` is 1): found by scanning the segment that holds `seq - 1` from its header.
-async fn locate(node: &Node, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
+pub(super) async fn locate(node: &Node, seq: u64) -> Result<(u32, u64, Option<u32>), String> {
     let before = seq - 1;
     let segments = node.shard.log.segments();
     let holder = segments

@@ -15,6 +15,7 @@ mod committer;
 mod compactor;
 pub mod config;
 mod connection;
+mod expirer;
 mod fd_limit;
 mod follower_link;
 mod frames;
@@ -42,6 +43,7 @@ pub use config::{Config, FsyncPolicy};
 use crate::engine::Engine;
 use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
 use crate::wal::file::LogFile;
+use crate::wal::record::Record;
 use crate::wal::recovery::{self, RecoveryError};
 use crate::wal::RecordHeader;
 
@@ -237,11 +239,19 @@ fn serve(
             config.repair_truncate,
             config.segment_bytes,
             resume,
-            |record: &RecordHeader, key, location| {
-                if let Err(reason) = engine.recover(record.op, key, location) {
-                    refused.get_or_insert(format!("seq {}: {reason}", record.seq));
+            |header: &RecordHeader, key, value, location| {
+                let record = Record {
+                    seq: header.seq,
+                    term: header.term,
+                    op: header.op,
+                    expires_at_ms: header.expires_at_ms,
+                    key,
+                    value,
+                };
+                if let Err(reason) = engine.recover(&record, location) {
+                    refused.get_or_insert(format!("seq {}: {reason}", header.seq));
                 }
-                *last_crc = record.crc;
+                *last_crc = header.crc;
             },
         )?;
         match refused {
@@ -323,6 +333,7 @@ fn serve(
         crate::runtime::spawn(committer::run(node.clone()));
         let sweeper = crate::runtime::spawn(sweep::run(node.clone()));
         crate::runtime::spawn(compactor::run(node.clone()));
+        crate::runtime::spawn(expirer::run(node.clone()));
         let node_for_preparer = node.clone();
         crate::runtime::spawn(async move { node_for_preparer.shard.log.prepare_segments().await });
         if let FsyncPolicy::Interval(every) = node.config.fsync {
@@ -406,6 +417,13 @@ fn serve(
     })
 }
 
+/// The wall clock in unix ms, what key expiry is judged by.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// Loads the index from `index.ckpt` if it matches the log; a checkpoint that does not is
 /// logged and ignored (recovery then reads the whole log).
 fn load_checkpoint(
@@ -417,7 +435,14 @@ fn load_checkpoint(
     let started = Instant::now();
     let loaded = checkpoint::read(dir).and_then(|found| {
         let Some(found) = found else { return Ok(None) };
-        engine.load_index(found.entries()?);
+        engine.load_index(found.entries()?.into_iter().map(|(key, entry)| {
+            let slot = crate::engine::Slot {
+                location: entry.location,
+                seq: entry.seq,
+                expires_at_ms: entry.expires_at_ms,
+            };
+            (key, slot)
+        }));
         Ok(Some(found))
     });
     match loaded {
@@ -474,12 +499,20 @@ fn write_checkpoint(node: &Node) {
         .map(|(i, s)| (s.file_no, i as u32))
         .collect();
     let mut unknown = false;
-    let entries = engine.index_entries().map(|(key, location)| {
-        let index = index_of.get(&location.file).copied().unwrap_or_else(|| {
-            unknown = true;
-            0
-        });
-        (key, index, location)
+    let entries = engine.index_entries().map(|(key, slot)| {
+        let index = index_of
+            .get(&slot.location.file)
+            .copied()
+            .unwrap_or_else(|| {
+                unknown = true;
+                0
+            });
+        let entry = checkpoint::Entry {
+            location: slot.location,
+            seq: slot.seq,
+            expires_at_ms: slot.expires_at_ms,
+        };
+        (key, index, entry)
     });
     let result = checkpoint::write(
         dir,

@@ -31,6 +31,9 @@ pub struct Node {
     pub started: Instant,
     /// Follower: a snapshot was received; stop serving and start again on it.
     pub restart: Notify,
+    /// WATCH cursors (file number, offset) by watch id: compaction leaves their files alone.
+    pub watch_positions: RefCell<HashMap<u64, (u32, u64)>>,
+    pub next_watch_id: Cell<u64>,
 }
 
 /// A connection's place in the node: counted while it lives, so shutdown can wait for the
@@ -60,6 +63,8 @@ impl Node {
             shard,
             stats: Stats::default(),
             shutdown: watch::Sender::new(false),
+            watch_positions: RefCell::default(),
+            next_watch_id: Cell::new(0),
             connections: RefCell::default(),
             next_connection_id: Cell::new(0),
             writers: Cell::new(0),

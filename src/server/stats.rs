@@ -28,6 +28,8 @@ pub struct Stats {
     /// Each flush's fdatasync, in nanoseconds, and records.
     pub fsync_ns: Histogram,
     pub batch_records: Histogram,
+    /// Keys removed by active expiry (`Expired` records written).
+    pub expired_keys_total: Cell<u64>,
 }
 
 impl Default for Stats {
@@ -47,6 +49,7 @@ impl Default for Stats {
             connections_closed_output_stall_total: Cell::default(),
             fsync_ns: Histogram::new(LATENCY_BOUNDS_NS),
             batch_records: Histogram::new(BATCH_RECORDS_BOUNDS),
+            expired_keys_total: Cell::default(),
         }
     }
 }
@@ -60,6 +63,10 @@ fn raise(cell: &Cell<u64>, value: u64) {
 }
 
 impl Stats {
+    pub fn count_expired(&self, keys: u64) {
+        add(&self.expired_keys_total, keys);
+    }
+
     pub fn count_connection(&self) {
         add(&self.connections_total, 1);
     }
@@ -122,6 +129,8 @@ pub fn render(node: &Node) -> String {
     line("keys", &engine.key_count());
     line("last_seq", &engine.last_seq());
     line("durable_seq", &engine.durable_seq());
+    line("keys_with_expiry", &engine.expiring_key_count());
+    line("expired_keys_total", &stats.expired_keys_total.get());
     line("log_bytes", &node.shard.log.log_bytes());
     line("segments", &node.shard.log.segment_count());
     line("horizon_seq", &node.shard.log.horizon_seq());

@@ -12,11 +12,13 @@
 //! | field | size |
 //! |---|---|
 //! | magic `KVSIDX\0\0` | 8 |
-//! | version u32 = 1 | 4 |
+//! | version u32 = 2 | 4 |
 //! | log id | 16 |
 //! | `last_crc` u32: the CRC of the newest record | 4 |
 //! | segment count u32, then per segment: id u32, nonce u32, bytes u64, last_seq u64 | 4 + 24 n |
-//! | entry count u64, then per entry: klen u32, key, segment index u32, value offset u32, value len u32 | 8 + … |
+//! | entry count u64, then per entry: klen u32, key, segment index u32, value offset u32, value len u32, seq u64, expires_at_ms u64 | 8 + … |
+//!
+//! (Version 1, before keys had a seq and an expiry in the index, is ignored: a full scan.)
 //! | CRC32 of everything before it | 4 |
 
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use super::segment::{self, SegmentHeader};
 use super::{Location, LogId};
 
 const MAGIC: [u8; 8] = *b"KVSIDX\0\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 pub const FILE: &str = "index.ckpt";
 const TMP: &str = "index.ckpt.tmp";
 
@@ -58,6 +60,16 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
+/// One key of the index as a checkpoint holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub location: Location,
+    /// The seq of the last record that changed the key.
+    pub seq: u64,
+    /// Unix ms; 0: never.
+    pub expires_at_ms: u64,
+}
+
 /// Writes the checkpoint durably: temp name, fsync, rename, fsync the dir. `entries` are the
 /// index in key order, each with the position of its segment in `segments`.
 pub fn write<'a>(
@@ -66,7 +78,7 @@ pub fn write<'a>(
     last_crc: u32,
     segments: &[CheckpointSegment],
     entry_count: u64,
-    entries: impl Iterator<Item = (&'a [u8], u32, Location)>,
+    entries: impl Iterator<Item = (&'a [u8], u32, Entry)>,
 ) -> io::Result<()> {
     let tmp = dir.join(TMP);
     let mut out = Crc(
@@ -86,12 +98,14 @@ pub fn write<'a>(
     }
     out.put(&entry_count.to_le_bytes())?;
     let mut written = 0;
-    for (key, segment_index, location) in entries {
+    for (key, segment_index, entry) in entries {
         out.put(&(key.len() as u32).to_le_bytes())?;
         out.put(key)?;
         out.put(&segment_index.to_le_bytes())?;
-        out.put(&location.value_offset.to_le_bytes())?;
-        out.put(&location.value_len.to_le_bytes())?;
+        out.put(&entry.location.value_offset.to_le_bytes())?;
+        out.put(&entry.location.value_len.to_le_bytes())?;
+        out.put(&entry.seq.to_le_bytes())?;
+        out.put(&entry.expires_at_ms.to_le_bytes())?;
         written += 1;
     }
     if written != entry_count {
@@ -224,7 +238,7 @@ impl Checkpoint {
 
     /// The entries in key order: key, and its location with the file number recovery gives
     /// the segment (its position in the log, from 1).
-    pub fn entries(&self) -> Result<Vec<(&[u8], Location)>, String> {
+    pub fn entries(&self) -> Result<Vec<(&[u8], Entry)>, String> {
         let buf = &self.buf[..self.buf.len() - 4];
         let mut at = self.entries_at;
         let mut entries = Vec::with_capacity(self.entry_count.min(1 << 32) as usize);
@@ -240,13 +254,28 @@ impl Checkpoint {
                 (Some(i), Some(o), Some(l)) if (i as usize) < self.segments.len() => (i, o, l),
                 _ => return Err("bad entry".into()),
             };
-            at += 12;
+            let field64 = |at: usize| {
+                buf.get(at..at + 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+            };
+            let (seq, expires_at_ms) = match (field64(at + 12), field64(at + 20)) {
+                (Some(seq), Some(expires)) => (seq, expires),
+                _ => return Err("bad entry".into()),
+            };
+            at += 28;
             let location = Location {
                 file: index + 1,
                 value_offset: offset,
                 value_len: len,
             };
-            entries.push((key, location));
+            entries.push((
+                key,
+                Entry {
+                    location,
+                    seq,
+                    expires_at_ms,
+                },
+            ));
         }
         if at != buf.len() {
             return Err("trailing bytes after the entries".into());

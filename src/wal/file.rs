@@ -454,6 +454,28 @@ impl LogFile {
         Ok(value)
     }
 
+    /// Reads the value at `location` at once, blocking the loop for the read: for the few
+    /// requests that must decide on a stored value when they are accepted (INCRBY, MGET, a
+    /// TXN comparing values), whose values are small and recently written, so nearly always
+    /// in the value cache or the page cache. Keeps it in the value cache.
+    pub fn read_value_now(&self, location: Location) -> io::Result<Bytes> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::fs::FileExt;
+        if let Some(value) = self.cached_value(location) {
+            return Ok(value);
+        }
+        let segment = self.file(location.file)?;
+        let mut buf = vec![0; location.value_len as usize];
+        // A std view of the same descriptor, never closed by it (tokio-uring's File owns it).
+        let file = std::mem::ManuallyDrop::new(unsafe {
+            std::fs::File::from_raw_fd(segment.file.as_raw_fd())
+        });
+        file.read_exact_at(&mut buf, location.value_offset as u64)?;
+        let value = Bytes::from(buf);
+        self.cache.borrow_mut().insert(location, value.clone());
+        Ok(value)
+    }
+
     /// The value at `location` if the cache holds it: no I/O.
     pub fn cached_value(&self, location: Location) -> Option<Bytes> {
         self.cache.borrow_mut().get(location)

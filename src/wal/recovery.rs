@@ -101,14 +101,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
 }
 
 /// Scans `dir` (creating it and a new log if it holds none), verifies every record, and calls
-/// `visit` for each in log order with where its value lives; in the segments named in
-/// `resume`, only for the records after the offset given.
+/// `visit` for each in log order with its key, its value and where the value lives; in the
+/// segments named in `resume`, only for the records after the offset given.
 pub fn recover(
     dir: &Path,
     repair_truncate: bool,
     preallocate_bytes: u64,
     resume: &std::collections::HashMap<u32, Resume>,
-    mut visit: impl FnMut(&RecordHeader, &[u8], Location),
+    mut visit: impl FnMut(&RecordHeader, &[u8], &[u8], Location),
 ) -> Result<Recovered, RecoveryError> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -250,6 +250,7 @@ pub fn recover(
                         visit(
                             &record,
                             &buf[offset + record::KEY_OFFSET..key_end],
+                            &buf[key_end..offset + record.total_bytes],
                             location,
                         );
                         records += 1;
@@ -491,7 +492,7 @@ mod tests {
 
     /// A log of `count` records in one segment; returns its path and each record's end offset.
     fn write_log(dir: &Path, count: u64) -> (PathBuf, Vec<usize>) {
-        recover(dir, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        recover(dir, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         let path = segment::path(dir, 1);
         let mut buf = fs::read(&path).unwrap();
         let mut ends = Vec::new();
@@ -519,7 +520,7 @@ mod tests {
 
     fn seqs(dir: &Path, repair: bool) -> Result<Vec<u64>, RecoveryError> {
         let mut seqs = Vec::new();
-        recover(dir, repair, 0, &Default::default(), |header, _, _| {
+        recover(dir, repair, 0, &Default::default(), |header, _, _, _| {
             seqs.push(header.seq)
         })
         .map(|_| seqs)
@@ -531,7 +532,7 @@ mod tests {
     #[test]
     fn a_falling_term_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         let path = segment::path(dir.path(), 1);
         let mut buf = fs::read(&path).unwrap();
         for (seq, term) in [(1, 2), (2, 3), (3, 1)] {
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(seqs(dir.path(), false).unwrap(), vec![1, 2]);
 
         let dir = tempfile::tempdir().unwrap();
-        recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         let path = segment::path(dir.path(), 1);
         let mut buf = fs::read(&path).unwrap();
         for (seq, term) in [(1, 2), (2, 1), (3, 2)] {
@@ -556,9 +557,9 @@ mod tests {
     fn a_new_dir_gets_a_log() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let first = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let first = recover(&data, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert!(first.created);
-        let again = recover(&data, false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let again = recover(&data, false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert!(!again.created);
         assert_eq!(again.log_id, first.log_id);
         assert_eq!(again.last_seq, 0);
@@ -584,7 +585,7 @@ mod tests {
                 "torn bytes removed at cut {cut}"
             );
             assert_eq!(
-                recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
+                recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {})
                     .unwrap()
                     .truncated_bytes,
                 0
@@ -629,7 +630,7 @@ mod tests {
     fn damage_in_a_sealed_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (path, ends) = write_log(dir.path(), 3);
-        let log_id = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {})
+        let log_id = recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {})
             .unwrap()
             .log_id;
         create_segment(dir.path(), &SegmentHeader::new(log_id, 2, 4), 0).unwrap();
@@ -659,7 +660,8 @@ mod tests {
         let mut buf = fs::read(&path).unwrap();
         buf.resize(buf.len() + 4096, 0);
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 3);
         assert_eq!(recovered.truncated_bytes, 0);
         assert_eq!(recovered.segments[0].bytes, ends[2] as u64);
@@ -668,7 +670,8 @@ mod tests {
         // A torn record in front of the zeros is still a torn tail: zeroed, the file kept.
         buf[ends[2]..ends[2] + 5].copy_from_slice(b"\x30\x00\x00\x00\x99");
         fs::write(&path, &buf).unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!((recovered.last_seq, recovered.truncated_bytes), (3, 5));
         let after = fs::read(&path).unwrap();
         assert_eq!(after.len(), buf.len());
@@ -737,7 +740,7 @@ mod tests {
             false,
             0,
             &Default::default(),
-            |header, _, location| files.push((header.seq, location.file)),
+            |header, _, _, location| files.push((header.seq, location.file)),
         )
         .unwrap();
         assert_eq!(files, vec![(3, 1), (8, 1), (11, 2), (12, 2)]);
@@ -774,7 +777,8 @@ mod tests {
             segment_bytes(&compacted, [5, 20]),
         )
         .unwrap();
-        let recovered = recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let recovered =
+            recover(dir.path(), false, 0, &Default::default(), |_, _, _, _| {}).unwrap();
         assert_eq!(recovered.last_seq, 20);
         let last = recovered.segments.last().unwrap();
         assert_eq!((last.id, last.first_seq, last.compacted), (2, 21, None));

@@ -10,6 +10,7 @@
 
 mod resp_node;
 pub mod state;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,12 +91,15 @@ pub async fn serve(
     loop {
         if let Some(buf) = buf.as_mut() {
             let before = state.awaiting_client;
-            let intake = state.take_requests(
-                buf,
-                &mut node.shard.engine.borrow_mut(),
-                &rules,
-                Instant::now(),
-            );
+            let mut engine = node.shard.engine.borrow_mut();
+            engine.tick(super::unix_now_ms());
+            let log = &node.shard.log;
+            let mut values = |location| {
+                log.read_value_now(location)
+                    .map_err(|error| format!("reading a value from the log failed: {error}"))
+            };
+            let intake = state.take_requests(buf, &mut engine, &rules, Instant::now(), &mut values);
+            drop(engine);
             track_awaiting(&node, before, state.awaiting_client, &mut window);
             if intake.wrote {
                 node.shard.commit_wake.notify_one();
@@ -123,6 +127,10 @@ pub async fn serve(
         if state.is_closing() && state.is_idle() {
             let _ = stream.shutdown(std::net::Shutdown::Write);
             linger(&stream).await;
+            break;
+        }
+        if let Some(request) = state.take_watch() {
+            watch::serve(&node, &stream, &watch, request).await;
             break;
         }
         if let Some(hello) = state.take_handoff().filter(|_| !resp) {

@@ -24,12 +24,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth::{Gate, Verdict};
 use crate::command::{self, Later, Pending};
-use crate::engine::Engine;
+use crate::engine::{Engine, Values};
 use crate::limits::{
     AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
     CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
 };
 use crate::metrics::RequestMetrics;
+use crate::protocol::ext::{self, ExtRequest};
 use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET, KIND_OFFSET};
 use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
@@ -38,6 +39,7 @@ use crate::replication::messages;
 use crate::resp::{NodeRead, Shape};
 use crate::wal::Location;
 
+use super::watch::WatchRequest;
 pub use resp::Protocol;
 
 /// What a connection's decisions depend on besides the engine: the node's settings.
@@ -121,6 +123,8 @@ pub struct ConnState<'a> {
     closing: bool,
     /// A follower's HELLO: once the queue is answered the connection becomes a stream.
     handoff: Option<Frame>,
+    /// A WATCH: once the queue is answered the connection becomes its event stream.
+    watch: Option<WatchRequest>,
     /// Answered a write and owes nothing: the commit window may wait for its client.
     pub awaiting_client: bool,
     /// Where each reply is counted, by op and status, with its latency (none in unit tests).
@@ -143,6 +147,7 @@ impl<'a> ConnState<'a> {
             gate,
             closing: false,
             handoff: None,
+            watch: None,
             awaiting_client: false,
             requests: None,
             auth_failures: Vec::new(),
@@ -160,7 +165,7 @@ impl<'a> ConnState<'a> {
 
     /// Whether it still takes requests (not closing, not handed off).
     pub fn open(&self) -> bool {
-        !self.closing && self.handoff.is_none()
+        !self.closing && self.handoff.is_none() && self.watch.is_none()
     }
 
     pub fn is_closing(&self) -> bool {
@@ -205,6 +210,14 @@ impl<'a> ConnState<'a> {
     pub fn take_handoff(&mut self) -> Option<Frame> {
         match self.queue.is_empty() {
             true => self.handoff.take(),
+            false => None,
+        }
+    }
+
+    /// The WATCH to serve, once every earlier request is answered.
+    pub fn take_watch(&mut self) -> Option<WatchRequest> {
+        match self.queue.is_empty() {
+            true => self.watch.take(),
             false => None,
         }
     }
@@ -291,9 +304,10 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> Intake {
         if let Protocol::Resp(_) = self.protocol {
-            return self.take_resp_requests(buf, engine, rules, now);
+            return self.take_resp_requests(buf, engine, rules, now, values);
         }
         let mut intake = Intake::default();
         while self.open() && !self.full() {
@@ -318,7 +332,7 @@ impl<'a> ConnState<'a> {
             };
             // The client spoke: the commit window no longer waits for it.
             self.awaiting_client = false;
-            if self.take_frame(frame, engine, rules, now) {
+            if self.take_frame(frame, engine, rules, now, values) {
                 intake.wrote = true;
             }
         }
@@ -332,6 +346,7 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> bool {
         let id = frame.header.id;
         let op = frame.header.kind;
@@ -367,6 +382,25 @@ impl<'a> ConnState<'a> {
             }
             return false;
         }
+        if frame.header.kind == ext::op::WATCH {
+            match Request::decode(&frame, rules.limits) {
+                Ok(Request::Ext(ExtRequest::Watch {
+                    key,
+                    prefix,
+                    from_seq,
+                })) => {
+                    self.watch = Some(WatchRequest {
+                        id,
+                        key,
+                        prefix,
+                        from_seq,
+                    })
+                }
+                Ok(_) => unreachable!("a WATCH op decodes to a WATCH"),
+                Err(error) => self.push(id, command::error(error.to_string()), 0, None, None),
+            }
+            return false;
+        }
         let cost = BODY_OFFSET + frame.body.len();
         let mut deadline = None;
         let pending = match Request::decode(&frame, rules.limits) {
@@ -389,11 +423,11 @@ impl<'a> ConnState<'a> {
                 }
                 let keys_body_max =
                     rules.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
-                command::accept(engine, request, self.last_write_seq, keys_body_max)
+                command::accept(engine, request, self.last_write_seq, keys_body_max, values)
             }
         };
         let wrote = match pending {
-            Pending::Write { seq } => {
+            Pending::Write { seq, .. } => {
                 self.last_write_seq = seq;
                 true
             }
@@ -425,7 +459,7 @@ impl<'a> ConnState<'a> {
             let failed = engine.write_failed();
             let expired = head.deadline.is_some_and(|deadline| now >= deadline);
             let (seq, replicated) = match &head.pending {
-                Pending::Write { seq } => (*seq, true),
+                Pending::Write { seq, .. } => (*seq, true),
                 pending => (pending.after_seq(), false),
             };
             let reached = match replicated {
@@ -459,12 +493,17 @@ impl<'a> ConnState<'a> {
                 Some(_) => resp::encode_value(out, value),
             };
             match head.pending {
-                Pending::Write { seq } => {
+                Pending::Write { seq, body } => {
                     self.writes_queued -= 1;
                     if seq <= durable && seq <= progress.replicated {
-                        match &shape {
-                            None => response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()]),
-                            Some(shape) => resp::encode_written(out, shape),
+                        match (&shape, body) {
+                            (None, Some(body)) => {
+                                response::encode(out, Status::Ok, 0, id, &[&body])
+                            }
+                            (None, None) => {
+                                response::encode(out, Status::Ok, 0, id, &[&seq.to_le_bytes()])
+                            }
+                            (Some(shape), _) => resp::encode_written(out, shape),
                         }
                         // Its client will likely write again: the commit window may wait.
                         self.awaiting_client = self.queue.is_empty() && self.open();

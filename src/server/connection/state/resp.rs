@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
 use crate::auth::Verdict;
-use crate::engine::{Deleted, Observed};
+use crate::engine::{Current, Deleted, Values};
 use crate::limits::{RESP_ARRAY_LEN_MAX, RESP_COMMAND_OVERHEAD_BYTES, RESP_KEYS_REPLY_BYTES_MAX};
 use crate::protocol::request::{check_key, op, RequestError};
 use crate::resp::parse::{self, integer, ParseLimits};
@@ -63,6 +63,7 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> Intake {
         let mut intake = Intake::default();
         while self.open() && !self.full() {
@@ -91,7 +92,8 @@ impl<'a> ConnState<'a> {
             else {
                 unreachable!("take_resp_requests runs on RESP connections only");
             };
-            let wrote = self.resp_command(&mut session, &args, bytes.len(), engine, rules, now);
+            let wrote =
+                self.resp_command(&mut session, &args, bytes.len(), engine, rules, now, values);
             self.protocol = Protocol::Resp(session);
             intake.wrote |= wrote;
         }
@@ -137,6 +139,7 @@ impl<'a> ConnState<'a> {
     }
 
     /// One command; true if a write joined the open batch.
+    #[allow(clippy::too_many_arguments)]
     fn resp_command(
         &mut self,
         session: &mut Session,
@@ -145,6 +148,7 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> bool {
         let Some(spec) = table::lookup(&args[0]) else {
             self.resp_error(cost, &unknown_command(args));
@@ -205,7 +209,7 @@ impl<'a> ConnState<'a> {
                     key: key(),
                     min_seq: None,
                 };
-                let pending = command::accept(engine, request, self.last_write_seq, 0);
+                let pending = command::accept(engine, request, self.last_write_seq, 0, values);
                 self.push(0, pending, cost, None, Some(Shape::Value(version)));
             }
             Name::MGet => {
@@ -217,7 +221,7 @@ impl<'a> ConnState<'a> {
                         key: key.clone(),
                         min_seq: None,
                     };
-                    let pending = command::accept(engine, request, self.last_write_seq, 0);
+                    let pending = command::accept(engine, request, self.last_write_seq, 0, values);
                     let cost = ELEMENT_COST_BYTES + key.len() + pending.reply_body_bytes();
                     self.push(0, pending, cost, None, Some(Shape::Value(version)));
                 }
@@ -226,13 +230,9 @@ impl<'a> ConnState<'a> {
                 let mut count = 0;
                 let mut after_seq = self.last_write_seq;
                 for key in &args[1..] {
-                    match engine.observe(key) {
-                        Observed::Pending { seq, value } => {
-                            after_seq = after_seq.max(seq);
-                            count += i64::from(value.is_some());
-                        }
-                        Observed::Durable(found) => count += i64::from(found.is_some()),
-                    }
+                    let current = engine.current(key);
+                    after_seq = after_seq.max(current.after_seq());
+                    count += i64::from(current.exists());
                 }
                 let mut out = BytesMut::new();
                 reply::integer(&mut out, count);
@@ -240,12 +240,13 @@ impl<'a> ConnState<'a> {
             }
             Name::Type | Name::StrLen => {
                 let after_seq = self.last_write_seq;
-                let (len, after_seq) = match engine.observe(&args[1]) {
-                    Observed::Pending { seq, value } => {
-                        (value.map(|v| v.len() as u64), after_seq.max(seq))
-                    }
-                    Observed::Durable(found) => (found.map(|l| u64::from(l.value_len)), after_seq),
+                let current = engine.current(&args[1]);
+                let len = match &current {
+                    Current::Absent { .. } => None,
+                    Current::Value { value, .. } => Some(value.len() as u64),
+                    Current::Stored { location, .. } => Some(u64::from(location.value_len)),
                 };
+                let after_seq = after_seq.max(current.after_seq());
                 let mut out = BytesMut::new();
                 match (spec.name, len) {
                     (Name::Type, Some(_)) => reply::simple(&mut out, "string"),
@@ -259,7 +260,7 @@ impl<'a> ConnState<'a> {
             Name::Set => return self.resp_set(cost, args, engine, rules, now, version),
             Name::MSet => return self.resp_mset(cost, args, engine, rules, now),
             Name::GetDel => {
-                let old = engine.observe(&args[1]);
+                let old = engine.current(&args[1]);
                 let (seq, wrote) = match engine.del(&args[1]) {
                     Ok(Deleted::Written { seq }) => (seq, true),
                     Ok(Deleted::NotFound { after_seq }) => {
@@ -310,7 +311,13 @@ impl<'a> ConnState<'a> {
     fn resp_write(&mut self, cost: usize, seq: u64, shape: Shape, rules: &Rules, now: Instant) {
         self.last_write_seq = seq;
         let deadline = (rules.min_acks > 0).then(|| now + rules.ack_timeout);
-        self.push(0, Pending::Write { seq }, cost, deadline, Some(shape));
+        self.push(
+            0,
+            Pending::Write { seq, body: None },
+            cost,
+            deadline,
+            Some(shape),
+        );
     }
 
     fn resp_node(
@@ -380,7 +387,7 @@ impl<'a> ConnState<'a> {
         if let Err(error) = check_value(key, value, rules) {
             return self.refuse(cost, &format!("ERR {error}"));
         }
-        let old = get.then(|| engine.observe(key));
+        let old = get.then(|| engine.current(key));
         let seq = match engine.set(key, value.clone()) {
             Ok(seq) => seq,
             Err(failed) => return self.refuse(cost, &format!("ERR {failed}")),
@@ -804,7 +811,7 @@ impl<'a> ConnState<'a> {
 
 /// A reply with a value observed before a write at `seq` (SET GET, GETDEL): it goes once the
 /// write is durable.
-fn old_value(old: Observed, seq: u64) -> Pending {
+fn old_value(old: Current, seq: u64) -> Pending {
     let reply = |status, body, after_seq| Pending::Reply {
         status,
         flags: 0,
@@ -812,21 +819,16 @@ fn old_value(old: Observed, seq: u64) -> Pending {
         after_seq,
     };
     match old {
-        Observed::Pending {
-            seq: old_seq,
-            value: Some(value),
-        } => reply(Status::Ok, value, seq.max(old_seq)),
-        Observed::Pending {
-            seq: old_seq,
-            value: None,
-        } => reply(Status::NotFound, Bytes::new(), seq.max(old_seq)),
+        Current::Value {
+            value, after_seq, ..
+        } => reply(Status::Ok, value, seq.max(after_seq)),
+        Current::Absent { after_seq } => reply(Status::NotFound, Bytes::new(), seq.max(after_seq)),
         // The old record stays readable: compaction keeps a replaced file open for reads
         // decided before it (`COMPACTION_RETIRE_MS`).
-        Observed::Durable(Some(location)) => Pending::Value {
+        Current::Stored { location, .. } => Pending::Value {
             location,
             after_seq: seq,
         },
-        Observed::Durable(None) => reply(Status::NotFound, Bytes::new(), seq),
     }
 }
 
@@ -881,7 +883,10 @@ pub(super) fn encode_reply(out: &mut BytesMut, shape: &Shape, status: Status, bo
         (Status::Error | Status::NotLeader, _) => encode_failure(out, "ERR", body),
         (_, Shape::Raw) | (_, Shape::Written(_)) => out.put_slice(body),
         (Status::Ok, Shape::Value(_)) => reply::bulk(out, body),
-        (Status::NotFound, Shape::Value(version)) => reply::null(out, *version),
+        // No RESP command makes these (native CAS and WATCH only): a null, not a value.
+        (Status::NotFound | Status::ConditionFailed | Status::Event, Shape::Value(version)) => {
+            reply::null(out, *version)
+        }
     }
 }
 

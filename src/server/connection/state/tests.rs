@@ -57,6 +57,10 @@ fn commit(engine: &mut Engine) {
     }
 }
 
+fn no_values(_: Location) -> Result<Bytes, String> {
+    Err("no log in this test".to_string())
+}
+
 fn no_cache(_: Location) -> Option<Bytes> {
     None
 }
@@ -94,7 +98,13 @@ fn a_read_after_a_pending_write_waits_for_it() {
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v1");
     get(&mut buf, 2, "k");
-    let intake = state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    let intake = state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(intake.wrote);
     let (sent, next) = replies(&mut state, &engine);
     assert!(
@@ -126,7 +136,13 @@ fn replies_leave_in_request_order() {
     set(&mut buf, 2, "a", "x");
     ping(&mut buf, 3);
     get(&mut buf, 4, "missing");
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     // The first PING may go; the second waits behind the write although it needs nothing.
     let (sent, _) = replies(&mut state, &engine);
     assert_eq!(ids(&sent), vec![1]);
@@ -144,9 +160,21 @@ fn a_read_of_another_connections_pending_write_waits_for_it() {
     let mut reader = ConnState::new(Gate::new(None));
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "new");
-    writer.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    writer.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     get(&mut buf, 7, "k");
-    reader.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    reader.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     let (sent, next) = replies(&mut reader, &engine);
     assert!(
         sent.is_empty(),
@@ -165,7 +193,13 @@ fn a_poisoned_log_answers_error_never_ok() {
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v");
     get(&mut buf, 2, "k");
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     engine.fail("fdatasync: Input/output error".into());
     let (sent, next) = replies(&mut state, &engine);
     assert_eq!(ids(&sent), vec![1, 2]);
@@ -175,7 +209,13 @@ fn a_poisoned_log_answers_error_never_ok() {
     // Later writes are refused at once; reads of durable state go on.
     set(&mut buf, 3, "k2", "v");
     get(&mut buf, 4, "k2");
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     let (sent, _) = replies(&mut state, &engine);
     assert_eq!(sent[0].status, Status::Error);
     assert_eq!(sent[1].status, Status::NotFound);
@@ -192,7 +232,7 @@ fn a_write_waits_for_followers_then_times_out_with_error() {
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v");
     let start = Instant::now();
-    state.take_requests(&mut buf, &mut engine, &rules, start);
+    state.take_requests(&mut buf, &mut engine, &rules, start, &mut no_values);
     commit(&mut engine);
     let progress = Progress {
         durable: 1,
@@ -224,7 +264,13 @@ fn the_queue_caps_what_an_unread_client_costs() {
     for id in 0..(CONNECTION_REQUESTS_IN_FLIGHT_MAX as u64 + 10) {
         ping(&mut buf, id);
     }
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(state.full());
     assert!(!buf.is_empty(), "frames past the cap stay unread");
     let (sent, next) = replies(&mut state, &engine);
@@ -233,7 +279,13 @@ fn the_queue_caps_what_an_unread_client_costs() {
         (CONNECTION_REQUESTS_IN_FLIGHT_MAX, Next::Empty)
     );
     assert!(!state.full());
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(buf.is_empty());
     assert_eq!(replies(&mut state, &engine).0.len(), 10);
 }
@@ -246,7 +298,13 @@ fn a_bad_frame_is_answered_then_the_connection_closes() {
     ping(&mut buf, 1);
     buf.extend_from_slice(&u32::MAX.to_le_bytes());
     buf.extend_from_slice(&[0; 10]);
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(state.is_closing() && !state.open());
     let (sent, _) = replies(&mut state, &engine);
     assert_eq!(ids(&sent), vec![1, 0]);
@@ -264,7 +322,13 @@ fn requests_before_auth_are_refused_and_hello_hands_over() {
         secret: crate::protocol::request::SecretBytes(Bytes::from_static(b"s3cret")),
     }
     .encode(2, &mut buf);
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     let (sent, _) = replies(&mut state, &engine);
     assert_eq!(
         sent.iter().map(|r| r.status).collect::<Vec<_>>(),
@@ -284,7 +348,13 @@ fn requests_before_auth_are_refused_and_hello_hands_over() {
     let mut hello_then_ping = BytesMut::new();
     frame::encode(&mut hello_then_ping, frame.header, &[&frame.body]);
     ping(&mut hello_then_ping, 9);
-    state.take_requests(&mut hello_then_ping, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut hello_then_ping,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(!state.open());
     assert!(state.take_handoff().is_some());
     assert!(
@@ -303,7 +373,13 @@ fn a_follower_answers_writes_not_leader() {
     };
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v");
-    let intake = state.take_requests(&mut buf, &mut engine, &rules, Instant::now());
+    let intake = state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules,
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(!intake.wrote);
     let mut out = BytesMut::new();
     let progress = Progress {
@@ -329,11 +405,23 @@ fn an_answered_writer_is_awaited_until_it_speaks_again() {
     let mut state = ConnState::new(Gate::new(None));
     let mut buf = BytesMut::new();
     set(&mut buf, 1, "k", "v");
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     commit(&mut engine);
     replies(&mut state, &engine);
     assert!(state.awaiting_client);
     get(&mut buf, 2, "k");
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     assert!(!state.awaiting_client);
 }

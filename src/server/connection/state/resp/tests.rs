@@ -51,7 +51,7 @@ fn send(state: &mut ConnState, engine: &mut Engine, commands: &[&[&str]]) -> Int
     for args in commands {
         command(&mut buf, args);
     }
-    state.take_requests(&mut buf, engine, &rules(), Instant::now())
+    state.take_requests(&mut buf, engine, &rules(), Instant::now(), &mut no_values)
 }
 
 /// What may go now, as text; values not in `cache` stop it with `Next::ReadValue`.
@@ -102,7 +102,7 @@ fn a_key_written_natively_is_read_through_resp() {
         value: Bytes::from_static(b"native"),
     }
     .encode(1, &mut buf);
-    native.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    native.take_requests(&mut buf, &mut engine, &rules(), Instant::now(), &mut no_values);
     commit(&mut engine);
     let mut state = resp_state(None);
     send(
@@ -149,7 +149,7 @@ fn a_protocol_error_is_answered_then_the_connection_closes() {
     let mut engine = Engine::new(0);
     let mut state = resp_state(None);
     let mut buf = BytesMut::from(&b"PING\r\n*1\r\n+x\r\nPING\r\n"[..]);
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now());
+    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now(), &mut no_values);
     let (sent, _) = replies(&mut state, &engine, None);
     assert_eq!(
         sent,
@@ -209,7 +209,7 @@ fn a_follower_refuses_writes_and_serves_reads() {
     let mut buf = BytesMut::new();
     command(&mut buf, &["SET", "k", "v"]);
     command(&mut buf, &["GET", "k"]);
-    state.take_requests(&mut buf, &mut engine, &follower, Instant::now());
+    state.take_requests(&mut buf, &mut engine, &follower, Instant::now(), &mut no_values);
     let (sent, _) = replies(&mut state, &engine, None);
     assert_eq!(
         sent,
@@ -290,4 +290,9 @@ fn unknown_commands_and_bad_arity_read_as_redis_writes_them() {
         lines[3].starts_with("-ERR SET option 'EX' is not supported"),
         "{sent}"
     );
+}
+
+/// The RESP commands here never read a stored value through the task.
+fn no_values(_: crate::wal::Location) -> Result<Bytes, String> {
+    Err("no value reads in these tests".into())
 }
