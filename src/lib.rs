@@ -21,6 +21,7 @@ pub mod engine;
 pub mod int_hash;
 pub mod limits;
 pub mod protocol;
+pub mod raft;
 pub mod replication;
 pub mod runtime;
 pub mod server;

@@ -116,6 +116,30 @@ struct Args {
     #[arg(long, default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT)]
     ack_timeout_ms: u64,
 
+    /// Raft: start a new cluster with this node (--node-id) as its one voter. On a data dir that
+    /// already belongs to a cluster it only logs that, so the same command line restarts the node.
+    #[arg(long, conflicts_with_all = ["join", "leader_addr"])]
+    bootstrap: bool,
+
+    /// Raft: join the cluster of the member at this client address (host:port), retrying until
+    /// a member answers; the node catches up, then becomes a voter (or stays a learner).
+    #[arg(long, value_name = "ADDR", conflicts_with = "leader_addr")]
+    join: Option<String>,
+
+    /// Raft, with --join: join as a learner, a non-voting read replica.
+    #[arg(long, requires = "join")]
+    learner: bool,
+
+    /// Raft: a follower that hears from no leader for a random time between this and twice
+    /// this stands for election. With the default a new leader is serving about a second after
+    /// the old one died.
+    #[arg(long, default_value_t = 300)]
+    election_timeout_ms: u64,
+
+    /// Raft: how often the leader sends heartbeats; well under --election-timeout-ms.
+    #[arg(long, default_value_t = 60)]
+    heartbeat_ms: u64,
+
     /// A file holding a shared secret (1 to 1024 bytes; one trailing newline is ignored; keep
     /// it chmod 600). Every connection, followers' included, must then send AUTH with the
     /// secret before anything else; a follower sends its own --auth-file to its leader.
@@ -236,6 +260,13 @@ fn main() -> ExitCode {
         output_stall: Duration::from_secs(args.output_stall_secs),
         commit_window: (args.commit_window_ms > 0)
             .then(|| Duration::from_millis(args.commit_window_ms)),
+        raft: (args.bootstrap || args.join.is_some()).then(|| server::config::RaftSettings {
+            bootstrap: args.bootstrap,
+            join: args.join.clone(),
+            learner: args.learner,
+            election_timeout_ms: args.election_timeout_ms,
+            heartbeat_ms: args.heartbeat_ms,
+        }),
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

@@ -19,6 +19,7 @@ mod follower_link;
 mod frames;
 mod leader_stream;
 mod node;
+mod raft_node;
 mod ready;
 mod role;
 mod shard;
@@ -77,6 +78,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Some(listener) => listener,
         None => bind(config.listen)?,
     };
+    if config.raft.is_some() {
+        return raft_node::run(config, listener);
+    }
     match serve(
         config,
         listener.try_clone().map_err(|source| ServerError::Io {
