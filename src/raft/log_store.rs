@@ -28,6 +28,8 @@ use super::vote::{self, HardState};
 use super::{io_error, log_id, seq_of, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::file::LogFile;
 use crate::wal::record;
+use crate::wal::recovery::{self, Recovered, RecoveryError};
+use crate::wal::RecordHeader;
 
 /// Decoded entries kept for the replication streams reading the tail, at most this many bytes.
 const RECENT_BYTES_MAX: usize = 8 << 20;
@@ -102,6 +104,45 @@ impl RaftLog {
             recent: RefCell::default(),
             recent_bytes: Cell::new(0),
         })
+    }
+
+    /// Recovers the log in `dir` (creating it if new) as a Raft log. Must run inside the
+    /// io_uring runtime.
+    pub fn recover(
+        dir: &Path,
+        repair_truncate: bool,
+        segment_bytes: u64,
+        value_cache_bytes: usize,
+    ) -> Result<(RaftLog, Recovered), RecoveryError> {
+        let mut records: Vec<(u64, Slot)> = Vec::new();
+        let recovered = recovery::recover(
+            dir,
+            repair_truncate,
+            segment_bytes,
+            &Default::default(),
+            |header: &RecordHeader, _key, location| {
+                let offset = u64::from(location.value_offset)
+                    - (record::KEY_OFFSET as u64 + u64::from(header.key_len));
+                records.push((
+                    header.seq,
+                    Slot {
+                        file: location.file,
+                        offset,
+                        len: header.total_bytes as u32,
+                        term: header.term,
+                    },
+                ));
+            },
+        )?;
+        let io = |source: std::io::Error| RecoveryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let file = Rc::new(
+            LogFile::open(dir, &recovered, segment_bytes, value_cache_bytes).map_err(io)?,
+        );
+        let log = RaftLog::open(dir, file, records, recovered.last_seq).map_err(io)?;
+        Ok((log, recovered))
     }
 
     /// Where the entry with `seq` is, if the log holds it.

@@ -31,13 +31,10 @@ use crate::protocol::frame::{self, Frame, BODY_OFFSET};
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::{Request, Status};
 use crate::raft::codec::{self, Reader};
-use crate::raft::log_store::{LogStore, RaftLog, Slot};
+use crate::raft::log_store::{LogStore, RaftLog};
 use crate::raft::network::{Conn, Network};
 use crate::raft::state_machine::{Machine, StateMachine};
 use crate::raft::{node_id_of, op, seq_of, Command, Member, NodeId, Raft};
-use crate::wal::file::LogFile;
-use crate::wal::recovery;
-use crate::wal::RecordHeader;
 
 /// Requests of one connection being worked on at once; past this it stops reading.
 const CONNECTION_IN_FLIGHT_MAX: usize = 256;
@@ -126,51 +123,26 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
         what: "removing the index checkpoint",
         source,
     })?;
-    let mut records: Vec<(u64, Slot)> = Vec::new();
-    let recovered = recovery::recover(
-        &config.data_dir,
-        config.repair_truncate,
-        config.segment_bytes,
-        &Default::default(),
-        |record: &RecordHeader, _key, location| {
-            let offset = u64::from(location.value_offset)
-                - (crate::wal::record::KEY_OFFSET as u64 + u64::from(record.key_len));
-            records.push((
-                record.seq,
-                Slot {
-                    file: location.file,
-                    offset,
-                    len: record.total_bytes as u32,
-                    term: record.term,
-                },
-            ));
-        },
-    )?;
-    if recovered.segments.iter().any(|s| s.compacted.is_some()) {
-        return Err(ServerError::Config(
-            "this data dir holds compacted segments (written by a kvsd outside Raft): a Raft node needs a data dir of its own".into(),
-        ));
-    }
-    super::fd_limit::ensure(config.connections_max, recovered.segments.len())
-        .map_err(ServerError::Config)?;
     let id = node_id_of(&config.node_id);
     let member_addr = addr.to_string();
 
     crate::runtime::start(async move {
         let io = |what| move |source| ServerError::Io { what, source };
-        let file = Rc::new(
-            LogFile::open(
-                &config.data_dir,
-                &recovered,
-                config.segment_bytes,
-                config.value_cache_bytes,
-            )
-            .map_err(io("opening the log"))?,
-        );
-        let log = Rc::new(
-            RaftLog::open(&config.data_dir, file.clone(), records, recovered.last_seq)
-                .map_err(io("reading raft-vote"))?,
-        );
+        let (log, recovered) = RaftLog::recover(
+            &config.data_dir,
+            config.repair_truncate,
+            config.segment_bytes,
+            config.value_cache_bytes,
+        )?;
+        if log.file.segments().iter().any(|s| s.compacted.is_some()) {
+            return Err(ServerError::Config(
+                "this data dir holds compacted segments (written by a kvsd outside Raft): a Raft node needs a data dir of its own".into(),
+            ));
+        }
+        super::fd_limit::ensure(config.connections_max, recovered.segments.len())
+            .map_err(ServerError::Config)?;
+        let log = Rc::new(log);
+        let file = log.file.clone();
         let engine = Rc::new(RefCell::new(Engine::new(0)));
         let sm = Rc::new(StateMachine::new(engine.clone(), log.clone()));
         let raft_config = openraft::Config {
