@@ -143,6 +143,8 @@ enum Command {
     /// what it reclaimed. kvsd also compacts by itself (--compact-garbage-ratio).
     #[command(verbatim_doc_comment)]
     Compact,
+    /// A Raft cluster: members, roles, term, commit seq, lag; or a change to it
+    Cluster(kvs::client::cluster::ClusterArgs),
     /// Check that the server answers
     ///
     /// Prints TEXT as the server echoes it back, or PONG without TEXT.
@@ -275,6 +277,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    if let Some(Command::Cluster(args)) = &cli.command {
+        let addr = with_default_port(&cli.addr);
+        return ExitCode::from(kvs::client::cluster::run(&addr, options, secret.as_ref(), args));
+    }
     let mut session = Session::new(with_default_port(&cli.addr), options, secret);
     let status = match cli.command {
         Some(command) => one_shot(&mut session, command),
@@ -329,6 +335,7 @@ fn action_of(command: Command) -> Result<Action, Failure> {
         },
         Command::Stats => Action::Stats,
         Command::Compact => Action::Compact,
+        Command::Cluster(_) => unreachable!("main runs kvsctl cluster"),
         Command::Ping { text } => Action::Ping {
             payload: text.map(OsString::into_vec).unwrap_or_default(),
         },

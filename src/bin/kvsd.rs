@@ -140,6 +140,11 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     heartbeat_ms: u64,
 
+    /// Tests only: dial ADDR_TO instead of ADDR when this node connects to the member at ADDR
+    /// (ADDR=ADDR_TO, repeatable): puts a fault proxy on a Raft link.
+    #[arg(long, hide = true, value_name = "ADDR=ADDR_TO")]
+    raft_dial: Vec<String>,
+
     /// A file holding a shared secret (1 to 1024 bytes; one trailing newline is ignored; keep
     /// it chmod 600). Every connection, followers' included, must then send AUTH with the
     /// secret before anything else; a follower sends its own --auth-file to its leader.
@@ -266,6 +271,12 @@ fn main() -> ExitCode {
             learner: args.learner,
             election_timeout_ms: args.election_timeout_ms,
             heartbeat_ms: args.heartbeat_ms,
+            dial: args
+                .raft_dial
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(from, to)| (from.to_string(), to.to_string()))
+                .collect(),
         }),
     };
     // --leader only states the default role; it conflicts with --leader-addr.

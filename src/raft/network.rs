@@ -132,6 +132,8 @@ impl Conn {
 pub struct Network {
     pub secret: Option<Rc<Vec<u8>>>,
     pub frame_bytes_max: u32,
+    /// Tests only: member address → the address dialled for it (a fault proxy).
+    pub dial: Vec<(String, String)>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -140,7 +142,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .dial
+                .iter()
+                .find(|(from, _)| *from == node.addr)
+                .map_or_else(|| node.addr.clone(), |(_, to)| to.clone()),
             secret: self.secret.clone(),
             frame_bytes_max: self.frame_bytes_max,
             conn: None,

@@ -106,6 +106,8 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
     /// `--heartbeat-ms`.
     pub heartbeat_ms: u64,
+    /// Tests only (`--raft-dial`): member address → the address dialled for it.
+    pub dial: Vec<(String, String)>,
 }
 
 #[cfg(test)]

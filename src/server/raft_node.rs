@@ -159,6 +159,7 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
         let network = Network {
             secret: config.auth.as_ref().map(|s| Rc::new(s.bytes().to_vec())),
             frame_bytes_max: config.frame_bytes_max,
+            dial: settings.dial.clone(),
         };
         let raft = Raft::new(
             id,
