@@ -7,137 +7,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::proxy::{Mode, Proxy};
-use common::{try_start_on, Kvsd};
-use kvs::client::{Client, ClientError, ClientOptions};
-
-/// How long a new leader may take in these tests (the target is about a second; a debug build
-/// on 2 busy cores gets slack).
-const LEADER_WAIT: Duration = Duration::from_secs(15);
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_millis(500),
-        read_timeout: Some(Duration::from_secs(8)),
-        write_timeout: Some(Duration::from_secs(2)),
-        ..ClientOptions::default()
-    }
-}
-
-fn stats(addr: &str) -> Option<HashMap<String, String>> {
-    let mut client = Client::connect_with(addr, options()).ok()?;
-    let text = client.stats().ok()?;
-    Some(
-        kvs::client::stats_lines(&text)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A cluster of kvsd nodes, each restartable with its own command line and port.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    dirs: Vec<PathBuf>,
-    ports: Vec<u16>,
-    args: Vec<Vec<String>>,
-    nodes: Vec<Option<Kvsd>>,
-}
-
-impl Cluster {
-    /// Three nodes on the given ports: n1 bootstraps, n2 and n3 join it; `extra(i)` adds flags.
-    fn start(ports: [u16; 3], extra: impl Fn(usize) -> Vec<String>) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let first = format!("127.0.0.1:{}", ports[0]);
-        let mut cluster = Cluster {
-            dirs: (0..3).map(|i| dir.path().join(format!("n{}", i + 1))).collect(),
-            _dir: dir,
-            ports: ports.to_vec(),
-            args: Vec::new(),
-            nodes: Vec::new(),
-        };
-        for i in 0..3 {
-            let mut args = vec!["--node-id".to_string(), format!("n{}", i + 1)];
-            if i == 0 {
-                args.push("--bootstrap".into());
-            } else {
-                args.extend(["--join".to_string(), first.clone()]);
-            }
-            args.extend(extra(i));
-            cluster.args.push(args);
-            cluster.nodes.push(None);
-            cluster.restart(i);
-        }
-        cluster.wait_voters(3);
-        cluster
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.ports[i])
-    }
-
-    fn restart(&mut self, i: usize) {
-        let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
-        let node = try_start_on(self.ports[i], &self.dirs[i], &args)
-            .unwrap_or_else(|log| panic!("n{} did not start:\n{log}", i + 1));
-        self.nodes[i] = Some(node);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(node) = self.nodes[i].take() {
-            node.kill9();
-        }
-    }
-
-    /// The node every live node's STATS names as leader, once they agree.
-    fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..3)
-            .filter(|&i| self.nodes[i].is_some())
-            .filter(|&i| stats(&self.addr(i)).is_some_and(|s| s["role"] == "leader"))
-            .collect();
-        (leaders.len() == 1).then(|| leaders[0])
-    }
-
-    fn wait_voters(&self, voters: usize) {
-        wait_for("the cluster's voters", LEADER_WAIT * 2, || {
-            let leader = self.leader()?;
-            let text = cluster_text(&self.addr(leader))?;
-            let voting = text.matches("role:follower").count() + text.matches("role:leader").count();
-            (voting >= voters).then_some(())
-        });
-    }
-}
-
-fn cluster_text(addr: &str) -> Option<String> {
-    let (status, body) =
-        kvs::client::cluster::admin(addr, kvs::raft::op::CLUSTER, &[], options(), None).ok()?;
-    (status == kvs::protocol::Status::Ok).then(|| String::from_utf8_lossy(&body).into_owned())
-}
+use common::proxy::Mode;
+use common::raft::{free_port, get, get_min_seq, options, stats, wait_for, Cluster, Mesh, LEADER_WAIT};
+use kvs::client::{Client, ClientError};
 
 /// What concurrent writers were told: every (key, value) answered OK.
 type Acked = Arc<Mutex<Vec<(String, String, u64)>>>;
@@ -182,20 +58,6 @@ fn writer(id: usize, addrs: Vec<String>, stop: Arc<AtomicBool>, acked: Acked) {
             }
         }
     }
-}
-
-fn get(addr: &str, key: &str) -> Result<Option<String>, ClientError> {
-    let mut client = Client::connect_with(addr, options())?;
-    Ok(client
-        .get(key.as_bytes())?
-        .map(|v| String::from_utf8_lossy(&v).into_owned()))
-}
-
-fn get_min_seq(addr: &str, key: &str, seq: u64) -> Result<Option<String>, ClientError> {
-    let mut client = Client::connect_with(addr, options())?;
-    Ok(client
-        .get_min_seq(key.as_bytes(), seq)?
-        .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
 /// Three voters made with --bootstrap and --join; the leader is killed with kill -9 under four
@@ -282,38 +144,18 @@ fn leader_kill9_under_writers_loses_no_acknowledged_write() {
 fn a_partitioned_leader_stops_acknowledging_and_rejoins_as_follower() {
     let ports = [free_port(), free_port(), free_port()];
     let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    // proxies[i][j]: the link from node i to node j.
-    let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
-        .map(|i| {
-            (0..3)
-                .map(|j| (i != j).then(|| Proxy::start(&addr(j))))
-                .collect()
-        })
-        .collect();
-    let dial: Vec<Vec<String>> = (0..3)
-        .map(|i| {
-            let mut args = vec!["--ack-timeout-ms".to_string(), "2000".to_string()];
-            for (j, proxy) in proxies[i].iter().enumerate() {
-                if let Some(proxy) = proxy {
-                    args.extend(["--raft-dial".to_string(), format!("{}={}", addr(j), proxy.addr)]);
-                }
-            }
-            args
-        })
-        .collect();
-    let cluster = Cluster::start(ports, |i| dial[i].clone());
+    let mesh = Mesh::new(ports);
+    let cluster = Cluster::start(ports, |i| {
+        let mut args = vec!["--ack-timeout-ms".to_string(), "2000".to_string()];
+        args.extend(mesh.dial_args(i, ports));
+        args
+    });
     let old = wait_for("a leader", LEADER_WAIT, || cluster.leader());
     let old_term: u64 = stats(&addr(old)).unwrap()["term"].parse().unwrap();
     let mut client = Client::connect_with(&addr(old), options()).unwrap();
     client.set(b"before", b"1").unwrap();
 
-    for i in 0..3 {
-        for j in 0..3 {
-            if i != j && (i == old || j == old) {
-                proxies[i][j].as_ref().unwrap().set_mode(Mode::Down);
-            }
-        }
-    }
+    mesh.isolate(old, Mode::Down);
     // Sent straight to the old leader's client port, which still answers.
     let during = client.set(b"during", b"x");
     assert!(
@@ -336,11 +178,7 @@ fn a_partitioned_leader_stops_acknowledging_and_rejoins_as_follower() {
         "{refused:?}"
     );
 
-    for row in &proxies {
-        for proxy in row.iter().flatten() {
-            proxy.set_mode(Mode::Pass);
-        }
-    }
+    mesh.heal();
     let got = wait_for("the old leader to catch up", LEADER_WAIT, || {
         get_min_seq(&addr(old), "after", seq).ok()
     });

@@ -125,6 +125,9 @@ pub mod op {
     pub const TRANSFER: u8 = 0x24;
     /// ELECT: empty body: stand for election now (what TRANSFER sends to its target).
     pub const ELECT: u8 = 0x25;
+    /// GET_LOCAL: the key: this member's applied value, without asking the leader (may be
+    /// stale; a plain GET is linearizable and answered by the leader only).
+    pub const GET_LOCAL: u8 = 0x26;
     /// Raft AppendEntries (`codec::encode_append`).
     pub const RAFT_APPEND: u8 = 0x45;
     /// Raft RequestVote (`codec::encode_vote_request`).

@@ -397,7 +397,7 @@ async fn handle(node: &RaftNode, frame: Frame, out: &mut BytesMut) {
     let id = frame.header.id;
     let reply = match frame.header.kind {
         op::RAFT_APPEND | op::RAFT_VOTE | op::RAFT_SNAPSHOT => raft_rpc(node, &frame).await,
-        op::CLUSTER..=op::ELECT => admin(node, &frame).await,
+        op::CLUSTER..=op::GET_LOCAL => admin(node, &frame).await,
         _ => client(node, &frame).await,
     };
     match reply {
@@ -448,29 +448,18 @@ async fn client(node: &RaftNode, frame: &Frame) -> Answer {
         Request::Set { key, value } => write(node, Command::Set { key, value }, timeout).await,
         Request::Del { key } => write(node, Command::Del { key }, timeout).await,
         Request::Get { key, min_seq } => {
-            read_barrier(node, min_seq).await?;
-            let location = node.engine.borrow().get(&key);
-            match location {
-                None => Ok((Status::NotFound, 0, Bytes::new())),
-                Some(location) => {
-                    let value = match node.log.file.cached_value(location) {
-                        Some(value) => value,
-                        None => node
-                            .log
-                            .file
-                            .read_value(location)
-                            .await
-                            .map_err(|e| format!("reading the value failed: {e}"))?,
-                    };
-                    ok(value)
-                }
+            if let Err(answer) = read_barrier(node, min_seq, false).await {
+                return answer;
             }
+            read_value(node, &key).await
         }
         Request::Keys {
             prefix,
             start_after,
         } => {
-            read_barrier(node, None).await?;
+            if let Err(answer) = read_barrier(node, None, false).await {
+                return answer;
+            }
             let keys_body_max =
                 node.config.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
             let (flags, body) = crate::command::keys_reply(
@@ -488,10 +477,12 @@ async fn client(node: &RaftNode, frame: &Frame) -> Answer {
     }
 }
 
-/// Before a read: with `min_seq`, wait until this node has applied it (any role); otherwise
-/// on the leader confirm leadership with a quorum (ReadIndex) and wait until the read index is
-/// applied; on a follower or learner read what is applied (a stale read).
-async fn read_barrier(node: &RaftNode, min_seq: Option<u64>) -> Result<(), String> {
+/// Before a read: with `min_seq`, wait until this node has applied it (any role: read-your-
+/// writes on followers and learners); `local` (GET_LOCAL) reads what is applied here, maybe
+/// stale; otherwise the read is linearizable: the leader confirms with a quorum that it still
+/// leads (ReadIndex, `ensure_linearizable`) and waits until that index is applied, and any
+/// other member answers NOT_LEADER.
+async fn read_barrier(node: &RaftNode, min_seq: Option<u64>, local: bool) -> Result<(), Answer> {
     if let Some(min_seq) = min_seq {
         let mut applied = node.sm.applied_seq.subscribe();
         let waited = tokio::time::timeout(
@@ -501,20 +492,49 @@ async fn read_barrier(node: &RaftNode, min_seq: Option<u64>) -> Result<(), Strin
         .await;
         return match waited {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(format!(
+            _ => Err(Err(format!(
                 "seq {min_seq} was not applied here within {} ms (--min-seq-wait-ms); applied: {}",
                 node.config.min_seq_wait.as_millis(),
                 *node.sm.applied_seq.borrow()
-            )),
+            ))),
         };
     }
-    if node.metrics().state != ServerState::Leader {
+    if local {
         return Ok(());
+    }
+    if !node.leads() {
+        return Err(not_leader(node));
     }
     match tokio::time::timeout(node.election_timeout() * 2, node.raft.ensure_linearizable()).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("this node could not confirm it still leads: {error}")),
-        Err(_) => Err("this node could not confirm it still leads (no quorum answered): retry on the leader".into()),
+        Ok(Err(error)) => match error {
+            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)) => {
+                Err(not_leader(node))
+            }
+            error => Err(Err(format!("this node could not confirm it still leads: {error}"))),
+        },
+        Err(_) => Err(Err(
+            "this node could not confirm it still leads (no quorum answered in time): retry".into(),
+        )),
+    }
+}
+
+async fn read_value(node: &RaftNode, key: &[u8]) -> Answer {
+    let location = node.engine.borrow().get(key);
+    match location {
+        None => Ok((Status::NotFound, 0, Bytes::new())),
+        Some(location) => {
+            let value = match node.log.file.cached_value(location) {
+                Some(value) => value,
+                None => node
+                    .log
+                    .file
+                    .read_value(location)
+                    .await
+                    .map_err(|e| format!("reading the value failed: {e}"))?,
+            };
+            ok(value)
+        }
     }
 }
 
@@ -562,6 +582,12 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
     let kind = frame.header.kind;
     if kind == op::CLUSTER {
         return ok(cluster(node));
+    }
+    if kind == op::GET_LOCAL {
+        if frame.body.is_empty() {
+            return Err("GET_LOCAL takes the key as its body".into());
+        }
+        return read_value(node, &frame.body).await;
     }
     if kind == op::ELECT {
         node.raft.trigger().elect().await.map_err(|e| e.to_string())?;

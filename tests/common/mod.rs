@@ -6,6 +6,7 @@
 
 pub mod host;
 pub mod proxy;
+pub mod raft;
 pub mod raw;
 
 use std::ffi::OsStr;
