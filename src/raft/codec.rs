@@ -224,9 +224,6 @@ fn get_stored_membership(reader: &mut Reader<'_>) -> Result<StoredMembership, De
     Ok(StoredMembership::new(id, membership))
 }
 
-const SHIM_BLANK: &[u8] = b"\0raft-blank";
-const SHIM_MEMBERSHIP: &[u8] = b"\0raft-membership";
-
 /// Appends `entry` as one log record.
 pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
     let seq = seq_of(&entry.log_id);
@@ -235,11 +232,10 @@ pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
     let (op, key, value): (Op, &[u8], &[u8]) = match &entry.payload {
         EntryPayload::Normal(Command::Set { key, value }) => (Op::Set, key, value),
         EntryPayload::Normal(Command::Del { key }) => (Op::Del, key, &[]),
-        // SHIM until record format 2 lands: Blank/Membership as reserved keys.
-        EntryPayload::Blank => (Op::Del, SHIM_BLANK, &[]),
+        EntryPayload::Blank => (Op::Blank, &[], &[]),
         EntryPayload::Membership(m) => {
             membership = encode_membership(m);
-            (Op::Set, SHIM_MEMBERSHIP, &membership)
+            (Op::Membership, &[], &membership)
         }
     };
     record::encode(
@@ -250,6 +246,7 @@ pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
             op,
             key,
             value,
+            expires_at_ms: 0,
         },
     );
 }
@@ -257,8 +254,6 @@ pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
 /// The entry a decoded log record holds.
 pub fn entry_of(record: &Record<'_>) -> Result<Entry, DecodeError> {
     let payload = match record.op {
-        Op::Del if record.key == SHIM_BLANK => EntryPayload::Blank,
-        Op::Set if record.key == SHIM_MEMBERSHIP => EntryPayload::Membership(decode_membership(record.value)?),
         Op::Set => EntryPayload::Normal(Command::Set {
             key: Bytes::copy_from_slice(record.key),
             value: Bytes::copy_from_slice(record.value),
@@ -266,6 +261,13 @@ pub fn entry_of(record: &Record<'_>) -> Result<Entry, DecodeError> {
         Op::Del => EntryPayload::Normal(Command::Del {
             key: Bytes::copy_from_slice(record.key),
         }),
+        Op::Blank => EntryPayload::Blank,
+        Op::Membership => EntryPayload::Membership(decode_membership(record.value)?),
+        other => {
+            return Err(bad(format!(
+                "record kind {other:?} is not an entry this kvsd's Raft log holds"
+            )))
+        }
     };
     if record.seq == 0 {
         return Err(bad("record seq 0"));

@@ -79,7 +79,10 @@ impl Machine {
                     value_offset: u32::try_from(value_offset).expect("segment offsets fit u32"),
                     value_len: value.len() as u32,
                 };
-                sm.engine.borrow_mut().recover(Op::Set, key, location);
+                sm.engine
+                    .borrow_mut()
+                    .recover(Op::Set, key, location)
+                    .map_err(|e| apply_error(entry, e))?;
                 Reply::default()
             }
             EntryPayload::Normal(Command::Del { key }) => {
@@ -90,13 +93,23 @@ impl Machine {
                     value_offset: 0,
                     value_len: 0,
                 };
-                engine.recover(Op::Del, key, nowhere);
+                engine
+                    .recover(Op::Del, key, nowhere)
+                    .map_err(|e| apply_error(entry, e))?;
                 Reply { existed }
             }
         };
         sm.applied.set(Some(entry.log_id));
         Ok(reply)
     }
+}
+
+fn apply_error(entry: &Entry, reason: String) -> StorageError {
+    io_error(
+        ErrorSubject::Apply(entry.log_id),
+        ErrorVerb::Write,
+        std::io::Error::other(reason),
+    )
 }
 
 /// A snapshot's data: `klen` u32 LE, `vlen` u32 LE, key, value; back to back.
