@@ -133,11 +133,11 @@ struct Args {
     /// Raft: a follower that hears from no leader for a random time between this and twice
     /// this stands for election. With the default a new leader is serving about a second after
     /// the old one died.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     election_timeout_ms: u64,
 
     /// Raft: how often the leader sends heartbeats; well under --election-timeout-ms.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
 
     /// Tests only: dial ADDR_TO instead of ADDR when this node connects to the member at ADDR
