@@ -82,15 +82,27 @@ fn raft_cluster_under_kills_and_partitions_is_linearizable() {
         failovers.len(),
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(totals.violations, 0, "histories that are not linearizable (above)");
-    assert!(totals.operations >= 100 * runs, "too few operations to mean anything");
-    assert!(totals.kills + totals.partitions >= runs, "every round has faults");
+    assert_eq!(
+        totals.violations, 0,
+        "histories that are not linearizable (above)"
+    );
+    assert!(
+        totals.operations >= 100 * runs,
+        "too few operations to mean anything"
+    );
+    assert!(
+        totals.kills + totals.partitions >= runs,
+        "every round has faults"
+    );
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|text| text.parse().unwrap_or_else(|_| panic!("{name}={text} is not a number")))
+        .map(|text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("{name}={text} is not a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -119,7 +131,15 @@ fn run_round(seed: u64, length: Duration, totals: &mut Totals) {
             );
             std::thread::spawn(move || {
                 let mut rng = Rng(0x1234_5678_9abc_def1 ^ (seed << 16) ^ (client as u64 + 1));
-                run_client(client, &mut rng, &addrs, &stop, &next_value, &histories, &indeterminate)
+                run_client(
+                    client,
+                    &mut rng,
+                    &addrs,
+                    &stop,
+                    &next_value,
+                    &histories,
+                    &indeterminate,
+                )
             })
         })
         .collect();
@@ -146,7 +166,11 @@ fn run_round(seed: u64, length: Duration, totals: &mut Totals) {
                         .find(|&i| stats(&cluster.addr(i)).is_some_and(|s| s["role"] == "leader"))
                 });
                 let ms = killed_at.elapsed().as_millis() as u64;
-                eprintln!("run {seed}: killed leader n{}; n{} leads after {ms} ms", victim + 1, elected + 1);
+                eprintln!(
+                    "run {seed}: killed leader n{}; n{} leads after {ms} ms",
+                    victim + 1,
+                    elected + 1
+                );
                 totals.failovers_ms.push(ms);
             }
             std::thread::sleep(Duration::from_millis(rng.below(500)));
@@ -167,7 +191,11 @@ fn run_round(seed: u64, length: Duration, totals: &mut Totals) {
     for (key, history) in histories.iter().enumerate() {
         let history = history.lock().unwrap();
         totals.operations += history.len() as u64;
-        let epoch = history.iter().map(|op| op.call).min().unwrap_or_else(Instant::now);
+        let epoch = history
+            .iter()
+            .map(|op| op.call)
+            .min()
+            .unwrap_or_else(Instant::now);
         match check(&history, None) {
             Verdict::Linearizable => {}
             Verdict::Violation { stuck, linearized } => {
@@ -282,7 +310,15 @@ fn record(
     call: Instant,
     ret: Option<Instant>,
 ) {
-    histories[key].lock().expect("history lock").push(Operation { client, op, call, ret });
+    histories[key]
+        .lock()
+        .expect("history lock")
+        .push(Operation {
+            client,
+            op,
+            call,
+            ret,
+        });
 }
 
 fn value_id(value: &[u8]) -> u32 {

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::proxy::Mode;
-use common::raft::{free_port, get, get_min_seq, options, stats, wait_for, Cluster, Mesh, LEADER_WAIT};
+use common::raft::{
+    free_port, get, get_min_seq, options, stats, wait_for, Cluster, Mesh, LEADER_WAIT,
+};
 use kvs::client::{Client, ClientError};
 
 /// What concurrent writers were told: every (key, value) answered OK.
@@ -116,16 +118,26 @@ fn leader_kill9_under_writers_loses_no_acknowledged_write() {
     let leader = wait_for("a leader", LEADER_WAIT, || cluster.leader());
     let mut missing = Vec::new();
     for (key, value, _) in &acked {
-        let got = wait_for("a read on the leader", LEADER_WAIT, || get(&addrs[leader], key).ok());
+        let got = wait_for("a read on the leader", LEADER_WAIT, || {
+            get(&addrs[leader], key).ok()
+        });
         if got.as_deref() != Some(value.as_str()) {
             missing.push((key.clone(), got));
         }
     }
-    assert!(missing.is_empty(), "{} of {} acknowledged writes lost or wrong: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost or wrong: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
     // Every member, once it has applied the newest acknowledged write, holds every one.
     for addr in &addrs {
         for (key, value, _) in acked.iter().step_by(7) {
-            let got = wait_for("a min_seq read", LEADER_WAIT, || get_min_seq(addr, key, newest).ok());
+            let got = wait_for("a min_seq read", LEADER_WAIT, || {
+                get_min_seq(addr, key, newest).ok()
+            });
             assert_eq!(got.as_deref(), Some(value.as_str()), "{key} on {addr}");
         }
     }
@@ -159,12 +171,17 @@ fn a_partitioned_leader_stops_acknowledging_and_rejoins_as_follower() {
     // Sent straight to the old leader's client port, which still answers.
     let during = client.set(b"during", b"x");
     assert!(
-        matches!(during, Err(ClientError::NotLeader(_)) | Err(ClientError::Server(_))),
+        matches!(
+            during,
+            Err(ClientError::NotLeader(_)) | Err(ClientError::Server(_))
+        ),
         "a cut-off leader acknowledged a write: {during:?}"
     );
     let new = wait_for("a leader among the other two", LEADER_WAIT, || {
         (0..3).filter(|&i| i != old).find(|&i| {
-            stats(&addr(i)).is_some_and(|s| s["role"] == "leader" && s["term"].parse::<u64>().unwrap() > old_term)
+            stats(&addr(i)).is_some_and(|s| {
+                s["role"] == "leader" && s["term"].parse::<u64>().unwrap() > old_term
+            })
         })
     });
     let seq = Client::connect_with(&addr(new), options())
@@ -172,9 +189,14 @@ fn a_partitioned_leader_stops_acknowledging_and_rejoins_as_follower() {
         .set(b"after", b"2")
         .unwrap();
     // The old leader, still cut off, refuses writes rather than hang.
-    let refused = Client::connect_with(&addr(old), options()).unwrap().set(b"late", b"y");
+    let refused = Client::connect_with(&addr(old), options())
+        .unwrap()
+        .set(b"late", b"y");
     assert!(
-        matches!(refused, Err(ClientError::NotLeader(_)) | Err(ClientError::Server(_))),
+        matches!(
+            refused,
+            Err(ClientError::NotLeader(_)) | Err(ClientError::Server(_))
+        ),
         "{refused:?}"
     );
 
@@ -185,7 +207,15 @@ fn a_partitioned_leader_stops_acknowledging_and_rejoins_as_follower() {
     assert_eq!(got.as_deref(), Some("2"));
     assert_eq!(stats(&addr(old)).unwrap()["role"], "follower");
     for i in 0..3 {
-        assert_eq!(get_min_seq(&addr(i), "during", seq).unwrap(), None, "n{}", i + 1);
-        assert_eq!(get_min_seq(&addr(i), "before", seq).unwrap().as_deref(), Some("1"));
+        assert_eq!(
+            get_min_seq(&addr(i), "during", seq).unwrap(),
+            None,
+            "n{}",
+            i + 1
+        );
+        assert_eq!(
+            get_min_seq(&addr(i), "before", seq).unwrap().as_deref(),
+            Some("1")
+        );
     }
 }

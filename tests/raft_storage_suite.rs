@@ -116,7 +116,10 @@ fn the_log_vote_and_a_truncation_survive_a_restart() {
         let (log, _) = RaftLog::recover(dir.path(), false, 1 << 20, 1 << 20).unwrap();
         let mut store = LogStore { log: Rc::new(log) };
         let got = store.try_get_log_entries(0..100).await.unwrap();
-        let want: Vec<_> = (1..=6).map(|seq| entry(1, seq)).chain([entry(2, 7)]).collect();
+        let want: Vec<_> = (1..=6)
+            .map(|seq| entry(1, seq))
+            .chain([entry(2, 7)])
+            .collect();
         assert_eq!(got, want);
         assert_eq!(
             store.read_vote().await.unwrap(),

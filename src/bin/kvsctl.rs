@@ -279,7 +279,12 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Cluster(args)) = &cli.command {
         let addr = with_default_port(&cli.addr);
-        return ExitCode::from(kvs::client::cluster::run(&addr, options, secret.as_ref(), args));
+        return ExitCode::from(kvs::client::cluster::run(
+            &addr,
+            options,
+            secret.as_ref(),
+            args,
+        ));
     }
     let mut session = Session::new(with_default_port(&cli.addr), options, secret);
     let status = match cli.command {

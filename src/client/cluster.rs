@@ -63,11 +63,10 @@ pub fn admin(
             if let Some(frame) =
                 frame::decode(&mut buf, options.frame_bytes_max).map_err(ClientError::Frame)?
             {
-                let status = Status::from_u8(frame.header.kind).ok_or(
-                    ClientError::UnknownStatus {
+                let status =
+                    Status::from_u8(frame.header.kind).ok_or(ClientError::UnknownStatus {
                         status: frame.header.kind,
-                    },
-                )?;
+                    })?;
                 return Ok((status, frame.body));
             }
             let mut chunk = [0u8; 16 * 1024];
@@ -83,7 +82,9 @@ pub fn admin(
     if let Some(secret) = secret {
         let (status, body) = exchange(crate::protocol::request::op::AUTH, secret.bytes())?;
         if status != Status::Ok {
-            return Err(ClientError::Server(String::from_utf8_lossy(&body).into_owned()));
+            return Err(ClientError::Server(
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
         }
     }
     exchange(kind, body)
@@ -113,7 +114,9 @@ pub fn run(addr: &str, options: ClientOptions, secret: Option<&Secret>, args: &C
                 eprintln!("kvsctl: redirected to leader at {target}");
             }
             Ok((Status::NotLeader, _)) => {
-                eprintln!("kvsctl: no leader is known right now (an election is under way?); try again");
+                eprintln!(
+                    "kvsctl: no leader is known right now (an election is under way?); try again"
+                );
                 return 2;
             }
             Ok((_, text)) => {

@@ -18,12 +18,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{EntryPayload, LeaderId, SnapshotMeta};
 
-use super::{log_id, seq_of, Command, Entry, LogId, Member, Membership, NodeId, StoredMembership, TypeConfig, Vote};
+use super::{
+    log_id, seq_of, Command, Entry, LogId, Member, Membership, NodeId, StoredMembership,
+    TypeConfig, Vote,
+};
 use crate::wal::record::{self, Op, Record};
 
 /// Bytes that are not what they claim to be.
@@ -47,7 +50,10 @@ impl<'a> Reader<'a> {
 
     pub fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(bad(format!("{what}: {} bytes left, {n} needed", self.buf.len())));
+            return Err(bad(format!(
+                "{what}: {} bytes left, {n} needed",
+                self.buf.len()
+            )));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -59,15 +65,21 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u16(&mut self, what: &str) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2")))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2"),
+        ))
     }
 
     pub fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
     }
 
     pub fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
     }
 
     pub fn bool(&mut self, what: &str) -> Result<bool, DecodeError> {
@@ -380,7 +392,9 @@ pub fn encode_snapshot_meta(dst: &mut BytesMut, meta: &SnapshotMeta<NodeId, Memb
     put_string(dst, &meta.snapshot_id);
 }
 
-pub fn decode_snapshot_meta(reader: &mut Reader<'_>) -> Result<SnapshotMeta<NodeId, Member>, DecodeError> {
+pub fn decode_snapshot_meta(
+    reader: &mut Reader<'_>,
+) -> Result<SnapshotMeta<NodeId, Member>, DecodeError> {
     Ok(SnapshotMeta {
         last_log_id: get_log_id(reader)?,
         last_membership: get_stored_membership(reader)?,
@@ -396,7 +410,9 @@ pub fn encode_snapshot_request(dst: &mut BytesMut, rpc: &InstallSnapshotRequest<
     dst.put_slice(&rpc.data);
 }
 
-pub fn decode_snapshot_request(buf: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, DecodeError> {
+pub fn decode_snapshot_request(
+    buf: &[u8],
+) -> Result<InstallSnapshotRequest<TypeConfig>, DecodeError> {
     let mut reader = Reader::new(buf);
     let vote = get_vote(&mut reader)?;
     let meta = decode_snapshot_meta(&mut reader)?;
@@ -416,7 +432,9 @@ pub fn encode_snapshot_response(dst: &mut BytesMut, response: &InstallSnapshotRe
     put_vote(dst, &response.vote);
 }
 
-pub fn decode_snapshot_response(buf: &[u8]) -> Result<InstallSnapshotResponse<NodeId>, DecodeError> {
+pub fn decode_snapshot_response(
+    buf: &[u8],
+) -> Result<InstallSnapshotResponse<NodeId>, DecodeError> {
     let mut reader = Reader::new(buf);
     let vote = get_vote(&mut reader)?;
     reader.end("snapshot response")?;
@@ -476,7 +494,9 @@ mod tests {
             },
             Entry {
                 log_id: log_id(3, 4),
-                payload: EntryPayload::Normal(Command::Del { key: Bytes::from("k") }),
+                payload: EntryPayload::Normal(Command::Del {
+                    key: Bytes::from("k"),
+                }),
             },
         ];
         let rpc = AppendEntriesRequest::<TypeConfig> {

@@ -138,9 +138,8 @@ impl RaftLog {
             path: dir.to_path_buf(),
             source,
         };
-        let file = Rc::new(
-            LogFile::open(dir, &recovered, segment_bytes, value_cache_bytes).map_err(io)?,
-        );
+        let file =
+            Rc::new(LogFile::open(dir, &recovered, segment_bytes, value_cache_bytes).map_err(io)?);
         let log = RaftLog::open(dir, file, records, recovered.last_seq).map_err(io)?;
         Ok((log, recovered))
     }
@@ -156,7 +155,10 @@ impl RaftLog {
     pub fn last_log_id(&self) -> Option<LogId> {
         let slots = self.slots.borrow();
         match slots.back() {
-            Some(slot) => Some(log_id(slot.term, self.first_seq.get() + slots.len() as u64 - 1)),
+            Some(slot) => Some(log_id(
+                slot.term,
+                self.first_seq.get() + slots.len() as u64 - 1,
+            )),
             None => self.hard.borrow().purged,
         }
     }
@@ -219,7 +221,11 @@ impl RaftLog {
                 }
             }
             let read_error = |e: std::io::Error| {
-                io_error(ErrorSubject::Log(log_id(first.term, seq)), ErrorVerb::Read, e)
+                io_error(
+                    ErrorSubject::Log(log_id(first.term, seq)),
+                    ErrorVerb::Read,
+                    e,
+                )
             };
             let buf = self
                 .file
@@ -227,7 +233,9 @@ impl RaftLog {
                 .await
                 .map_err(read_error)?;
             if buf.len() as u64 != end - first.offset {
-                return Err(read_error(std::io::Error::other("the log ends before the entry")));
+                return Err(read_error(std::io::Error::other(
+                    "the log ends before the entry",
+                )));
             }
             let mut at = 0;
             for expected in seq..=last {
@@ -335,7 +343,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.log.committed.get())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry>,
     {
@@ -346,8 +358,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         };
         let first_seq = seq_of(&first.log_id);
-        let write_error =
-            |e: std::io::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let write_error = |e: std::io::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
         if first_seq != log.next_seq.get() {
             if !log.slots.borrow().is_empty() {
                 return Err(write_error(std::io::Error::other(format!(
@@ -394,7 +405,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let Some(cut) = log.slot(seq) else {
             return Ok(());
         };
-        tracing::info!(from_seq = seq, "raft: truncating the uncommitted suffix of the log");
+        tracing::info!(
+            from_seq = seq,
+            "raft: truncating the uncommitted suffix of the log"
+        );
         log.file
             .truncate_from(cut.file, cut.offset)
             .await

@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 
 use super::{codec, op, seq_of, Member, NodeId, TypeConfig};
@@ -83,7 +83,12 @@ impl Conn {
     }
 
     /// Sends one request frame and reads its answer: the status and body.
-    pub async fn request(&mut self, kind: u8, flags: u8, body: &[u8]) -> Result<(Status, Bytes), CallError> {
+    pub async fn request(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        body: &[u8],
+    ) -> Result<(Status, Bytes), CallError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut out = BytesMut::new();
@@ -123,7 +128,9 @@ impl Conn {
     pub async fn call(&mut self, kind: u8, flags: u8, body: &[u8]) -> Result<Bytes, CallError> {
         match self.request(kind, flags, body).await? {
             (Status::Ok, body) => Ok(body),
-            (_, body) => Err(CallError::Refused(String::from_utf8_lossy(&body).into_owned())),
+            (_, body) => Err(CallError::Refused(
+                String::from_utf8_lossy(&body).into_owned(),
+            )),
         }
     }
 }
@@ -165,14 +172,23 @@ pub struct Peer {
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftError<NodeId, E>>;
 
 impl Peer {
-    async fn rpc<E: std::error::Error>(&mut self, kind: u8, body: &[u8], option: &RPCOption) -> Result<Bytes, RpcError<E>> {
+    async fn rpc<E: std::error::Error>(
+        &mut self,
+        kind: u8,
+        body: &[u8],
+        option: &RPCOption,
+    ) -> Result<Bytes, RpcError<E>> {
         let ttl = option.hard_ttl();
         let result = tokio::time::timeout(ttl, async {
             if self.conn.is_none() {
                 let secret = self.secret.as_deref().map(|s| s.as_slice());
                 self.conn = Some(Conn::open(&self.addr, secret, self.frame_bytes_max, ttl).await?);
             }
-            self.conn.as_mut().expect("connected").call(kind, 0, body).await
+            self.conn
+                .as_mut()
+                .expect("connected")
+                .call(kind, 0, body)
+                .await
         })
         .await;
         let error = match result {

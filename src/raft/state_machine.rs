@@ -20,17 +20,23 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snaps
 use tokio::sync::watch;
 
 use super::log_store::RaftLog;
-use super::{io_error, seq_of, Command, Entry, LogId, Member, NodeId, Reply, StorageError, StoredMembership, TypeConfig};
+use super::{
+    io_error, seq_of, Command, Entry, LogId, Member, NodeId, Reply, StorageError, StoredMembership,
+    TypeConfig,
+};
 use crate::engine::Engine;
 use crate::wal::record::{self, Op};
 use crate::wal::Location;
+
+/// The newest snapshot built or installed: its meta and data.
+type StoredSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
 
 pub struct StateMachine {
     pub engine: Rc<RefCell<Engine>>,
     pub log: Rc<RaftLog>,
     applied: Cell<Option<LogId>>,
     membership: RefCell<StoredMembership>,
-    snapshot: RefCell<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>>,
+    snapshot: RefCell<Option<StoredSnapshot>>,
     snapshot_count: Cell<u64>,
     /// The seq of the newest applied entry: what `min_seq` reads wait for.
     pub applied_seq: watch::Sender<u64>,
@@ -132,14 +138,22 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
             .collect();
         let mut data = BytesMut::new();
         for (key, location) in pairs {
-            let value = sm.log.file.read_value(location).await.map_err(|e| {
-                io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e)
-            })?;
+            let value = sm
+                .log
+                .file
+                .read_value(location)
+                .await
+                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
             put_pair(&mut data, &key, &value);
         }
         sm.snapshot_count.set(sm.snapshot_count.get() + 1);
         let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, sm.snapshot_count.get()),
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term,
+                id.index,
+                sm.snapshot_count.get()
+            ),
             None => format!("--{}", sm.snapshot_count.get()),
         };
         let meta = SnapshotMeta {
@@ -211,9 +225,14 @@ impl RaftStateMachine<TypeConfig> for Machine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.0.snapshot.borrow().as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        Ok(self
+            .0
+            .snapshot
+            .borrow()
+            .as_ref()
+            .map(|(meta, data)| Snapshot {
+                meta: meta.clone(),
+                snapshot: Box::new(Cursor::new(data.clone())),
+            }))
     }
 }

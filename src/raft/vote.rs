@@ -50,7 +50,9 @@ fn unwrap<'a>(magic: &[u8; 8], buf: &'a [u8], path: &Path) -> io::Result<&'a [u8
         )
     };
     if buf.len() < BODY_OFFSET || &buf[..8] != magic {
-        return Err(damaged("not a kvsd raft state file (bad magic or too short)"));
+        return Err(damaged(
+            "not a kvsd raft state file (bad magic or too short)",
+        ));
     }
     let body = &buf[BODY_OFFSET..];
     if u32::from_le_bytes(buf[8..12].try_into().expect("4")) != crc32fast::hash(body) {
@@ -86,7 +88,12 @@ pub fn read_hard_state(dir: &Path) -> io::Result<HardState> {
         Err(error) => return Err(error),
     };
     let body = unwrap(VOTE_MAGIC, &buf, &path)?;
-    let invalid = |e: codec::DecodeError| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
+    let invalid = |e: codec::DecodeError| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    };
     let mut reader = Reader::new(body);
     let vote = match reader.bool("vote flag").map_err(invalid)? {
         true => Some(codec::get_vote(&mut reader).map_err(invalid)?),
@@ -148,6 +155,9 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         assert!(read_hard_state(dir.path()).is_err());
         write_committed(dir.path(), Some(&super::super::log_id(6, 90))).unwrap();
-        assert_eq!(read_committed(dir.path()), Some(super::super::log_id(6, 90)));
+        assert_eq!(
+            read_committed(dir.path()),
+            Some(super::super::log_id(6, 90))
+        );
     }
 }

@@ -84,7 +84,11 @@ impl RaftNode {
     }
 
     fn election_timeout(&self) -> Duration {
-        let settings = self.config.raft.as_ref().expect("a raft node has raft settings");
+        let settings = self
+            .config
+            .raft
+            .as_ref()
+            .expect("a raft node has raft settings");
         Duration::from_millis(settings.election_timeout_ms)
     }
 
@@ -266,7 +270,13 @@ async fn join_cluster(node: Rc<RaftNode>, mut addr: String, learner: bool) {
     loop {
         let timeout = Duration::from_secs(30);
         let answer = async {
-            let mut conn = Conn::open(&addr, secret.as_deref(), node.config.frame_bytes_max, Duration::from_secs(2)).await?;
+            let mut conn = Conn::open(
+                &addr,
+                secret.as_deref(),
+                node.config.frame_bytes_max,
+                Duration::from_secs(2),
+            )
+            .await?;
             tokio::time::timeout(timeout, conn.request(op::JOIN, 0, &body))
                 .await
                 .map_err(|_| crate::raft::network::CallError::Wire("no answer".into()))?
@@ -340,7 +350,9 @@ async fn serve_connection(node: Rc<RaftNode>, stream: crate::runtime::TcpStream,
             Err(ReadError::Frame(error)) => {
                 let mut out = BytesMut::new();
                 encode_error(&mut out, 0, &error.to_string());
-                let _ = replies.send(crate::runtime::spawn(async move { out })).await;
+                let _ = replies
+                    .send(crate::runtime::spawn(async move { out }))
+                    .await;
                 break;
             }
             Err(_) => break,
@@ -355,9 +367,15 @@ async fn serve_connection(node: Rc<RaftNode>, stream: crate::runtime::TcpStream,
                 authed = true;
                 response::encode(&mut out, Status::Ok, 0, id, &[]);
             } else {
-                encode_error(&mut out, id, "authentication required: send AUTH with the secret of --auth-file first");
+                encode_error(
+                    &mut out,
+                    id,
+                    "authentication required: send AUTH with the secret of --auth-file first",
+                );
             }
-            let _ = replies.send(crate::runtime::spawn(async move { out })).await;
+            let _ = replies
+                .send(crate::runtime::spawn(async move { out }))
+                .await;
             if ok {
                 continue;
             }
@@ -413,7 +431,10 @@ fn ok(body: impl Into<Bytes>) -> Answer {
 }
 
 fn not_leader(node: &RaftNode) -> Answer {
-    let leader = node.leader_addr().filter(|addr| *addr != node.addr).unwrap_or_default();
+    let leader = node
+        .leader_addr()
+        .filter(|addr| *addr != node.addr)
+        .unwrap_or_default();
     Ok((Status::NotLeader, 0, Bytes::from(leader)))
 }
 
@@ -422,7 +443,11 @@ async fn raft_rpc(node: &RaftNode, frame: &Frame) -> Answer {
     match frame.header.kind {
         op::RAFT_APPEND => {
             let rpc = codec::decode_append(&frame.body).map_err(|e| e.to_string())?;
-            let response = node.raft.append_entries(rpc).await.map_err(|e| e.to_string())?;
+            let response = node
+                .raft
+                .append_entries(rpc)
+                .await
+                .map_err(|e| e.to_string())?;
             codec::encode_append_response(&mut body, &response);
         }
         op::RAFT_VOTE => {
@@ -432,7 +457,11 @@ async fn raft_rpc(node: &RaftNode, frame: &Frame) -> Answer {
         }
         _ => {
             let rpc = codec::decode_snapshot_request(&frame.body).map_err(|e| e.to_string())?;
-            let response = node.raft.install_snapshot(rpc).await.map_err(|e| e.to_string())?;
+            let response = node
+                .raft
+                .install_snapshot(rpc)
+                .await
+                .map_err(|e| e.to_string())?;
             codec::encode_snapshot_response(&mut body, &response);
         }
     }
@@ -472,7 +501,10 @@ async fn client(node: &RaftNode, frame: &Frame) -> Answer {
         }
         Request::Ping { payload } => ok(payload),
         Request::Stats => ok(stats(node)),
-        Request::Compact => Err("COMPACT: a Raft node does not compact its log in this version (docs/replication.md)".into()),
+        Request::Compact => Err(
+            "COMPACT: a Raft node does not compact its log in this version (docs/replication.md)"
+                .into(),
+        ),
         Request::Auth { .. } => ok(Bytes::new()),
     }
 }
@@ -511,7 +543,9 @@ async fn read_barrier(node: &RaftNode, min_seq: Option<u64>, local: bool) -> Res
             RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)) => {
                 Err(not_leader(node))
             }
-            error => Err(Err(format!("this node could not confirm it still leads: {error}"))),
+            error => Err(Err(format!(
+                "this node could not confirm it still leads: {error}"
+            ))),
         },
         Err(_) => Err(Err(
             "this node could not confirm it still leads (no quorum answered in time): retry".into(),
@@ -573,7 +607,9 @@ fn member_id(node: &RaftNode, name: &str) -> Result<NodeId, String> {
 async fn change(node: &RaftNode, changes: ChangeMembers<NodeId, Member>) -> Result<(), String> {
     match node.raft.change_membership(changes, false).await {
         Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err("not the leader".into()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            Err("not the leader".into())
+        }
         Err(error) => Err(error.to_string()),
     }
 }
@@ -590,7 +626,11 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
         return read_value(node, &frame.body).await;
     }
     if kind == op::ELECT {
-        node.raft.trigger().elect().await.map_err(|e| e.to_string())?;
+        node.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| e.to_string())?;
         return ok(Bytes::new());
     }
     if node.metrics().state != ServerState::Leader {
@@ -618,7 +658,14 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
             if known.is_none() {
                 tracing::info!(%name, %addr, "adding a learner");
                 node.raft
-                    .add_learner(id, Member { name: name.clone(), addr }, true)
+                    .add_learner(
+                        id,
+                        Member {
+                            name: name.clone(),
+                            addr,
+                        },
+                        true,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -637,7 +684,12 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
         op::REMOVE => {
             let name = String::from_utf8_lossy(&frame.body).into_owned();
             let id = member_id(node, &name)?;
-            let voter = node.metrics().membership_config.membership().voter_ids().any(|v| v == id);
+            let voter = node
+                .metrics()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id);
             if voter {
                 change(node, ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
             }
@@ -655,12 +707,22 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
             if !membership.voter_ids().any(|v| v == id) {
                 return Err(format!("'{name}' is not a voter: only a voter can lead"));
             }
-            let addr = membership.get_node(&id).map(|m| m.addr.clone()).unwrap_or_default();
+            let addr = membership
+                .get_node(&id)
+                .map(|m| m.addr.clone())
+                .unwrap_or_default();
             let secret = node.config.auth.as_ref().map(|s| s.bytes().to_vec());
-            let mut conn = Conn::open(&addr, secret.as_deref(), node.config.frame_bytes_max, Duration::from_secs(2))
+            let mut conn = Conn::open(
+                &addr,
+                secret.as_deref(),
+                node.config.frame_bytes_max,
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            conn.call(op::ELECT, 0, &[])
                 .await
                 .map_err(|e| e.to_string())?;
-            conn.call(op::ELECT, 0, &[]).await.map_err(|e| e.to_string())?;
             ok(Bytes::new())
         }
         _ => Err(format!("unknown op 0x{kind:02x}")),
@@ -737,7 +799,10 @@ fn stats(node: &RaftNode) -> String {
     line("keys", &node.engine.borrow().key_count());
     line("log_bytes", &node.log.file.log_bytes());
     line("segments", &node.log.file.segment_count());
-    line("members", &metrics.membership_config.membership().nodes().count());
+    line(
+        "members",
+        &metrics.membership_config.membership().nodes().count(),
+    );
     line("uptime_s", &node.started.elapsed().as_secs());
     line("requests_total", &node.requests.get());
     line("fsync", &node.config.fsync);

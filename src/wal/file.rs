@@ -461,7 +461,10 @@ impl LogFile {
             // The cut segment was sealed (opened read-only): open it for writing and make it
             // the active one again.
             let path = segment::path(&self.dir, cut.id);
-            let std_file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            let std_file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
             let file_bytes = std_file.metadata()?.len();
             let reopened = Rc::new(Segment {
                 id: cut.id,

@@ -69,7 +69,9 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let first = format!("127.0.0.1:{}", ports[0]);
         let mut cluster = Cluster {
-            dirs: (0..3).map(|i| dir.path().join(format!("n{}", i + 1))).collect(),
+            dirs: (0..3)
+                .map(|i| dir.path().join(format!("n{}", i + 1)))
+                .collect(),
             _dir: dir,
             ports: ports.to_vec(),
             args: Vec::new(),
@@ -121,7 +123,8 @@ impl Cluster {
         wait_for("the cluster's voters", LEADER_WAIT * 2, || {
             let leader = self.leader()?;
             let text = cluster_text(&self.addr(leader))?;
-            let voting = text.matches("role:follower").count() + text.matches("role:leader").count();
+            let voting =
+                text.matches("role:follower").count() + text.matches("role:leader").count();
             (voting >= voters).then_some(())
         });
     }
@@ -146,7 +149,6 @@ pub fn get_min_seq(addr: &str, key: &str, seq: u64) -> Result<Option<String>, Cl
         .get_min_seq(key.as_bytes(), seq)?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
-
 
 /// Fault proxies on every Raft link: `link(i, j)` carries what node i sends to node j.
 pub struct Mesh {
