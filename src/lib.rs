@@ -24,6 +24,7 @@ pub mod int_hash;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod raft;
 pub mod replication;
 pub mod resp;
 pub mod runtime;

@@ -118,6 +118,35 @@ struct Args {
     #[arg(long, default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT)]
     ack_timeout_ms: u64,
 
+    /// Raft: start a new cluster with this node (--node-id) as its one voter. On a data dir that
+    /// already belongs to a cluster it only logs that, so the same command line restarts the node.
+    #[arg(long, conflicts_with_all = ["join", "leader_addr"])]
+    bootstrap: bool,
+
+    /// Raft: join the cluster of the member at this client address (host:port), retrying until
+    /// a member answers; the node catches up, then becomes a voter (or stays a learner).
+    #[arg(long, value_name = "ADDR", conflicts_with = "leader_addr")]
+    join: Option<String>,
+
+    /// Raft, with --join: join as a learner, a non-voting read replica.
+    #[arg(long, requires = "join")]
+    learner: bool,
+
+    /// Raft: a follower that hears from no leader for a random time between this and twice
+    /// this stands for election. With the default a new leader is serving about a second after
+    /// the old one died.
+    #[arg(long, default_value_t = 200)]
+    election_timeout_ms: u64,
+
+    /// Raft: how often the leader sends heartbeats; well under --election-timeout-ms.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+
+    /// Tests only: dial ADDR_TO instead of ADDR when this node connects to the member at ADDR
+    /// (ADDR=ADDR_TO, repeatable): puts a fault proxy on a Raft link.
+    #[arg(long, hide = true, value_name = "ADDR=ADDR_TO")]
+    raft_dial: Vec<String>,
+
     /// A file holding a shared secret (1 to 1024 bytes; one trailing newline is ignored; keep
     /// it chmod 600). Every connection, followers' included, must then send AUTH with the
     /// secret before anything else; a follower sends its own --auth-file to its leader.
@@ -262,6 +291,19 @@ fn main() -> ExitCode {
         metrics_addr: args.metrics_addr,
         unprotected_bind: args.unprotected_bind,
         resp_listen: args.resp_port.map(|port| SocketAddr::new(args.bind, port)),
+        raft: (args.bootstrap || args.join.is_some()).then(|| server::config::RaftSettings {
+            bootstrap: args.bootstrap,
+            join: args.join.clone(),
+            learner: args.learner,
+            election_timeout_ms: args.election_timeout_ms,
+            heartbeat_ms: args.heartbeat_ms,
+            dial: args
+                .raft_dial
+                .iter()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(from, to)| (from.to_string(), to.to_string()))
+                .collect(),
+        }),
     };
     // --leader only states the default role; it conflicts with --leader-addr.
     let _ = args.leader;

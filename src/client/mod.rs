@@ -8,6 +8,7 @@
 //! and the typed helpers (`get`, `set`, ...) do one request at a time and turn the reply into
 //! a value or a `ClientError`.
 
+pub mod cluster;
 mod error;
 mod ext;
 #[cfg(test)]

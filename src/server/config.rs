@@ -93,6 +93,27 @@ pub struct Config {
     pub unprotected_bind: bool,
     /// `--resp-port`: where the Redis protocol is served (same host as `listen`); None: off.
     pub resp_listen: Option<SocketAddr>,
+    /// Raft (issue 11): set when the node runs in a Raft cluster (`--bootstrap`, `--join`).
+    pub raft: Option<RaftSettings>,
+}
+
+/// Raft (issue 11): how this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// `--bootstrap`: start a new cluster with this node as its one voter (a no-op on a data
+    /// dir that already belongs to a cluster).
+    pub bootstrap: bool,
+    /// `--join ADDR`: ask the member at ADDR (or the leader it names) to add this node.
+    pub join: Option<String>,
+    /// `--learner`: join as a non-voting read replica.
+    pub learner: bool,
+    /// `--election-timeout-ms`: a follower that hears no leader for a random time between this
+    /// and twice this stands for election.
+    pub election_timeout_ms: u64,
+    /// `--heartbeat-ms`.
+    pub heartbeat_ms: u64,
+    /// Tests only (`--raft-dial`): member address → the address dialled for it.
+    pub dial: Vec<(String, String)>,
 }
 
 #[cfg(test)]

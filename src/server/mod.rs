@@ -22,6 +22,7 @@ mod frames;
 mod leader_stream;
 mod node;
 pub mod protected;
+mod raft_node;
 mod ready;
 mod role;
 mod shard;
@@ -85,6 +86,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Some(listener) => listener,
         None => bind(config.listen)?,
     };
+    if config.raft.is_some() {
+        if config.metrics_addr.is_some() || config.resp_listen.is_some() {
+            return Err(ServerError::Config(
+                "--metrics-addr and --resp-port are not served by a Raft node yet (--bootstrap, --join); drop them or run without Raft".into(),
+            ));
+        }
+        return raft_node::run(config, listener);
+    }
     let metrics = match config.metrics_addr {
         None => None,
         Some(addr) => Some(bind(addr).map_err(|error| match error {

@@ -422,6 +422,101 @@ impl LogFile {
         Ok(())
     }
 
+    /// Raft: cuts the log back to `offset` of file `file_no` (a record boundary), for a
+    /// follower's uncommitted suffix that its leader overrides. Segments after that file are
+    /// deleted and the directory fsynced; the cut bytes are zeroed and fdatasynced (as a
+    /// preallocated segment's tail, which recovery reads as the end of the log), so the cut is
+    /// durable before this returns and nothing after it is ever acknowledged from the old suffix.
+    pub async fn truncate_from(&self, file_no: u32, offset: u64) -> io::Result<()> {
+        let cut = self.file(file_no)?;
+        if self.segments.borrow().get(&cut.id).map(|s| s.file_no) != Some(file_no) {
+            return Err(io::Error::other(format!(
+                "log file {file_no} is no longer in the log: cannot truncate it"
+            )));
+        }
+        if offset < segment::HEADER_BYTES as u64 || offset > cut.bytes.get() {
+            return Err(io::Error::other(format!(
+                "cannot truncate log file {file_no} at {offset}: it holds {} bytes",
+                cut.bytes.get()
+            )));
+        }
+        let later: Vec<Rc<Segment>> = self
+            .segments
+            .borrow()
+            .range(cut.id + 1..)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for segment in &later {
+            let path = segment::path(&self.dir, segment.id);
+            crate::runtime::remove_file(&path).await?;
+            self.segments.borrow_mut().remove(&segment.id);
+            self.files.borrow_mut().remove(&segment.file_no);
+            self.log_bytes
+                .set(self.log_bytes.get().saturating_sub(segment.bytes.get()));
+        }
+        let active = if later.is_empty() {
+            cut
+        } else {
+            File::open(&self.dir).await?.sync_all().await?;
+            // The cut segment was sealed (opened read-only): open it for writing and make it
+            // the active one again.
+            let path = segment::path(&self.dir, cut.id);
+            let std_file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let file_bytes = std_file.metadata()?.len();
+            let reopened = Rc::new(Segment {
+                id: cut.id,
+                file_no: cut.file_no,
+                file: File::from_std(std_file),
+                first_seq: cut.first_seq,
+                compacted: cut.compacted,
+                bytes: Cell::new(cut.bytes.get()),
+            });
+            self.files.borrow_mut().insert(file_no, reopened.clone());
+            self.segments.borrow_mut().insert(cut.id, reopened.clone());
+            self.active_id.set(cut.id);
+            self.active_preallocated
+                .set(file_bytes >= self.segment_bytes_max);
+            reopened
+        };
+        let end = active.bytes.get();
+        if end > offset {
+            let zeros = vec![0u8; (end - offset) as usize];
+            let (result, _) = active.file.write_all_at(zeros, offset).await;
+            result?;
+        }
+        active.file.sync_data().await?;
+        self.log_bytes
+            .set(self.log_bytes.get().saturating_sub(end - offset));
+        active.bytes.set(offset);
+        self.active_bytes.set(offset);
+        Ok(())
+    }
+
+    /// Raft: starts the log over at `first_seq` (after a snapshot, the entries before it are
+    /// gone): a new segment that begins there, then every older segment deleted.
+    pub async fn restart_at(&self, first_seq: u64) -> io::Result<()> {
+        self.rotate(first_seq).await?;
+        let active = self.active_id.get();
+        let older: Vec<Rc<Segment>> = self
+            .segments
+            .borrow()
+            .range(..active)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for segment in &older {
+            crate::runtime::remove_file(&segment::path(&self.dir, segment.id)).await?;
+            self.segments.borrow_mut().remove(&segment.id);
+            self.files.borrow_mut().remove(&segment.file_no);
+            self.log_bytes
+                .set(self.log_bytes.get().saturating_sub(segment.bytes.get()));
+        }
+        File::open(&self.dir).await?.sync_all().await?;
+        Ok(())
+    }
+
     /// Reads up to `len` bytes at `offset` of file `file_no`; fewer at the end of its records.
     pub async fn read_at(&self, file_no: u32, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let segment = self.file(file_no)?;

@@ -7,6 +7,7 @@
 pub mod host;
 pub mod http;
 pub mod proxy;
+pub mod raft;
 pub mod raw;
 
 use std::ffi::OsStr;

@@ -193,6 +193,8 @@ pub enum Command {
     /// what it reclaimed. kvsd also compacts by itself (--compact-garbage-ratio).
     #[command(verbatim_doc_comment)]
     Compact,
+    /// A Raft cluster: members, roles, term, commit seq, lag; or a change to it
+    Cluster(kvs::client::cluster::ClusterArgs),
     /// Check that the server answers
     ///
     /// Prints TEXT as the server echoes it back, or PONG without TEXT.
@@ -517,6 +519,10 @@ pub fn execute(
             output::stats(out, json, &summary)?;
             Ok(Outcome::Done)
         }
+        // Follows NOT_LEADER itself, on its own connection: `main` runs it one-shot.
+        Command::Cluster(_) => Err(Failure::Input(
+            "cluster is a one-shot command: run `kvsctl cluster ...` outside the shell".into(),
+        )),
         Command::Ping { text } => {
             let payload = text.as_ref().map(bytes).unwrap_or_default();
             let echo = session.run(|client| client.ping(&payload))?;

@@ -219,6 +219,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    if let Some(Command::Cluster(args)) = &cli.command {
+        let addr = with_default_port(&cli.addr);
+        return ExitCode::from(kvs::client::cluster::run(
+            &addr,
+            options,
+            secret.as_ref(),
+            args,
+        ));
+    }
     let mut session = Session::new(with_default_port(&cli.addr), options, secret);
     let status = match cli.command {
         Some(command) => one_shot(&mut session, command, cli.json),

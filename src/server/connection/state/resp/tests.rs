@@ -102,7 +102,13 @@ fn a_key_written_natively_is_read_through_resp() {
         value: Bytes::from_static(b"native"),
     }
     .encode(1, &mut buf);
-    native.take_requests(&mut buf, &mut engine, &rules(), Instant::now(), &mut no_values);
+    native.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     commit(&mut engine);
     let mut state = resp_state(None);
     send(
@@ -149,7 +155,13 @@ fn a_protocol_error_is_answered_then_the_connection_closes() {
     let mut engine = Engine::new(0);
     let mut state = resp_state(None);
     let mut buf = BytesMut::from(&b"PING\r\n*1\r\n+x\r\nPING\r\n"[..]);
-    state.take_requests(&mut buf, &mut engine, &rules(), Instant::now(), &mut no_values);
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules(),
+        Instant::now(),
+        &mut no_values,
+    );
     let (sent, _) = replies(&mut state, &engine, None);
     assert_eq!(
         sent,
@@ -209,7 +221,13 @@ fn a_follower_refuses_writes_and_serves_reads() {
     let mut buf = BytesMut::new();
     command(&mut buf, &["SET", "k", "v"]);
     command(&mut buf, &["GET", "k"]);
-    state.take_requests(&mut buf, &mut engine, &follower, Instant::now(), &mut no_values);
+    state.take_requests(
+        &mut buf,
+        &mut engine,
+        &follower,
+        Instant::now(),
+        &mut no_values,
+    );
     let (sent, _) = replies(&mut state, &engine, None);
     assert_eq!(
         sent,

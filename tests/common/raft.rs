@@ -1,0 +1,202 @@
+//! Raft clusters of real kvsd processes for the scenario tests and drills (issue 11): start,
+//! kill -9 and restart members with their own command lines and ports, find the leader, and put
+//! fault proxies on every Raft link.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::proxy::{Mode, Proxy};
+use super::{try_start_on, Kvsd};
+use kvs::client::{Client, ClientError, ClientOptions};
+
+/// How long a new leader may take in these tests (the target is about a second; a debug build
+/// on 2 busy cores gets slack).
+pub const LEADER_WAIT: Duration = Duration::from_secs(15);
+
+pub fn options() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        read_timeout: Some(Duration::from_secs(8)),
+        write_timeout: Some(Duration::from_secs(2)),
+        ..ClientOptions::default()
+    }
+}
+
+pub fn stats(addr: &str) -> Option<HashMap<String, String>> {
+    let mut client = Client::connect_with(addr, options()).ok()?;
+    let text = client.stats().ok()?;
+    Some(
+        kvs::client::stats_lines(&text)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster of kvsd nodes, each restartable with its own command line and port.
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub dirs: Vec<PathBuf>,
+    pub ports: Vec<u16>,
+    pub args: Vec<Vec<String>>,
+    pub nodes: Vec<Option<Kvsd>>,
+}
+
+impl Cluster {
+    /// Three nodes on the given ports: n1 bootstraps, n2 and n3 join it; `extra(i)` adds flags.
+    pub fn start(ports: [u16; 3], extra: impl Fn(usize) -> Vec<String>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let first = format!("127.0.0.1:{}", ports[0]);
+        let mut cluster = Cluster {
+            dirs: (0..3)
+                .map(|i| dir.path().join(format!("n{}", i + 1)))
+                .collect(),
+            _dir: dir,
+            ports: ports.to_vec(),
+            args: Vec::new(),
+            nodes: Vec::new(),
+        };
+        for i in 0..3 {
+            let mut args = vec!["--node-id".to_string(), format!("n{}", i + 1)];
+            if i == 0 {
+                args.push("--bootstrap".into());
+            } else {
+                args.extend(["--join".to_string(), first.clone()]);
+            }
+            args.extend(extra(i));
+            cluster.args.push(args);
+            cluster.nodes.push(None);
+            cluster.restart(i);
+        }
+        cluster.wait_voters(3);
+        cluster
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
+        let node = try_start_on(self.ports[i], &self.dirs[i], &args)
+            .unwrap_or_else(|log| panic!("n{} did not start:\n{log}", i + 1));
+        self.nodes[i] = Some(node);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.kill9();
+        }
+    }
+
+    /// The node every live node's STATS names as leader, once they agree.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| self.nodes[i].is_some())
+            .filter(|&i| stats(&self.addr(i)).is_some_and(|s| s["role"] == "leader"))
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    pub fn wait_voters(&self, voters: usize) {
+        wait_for("the cluster's voters", LEADER_WAIT * 2, || {
+            let leader = self.leader()?;
+            let text = cluster_text(&self.addr(leader))?;
+            let voting =
+                text.matches("role:follower").count() + text.matches("role:leader").count();
+            (voting >= voters).then_some(())
+        });
+    }
+}
+
+pub fn cluster_text(addr: &str) -> Option<String> {
+    let (status, body) =
+        kvs::client::cluster::admin(addr, kvs::raft::op::CLUSTER, &[], options(), None).ok()?;
+    (status == kvs::protocol::Status::Ok).then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn get(addr: &str, key: &str) -> Result<Option<String>, ClientError> {
+    let mut client = Client::connect_with(addr, options())?;
+    Ok(client
+        .get(key.as_bytes())?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+pub fn get_min_seq(addr: &str, key: &str, seq: u64) -> Result<Option<String>, ClientError> {
+    let mut client = Client::connect_with(addr, options())?;
+    Ok(client
+        .get_min_seq(key.as_bytes(), seq)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Fault proxies on every Raft link: `link(i, j)` carries what node i sends to node j.
+pub struct Mesh {
+    proxies: Vec<Vec<Option<Proxy>>>,
+}
+
+impl Mesh {
+    pub fn new(ports: [u16; 3]) -> Mesh {
+        let proxies = (0..3)
+            .map(|i| {
+                (0..3)
+                    .map(|j| (i != j).then(|| Proxy::start(&format!("127.0.0.1:{}", ports[j]))))
+                    .collect()
+            })
+            .collect();
+        Mesh { proxies }
+    }
+
+    /// Node i's `--raft-dial` flags.
+    pub fn dial_args(&self, i: usize, ports: [u16; 3]) -> Vec<String> {
+        let mut args = Vec::new();
+        for (j, proxy) in self.proxies[i].iter().enumerate() {
+            if let Some(proxy) = proxy {
+                args.extend([
+                    "--raft-dial".to_string(),
+                    format!("127.0.0.1:{}={}", ports[j], proxy.addr),
+                ]);
+            }
+        }
+        args
+    }
+
+    /// Cuts (Down) or heals (Pass) every link to and from node `i`.
+    pub fn isolate(&self, i: usize, mode: Mode) {
+        for a in 0..3 {
+            for b in 0..3 {
+                if a != b && (a == i || b == i) {
+                    self.proxies[a][b].as_ref().expect("a link").set_mode(mode);
+                }
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for row in &self.proxies {
+            for proxy in row.iter().flatten() {
+                proxy.set_mode(Mode::Pass);
+            }
+        }
+    }
+}
