@@ -195,15 +195,11 @@ impl<'a> ConnState<'a> {
 
     /// Queues an ERROR with id 0 and closes after it (the connection broke a rule or idled).
     pub fn close_with(&mut self, message: String) {
-        self.push(0, command::error(message), 0, None);
+        self.push(0, Instant::now(), 0, command::error(message), 0, None);
         self.closing = true;
     }
 
-    fn push(&mut self, id: u64, pending: Pending, cost: usize, deadline: Option<Instant>) {
-        self.push_op(0, Instant::now(), id, pending, cost, deadline);
-    }
-
-    fn push_op(
+    fn push(
         &mut self,
         op: u8,
         arrived: Instant,
@@ -282,12 +278,12 @@ impl<'a> ConnState<'a> {
         {
             Verdict::Pass => {}
             Verdict::Accepted => {
-                self.push_op(op, now, id, command::ok_empty(), 0, None);
+                self.push(op, now, id, command::ok_empty(), 0, None);
                 return false;
             }
             Verdict::Refused { message, close } => {
                 let failures = self.gate.failures();
-                self.push_op(op, now, id, command::error(message), 0, None);
+                self.push(op, now, id, command::error(message), 0, None);
                 self.closing |= close;
                 if failures > self.auth_failures_seen {
                     self.auth_failures_seen = failures;
@@ -303,7 +299,7 @@ impl<'a> ConnState<'a> {
                     let message = format!(
                         "this node is a follower; point --leader-addr at the leader ({leader})"
                     );
-                    self.push_op(op, now, id, command::error(message), 0, None);
+                    self.push(op, now, id, command::error(message), 0, None);
                 }
             }
             return false;
@@ -341,7 +337,7 @@ impl<'a> ConnState<'a> {
             _ => false,
         };
         let cost = cost + pending.reply_body_bytes();
-        self.push_op(op, now, id, pending, cost, deadline);
+        self.push(op, now, id, pending, cost, deadline);
         wrote
     }
 
