@@ -370,9 +370,8 @@ impl ExtRequest {
                 let from_seq = at.u64("from_seq needs 8 bytes")?;
                 let key = at.rest();
                 let prefix = flags & flag::PREFIX != 0;
-                if !prefix {
-                    check_key(&key, limits)?;
-                } else if key.len() > limits.key_bytes_max as usize {
+                // A prefix may be empty (every key); a key may not.
+                if !prefix || !key.is_empty() {
                     check_key(&key, limits)?;
                 }
                 ExtRequest::Watch {
