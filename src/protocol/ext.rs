@@ -879,6 +879,34 @@ mod tests {
         }
     }
 
+    /// The TXN example of docs/protocol.md, byte for byte.
+    #[test]
+    fn the_documented_txn_example() {
+        let txn = ExtRequest::Txn(Txn {
+            compares: vec![Compare {
+                key: Bytes::from_static(b"a"),
+                op: CompareOp::Eq,
+                operand: Operand::Seq(3),
+            }],
+            success: vec![TxnWrite::Set {
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"x"),
+                expiry: None,
+            }],
+            failure: vec![],
+        });
+        let mut buf = BytesMut::new();
+        txn.encode(1, &mut buf);
+        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "3d0000000f000100000000000000\
+             0100000001010100000061080000000300000000000000\
+             010000000100000000000000000001000000010000006178\
+             00000000"
+        );
+    }
+
     #[test]
     fn bad_ext_requests_are_refused_without_allocating() {
         let raw = |kind, flags, body: &[u8]| {
