@@ -789,7 +789,7 @@ fn check_recovery(
         repair,
         0,
         &Default::default(),
-        |header, key, _| {
+        |header, key, _, _| {
             seen.push((header.seq, key.to_vec()));
         },
     );
@@ -846,7 +846,7 @@ fn check_recovery(
                 false,
                 0,
                 &Default::default(),
-                |header, key, _| {
+                |header, key, _, _| {
                     again.push((header.seq, key.to_vec()));
                 },
             )

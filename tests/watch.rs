@@ -20,7 +20,9 @@ fn watch(addr: &str, prefix: &str, from_seq: u64) -> kvs::client::Watch {
 }
 
 fn next(watch: &mut kvs::client::Watch) -> Event {
-    watch.next().unwrap_or_else(|e| panic!("watch ended: {e}"))
+    watch
+        .next_event()
+        .unwrap_or_else(|e| panic!("watch ended: {e}"))
 }
 
 #[test]
@@ -154,7 +156,7 @@ fn a_compacted_seq_is_refused_naming_the_horizon_and_state_survives_compaction()
         .unwrap();
     assert!(horizon > 1, "{summary}");
     let mut refused = watch(&server.addr, "", 1);
-    match refused.next() {
+    match refused.next_event() {
         Err(ClientError::Server(message)) => {
             assert!(message.contains("compacted"), "{message}");
             assert!(

@@ -90,6 +90,10 @@ pub struct Args {
     /// records per fsync batch and how many of the writing connections a batch holds.
     #[arg(long)]
     pub server_stats: bool,
+    /// kvs targets: every SET gives its key this time to live (the SETX op), to compare with
+    /// plain SETs; 0: none
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -198,6 +202,8 @@ pub struct Config {
     pub auth: Option<kvs::auth::Secret>,
     pub server_pid: Option<u32>,
     pub server_stats: bool,
+    /// Milliseconds to live for every SET's key; 0: none.
+    pub ttl_ms: u64,
 }
 
 /// The smallest value that can carry its version and the run's id for --verify.
@@ -266,6 +272,9 @@ impl Config {
         if !(args.timeout > 0.0 && args.timeout <= SECONDS_MAX) {
             bail!("--timeout must be a positive number of seconds, at most {SECONDS_MAX}");
         }
+        if args.ttl_ms > 0 && target.kind != TargetKind::Kvs {
+            bail!("--ttl-ms is for kvs:// targets only");
+        }
         if args.auth_file.is_some() && target.kind != TargetKind::Kvs {
             bail!("--auth-file is for kvs:// targets only");
         }
@@ -304,6 +313,7 @@ impl Config {
             auth,
             server_pid: args.server_pid,
             server_stats: args.server_stats,
+            ttl_ms: args.ttl_ms,
         })
     }
 

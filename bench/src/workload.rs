@@ -95,6 +95,8 @@ pub struct Request {
     pub key: Bytes,
     /// Empty for GET.
     pub value: Bytes,
+    /// SET: milliseconds for the key to live; 0: no expiry.
+    pub ttl_ms: u64,
     /// Latency is measured from here: the intended send time in the open loop, else the time
     /// the request was handed to the driver.
     pub start: Instant,
@@ -216,6 +218,7 @@ pub struct Workload {
     ratio_cycle: u64,
     op_count: u64,
     data_size: usize,
+    ttl_ms: u64,
     fixed_value: Bytes,
     run_id: u64,
     verify: Option<Vec<KeySlot>>,
@@ -275,6 +278,7 @@ impl Workload {
             ratio_cycle: u64::from(config.ratio_set) + u64::from(config.ratio_get),
             op_count: 0,
             data_size: config.data_size,
+            ttl_ms: config.ttl_ms,
             fixed_value: Bytes::from(fixed),
             run_id,
             verify: config
@@ -434,6 +438,7 @@ impl Workload {
             op: OpKind::Set,
             key: make_key(key_index),
             value,
+            ttl_ms: self.ttl_ms,
             start,
             phase,
             check,
@@ -462,6 +467,7 @@ impl Workload {
             op: OpKind::Get,
             key: make_key(self.key_index(slot)),
             value: Bytes::new(),
+            ttl_ms: 0,
             start,
             phase,
             check,

@@ -107,7 +107,7 @@ pub struct Watch {
 impl Watch {
     /// The next change; an ERROR from the server (a compacted seq, a slow watcher cut off)
     /// ends the watch.
-    pub fn next(&mut self) -> Result<Event, ClientError> {
+    pub fn next_event(&mut self) -> Result<Event, ClientError> {
         let response = self.client.recv()?;
         if response.id != self.id {
             return Err(ClientError::IdMismatch {

@@ -370,9 +370,8 @@ impl ExtRequest {
                 let from_seq = at.u64("from_seq needs 8 bytes")?;
                 let key = at.rest();
                 let prefix = flags & flag::PREFIX != 0;
-                if !prefix {
-                    check_key(&key, limits)?;
-                } else if key.len() > limits.key_bytes_max as usize {
+                // A prefix may be empty (every key); a key may not.
+                if !prefix || !key.is_empty() {
                     check_key(&key, limits)?;
                 }
                 ExtRequest::Watch {
@@ -878,6 +877,34 @@ mod tests {
         for request in requests {
             assert_eq!(round_trip(&request).as_ref(), Ok(&request));
         }
+    }
+
+    /// The TXN example of docs/protocol.md, byte for byte.
+    #[test]
+    fn the_documented_txn_example() {
+        let txn = ExtRequest::Txn(Txn {
+            compares: vec![Compare {
+                key: Bytes::from_static(b"a"),
+                op: CompareOp::Eq,
+                operand: Operand::Seq(3),
+            }],
+            success: vec![TxnWrite::Set {
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"x"),
+                expiry: None,
+            }],
+            failure: vec![],
+        });
+        let mut buf = BytesMut::new();
+        txn.encode(1, &mut buf);
+        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "3d0000000f000100000000000000\
+             0100000001010100000061080000000300000000000000\
+             010000000100000000000000000001000000010000006178\
+             00000000"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use kvs::limits::FRAME_BYTES_MAX_CEILING;
+use kvs::protocol::ext::{Expiry, ExtRequest, SetOptions};
 use kvs::protocol::{frame, Response, Status};
 
 use super::{Codec, CodecError};
@@ -19,6 +20,14 @@ impl Codec for KvsCodec {
 
     fn encode(id: u64, request: &Request, dst: &mut BytesMut) {
         let request = match request.op {
+            OpKind::Set if request.ttl_ms > 0 => kvs::protocol::Request::Ext(ExtRequest::SetX {
+                key: request.key.clone(),
+                value: request.value.clone(),
+                options: SetOptions {
+                    expiry: Some(Expiry::InMs(request.ttl_ms)),
+                    ..Default::default()
+                },
+            }),
             OpKind::Set => kvs::protocol::Request::Set {
                 key: request.key.clone(),
                 value: request.value.clone(),
@@ -61,6 +70,10 @@ impl Codec for KvsCodec {
                 text(&response.body)
             )),
             (Status::Error, _) => Reply::Error(format!("ERROR: {}", text(&response.body))),
+            (Status::ConditionFailed | Status::Event, _) => Reply::Error(format!(
+                "{} to a plain {op:?}",
+                kvs::client::status_name(response.status)
+            )),
         }
     }
 }
@@ -79,6 +92,7 @@ mod tests {
             op: OpKind::Set,
             key: Bytes::from_static(b"name"),
             value: Bytes::from_static(b"alice"),
+            ttl_ms: 0,
             start: Instant::now(),
             phase: Phase::Measure,
             check: crate::workload::Check::None,

@@ -478,7 +478,7 @@ pub fn execute(
             let client = session.take_client()?;
             let mut watch = client.watch(&key, !exact, *from_seq)?;
             loop {
-                let event = watch.next()?;
+                let event = watch.next_event()?;
                 if json {
                     let mut object = Json::new()
                         .u64("seq", event.seq)

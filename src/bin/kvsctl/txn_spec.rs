@@ -54,7 +54,7 @@ fn compare(words: &[Vec<u8>]) -> Result<Compare, String> {
         Some(b">") => Ok(CompareOp::Gt),
         other => Err(format!(
             "'{}' is not a comparison: use = != < >",
-            other.map(|w| text(w)).unwrap_or_default()
+            other.map(text).unwrap_or_default()
         )),
     };
     let kind = text(&words[0]).to_lowercase();
