@@ -6,9 +6,12 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use super::histogram::{Histogram, HistogramSnapshot, LATENCY_BOUNDS_NS};
+use crate::protocol::ext::op as ext;
 use crate::protocol::request::op;
 use crate::protocol::Status;
 
+/// The row of every command on the RESP port (one row for all: their names are Redis's).
+pub const RESP: u8 = 0x3f;
 /// Op codes below this each have a row; every other op code shares the last row (`other`).
 /// Covers the native ops of every issue so far (0x01-0x27: v1, expiry and friends, Raft admin).
 const OP_ROWS: usize = 0x40;
@@ -98,6 +101,15 @@ fn op_label(code: usize) -> String {
         Ok(op::STATS) => "stats",
         Ok(op::AUTH) => "auth",
         Ok(op::COMPACT) => "compact",
+        Ok(ext::SETX) => "setx",
+        Ok(ext::EXPIRE) => "expire",
+        Ok(ext::META) => "meta",
+        Ok(ext::INCRBY) => "incrby",
+        Ok(ext::MGET) => "mget",
+        Ok(ext::MSET) => "mset",
+        Ok(ext::TXN) => "txn",
+        Ok(ext::WATCH) => "watch",
+        Ok(RESP) => "resp",
         _ if code >= OP_ROWS => "other",
         _ => return format!("0x{code:02x}"),
     };
@@ -131,14 +143,14 @@ mod tests {
         metrics.record(op::SET, Status::Ok as u8, ms);
         metrics.record(op::SET, Status::Ok as u8, ms);
         metrics.record(op::GET, Status::NotFound as u8, ms);
-        metrics.record(0x21, 0x05, ms);
+        metrics.record(0x21, 0x06, ms);
         metrics.record(0xff, 0xff, ms);
         assert_eq!(metrics.total(), 5);
         let rows = metrics.snapshot();
         let find = |op: &str| rows.iter().find(|row| row.op == op).unwrap();
         assert_eq!(find("set").by_status, vec![("ok".to_string(), 2)]);
         assert_eq!(find("get").by_status, vec![("not_found".to_string(), 1)]);
-        assert_eq!(find("0x21").by_status, vec![("0x05".to_string(), 1)]);
+        assert_eq!(find("0x21").by_status, vec![("0x06".to_string(), 1)]);
         assert_eq!(find("other").by_status, vec![("other".to_string(), 1)]);
         assert_eq!(find("set").latency.count, 2);
         assert!((find("set").latency.sum - 0.002).abs() < 1e-12);

@@ -266,7 +266,11 @@ impl<'a> ConnState<'a> {
         deadline: Option<Instant>,
         shape: Option<Shape>,
     ) {
-        self.push_op(0, Instant::now(), id, pending, cost, deadline, shape);
+        let op = match shape {
+            Some(_) => crate::metrics::requests::RESP,
+            None => 0,
+        };
+        self.push_op(op, Instant::now(), id, pending, cost, deadline, shape);
     }
 
     #[allow(clippy::too_many_arguments)]
