@@ -70,7 +70,7 @@ pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Active expiry: at most this many keys removed per slice (one slice per flush)...
-pub const EXPIRE_KEYS_PER_TURN: usize = 256;
+pub const EXPIRE_KEYS_PER_TURN: usize = 1024;
 /// ... and how often it looks for due keys when none were due.
 pub const EXPIRE_IDLE_MS: u64 = 50;
 

@@ -105,6 +105,12 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Whether the next event is already here (`next_event` will not block): a printer
+    /// flushes its output only when it is not.
+    pub fn has_buffered_event(&self) -> bool {
+        self.client.has_buffered_reply()
+    }
+
     /// The next change; an ERROR from the server (a compacted seq, a slow watcher cut off)
     /// ends the watch.
     pub fn next_event(&mut self) -> Result<Event, ClientError> {

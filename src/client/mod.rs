@@ -245,6 +245,11 @@ impl Client {
         }
     }
 
+    /// Whether a whole reply is already buffered: `recv` would return without reading.
+    pub fn has_buffered_reply(&self) -> bool {
+        frame::check(&self.read_buf, self.options.frame_bytes_max).is_ok_and(|f| f.is_some())
+    }
+
     /// Sends `request` and reads its reply, checking that the reply carries its id. Not to be
     /// mixed with unread replies of `send`.
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {

@@ -477,6 +477,7 @@ pub fn execute(
             let key = prefix.as_ref().map(bytes).unwrap_or_default();
             let client = session.take_client()?;
             let mut watch = client.watch(&key, !exact, *from_seq)?;
+            let out = &mut std::io::BufWriter::with_capacity(64 * 1024, out);
             loop {
                 let event = watch.next_event()?;
                 if json {
@@ -506,7 +507,10 @@ pub fn execute(
                     }
                     out.write_all(b"\n")?;
                 }
-                out.flush()?;
+                // One write per burst of events, not per event; never holding one back.
+                if !watch.has_buffered_event() {
+                    out.flush()?;
+                }
             }
         }
         Command::Stats => {

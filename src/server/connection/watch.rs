@@ -41,6 +41,10 @@ const EVENT_EXPIRE: u8 = 4;
 
 /// Appends the EVENT frames for the changes `record` makes that `request` watches.
 pub fn encode_events(out: &mut BytesMut, request: &WatchRequest, record: &Record<'_>) {
+    // A `from_seq` past the log's end starts the cursor at the end: skip up to it.
+    if record.seq < request.from_seq {
+        return;
+    }
     let matches = |key: &[u8]| match request.prefix {
         true => key.starts_with(&request.key),
         false => key == &request.key[..],
