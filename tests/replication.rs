@@ -1031,12 +1031,21 @@ fn a_follower_joining_after_compaction_gets_a_snapshot_then_the_stream() {
     assert!(figure(&summary, "compacted") > 0, "{summary:?}");
     assert!(figure(&stats(&l.addr), "horizon_seq") > 0);
 
-    let f = follower(dirs[1].path(), "f1", &l.addr, &SMALL_SEGMENTS);
+    let mut args = SMALL_SEGMENTS.to_vec();
+    args.extend_from_slice(&["--metrics-addr", "127.0.0.1:0"]);
+    let f = follower(dirs[1].path(), "f1", &l.addr, &args);
     wait_for_log(&l, &["sending a snapshot", "f1"]);
     wait_snapshot_installed(&f);
     churn(&l.addr, 50, 2, "b");
     wait_caught_up(&l, &[&f]);
     assert_same_state(&l, &f);
+    // The process that started again on the snapshot kept the metrics port it had picked.
+    let metrics_addr = f.metrics_addr.as_deref().expect("metrics_addr");
+    assert_eq!(common::http::get(metrics_addr, "/ready").0, 200);
+    let (status, page) = common::http::get(metrics_addr, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    let keys = common::http::sample(&page, "kvs_keys").expect("kvs_keys");
+    assert_eq!(keys, figure(&stats(&f.addr), "keys") as f64, "{page}");
     // The follower's own log now starts with the snapshot: it survives a kill -9.
     let f_dir = f.data_dir.clone();
     f.kill9();

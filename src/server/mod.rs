@@ -76,13 +76,16 @@ pub enum ServerError {
 
 /// The listening socket handed to a kvsd that re-executes itself (see `restart`).
 const LISTEN_FD_ENV: &str = "KVS_LISTEN_FD";
+/// The `--metrics-addr` socket, handed on the same way: its port (even one picked with
+/// `HOST:0`) stays, and a scrape during the restart waits in its backlog for the new process.
+const METRICS_FD_ENV: &str = "KVS_METRICS_FD";
 
 /// Recovers the data dir and serves until SIGINT or SIGTERM; returns once every acknowledged
 /// write is durable. A follower that received a snapshot starts again on it: the process
-/// executes itself anew, keeping only its listening socket (and so its port).
+/// executes itself anew, keeping only its listening sockets (and so its ports).
 pub fn run(config: Config) -> Result<(), ServerError> {
     protected::check("--bind", config.listen.ip(), &config)?;
-    let listener = match inherited_listener() {
+    let listener = match inherited_listener(LISTEN_FD_ENV) {
         Some(listener) => listener,
         None => bind(config.listen)?,
     };
@@ -94,25 +97,27 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         return raft_node::run(config, listener);
     }
-    let metrics = match config.metrics_addr {
-        None => None,
-        Some(addr) => Some(bind(addr).map_err(|error| match error {
+    let inherited_metrics = inherited_listener(METRICS_FD_ENV);
+    let metrics = match (config.metrics_addr, inherited_metrics) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(addr), None) => Some(bind(addr).map_err(|error| match error {
             ServerError::Bind { addr, source } => ServerError::Config(format!(
                 "cannot listen on {addr} (--metrics-addr): {source}"
             )),
             error => error,
         })?),
     };
-    match serve(
-        config,
+    let clone = |listener: &std::net::TcpListener| {
         listener.try_clone().map_err(|source| ServerError::Io {
             what: "listening socket",
             source,
-        })?,
-        metrics,
-    )? {
+        })
+    };
+    let kept_metrics = metrics.as_ref().map(clone).transpose()?;
+    match serve(config, clone(&listener)?, metrics)? {
         Outcome::Stopped => Ok(()),
-        Outcome::Restart => restart(listener),
+        Outcome::Restart => restart(listener, kept_metrics),
     }
 }
 
@@ -138,34 +143,47 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     }
 }
 
-/// Starts this program again with the same arguments and the listening socket: every other
-/// file, socket and io_uring closes as at exit, so no connection of the old state lingers.
-fn restart(listener: std::net::TcpListener) -> Result<(), ServerError> {
+/// Starts this program again with the same arguments and the listening sockets (the client
+/// port and the metrics port): every other file, socket and io_uring closes as at exit, so no
+/// connection of the old state lingers.
+fn restart(
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<(), ServerError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let fd = listener.as_raw_fd();
-    // SAFETY: plain fcntl on a descriptor we own.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-        return Err(ServerError::Io {
-            what: "keeping the listening socket across restart",
-            source: std::io::Error::last_os_error(),
-        });
+    let keep = |listener: &std::net::TcpListener| {
+        let fd = listener.as_raw_fd();
+        // SAFETY: plain fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(ServerError::Io {
+                what: "keeping a listening socket across restart",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(fd)
+    };
+    let fd = keep(&listener)?;
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command
+        .args(std::env::args_os().skip(1))
+        .env(LISTEN_FD_ENV, fd.to_string());
+    if let Some(metrics) = &metrics {
+        command.env(METRICS_FD_ENV, keep(metrics)?.to_string());
     }
     tracing::info!("starting again on the snapshot");
-    let error = std::process::Command::new("/proc/self/exe")
-        .args(std::env::args_os().skip(1))
-        .env(LISTEN_FD_ENV, fd.to_string())
-        .exec();
+    let error = command.exec();
     Err(ServerError::Io {
         what: "starting again after a snapshot",
         source: error,
     })
 }
 
-fn inherited_listener() -> Option<std::net::TcpListener> {
+/// The listening socket a kvsd before this exec passed on in the variable `env`, if any.
+fn inherited_listener(env: &str) -> Option<std::net::TcpListener> {
     use std::os::fd::FromRawFd;
-    let fd: i32 = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
-    std::env::remove_var(LISTEN_FD_ENV);
+    let fd: i32 = std::env::var(env).ok()?.parse().ok()?;
+    std::env::remove_var(env);
     // SAFETY: the fd was our listening socket before exec, passed on by `restart`; it is
     // checked below to be a bound TCP socket, and marked close-on-exec again.
     let listener = unsafe {
