@@ -291,6 +291,7 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
         &[
             "--node-id",
             "good",
+            "--async-replication",
             "--leader-addr",
             &leader.addr,
             "--auth-file",
@@ -302,6 +303,7 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
         &[
             "--node-id",
             "bad",
+            "--async-replication",
             "--leader-addr",
             &leader.addr,
             "--auth-file",
@@ -310,7 +312,13 @@ fn a_follower_with_the_secret_replicates_and_one_without_it_says_why() {
     );
     let bare = common::start(
         &dir.path().join("bare"),
-        &["--node-id", "bare", "--leader-addr", &leader.addr],
+        &[
+            "--node-id",
+            "bare",
+            "--async-replication",
+            "--leader-addr",
+            &leader.addr,
+        ],
     );
 
     let mut client = Conn::connect(&leader.addr);

@@ -485,7 +485,13 @@ fn start_follower(data_dir: &Path, leader_port: u16) -> Kvsd {
     let leader_addr = format!("127.0.0.1:{leader_port}");
     common::start(
         data_dir,
-        &["--node-id", "f1", "--leader-addr", leader_addr.as_str()],
+        &[
+            "--node-id",
+            "f1",
+            "--async-replication",
+            "--leader-addr",
+            leader_addr.as_str(),
+        ],
     )
 }
 

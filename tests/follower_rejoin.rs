@@ -61,7 +61,13 @@ fn write_many(addr: &str, first: u64, count: u64) -> u64 {
 fn a_follower_rejoins_deep_in_a_big_segment() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let leader = common::start(dirs[0].path(), &["--node-id", "leader"]);
-    let follower_flags = ["--node-id", "f1", "--leader-addr", leader.addr.as_str()];
+    let follower_flags = [
+        "--node-id",
+        "f1",
+        "--async-replication",
+        "--leader-addr",
+        leader.addr.as_str(),
+    ];
     let follower = common::start(dirs[1].path(), &follower_flags);
     let last = write_many(&leader.addr, 1, RECORDS);
     // Wait until the follower holds it all, then take it away and write a little more.

@@ -53,7 +53,13 @@ fn leader(data_dir: &Path, extra: &[&str]) -> Kvsd {
 }
 
 fn follower(data_dir: &Path, node_id: &str, leader_addr: &str, extra: &[&str]) -> Kvsd {
-    let mut args = vec!["--node-id", node_id, "--leader-addr", leader_addr];
+    let mut args = vec![
+        "--node-id",
+        node_id,
+        "--async-replication",
+        "--leader-addr",
+        leader_addr,
+    ];
     args.extend_from_slice(extra);
     common::start(data_dir, &args)
 }
@@ -928,7 +934,13 @@ fn a_diverged_old_leader_is_not_merged_into_the_new_leaders_history() {
     let f = node(
         new_port,
         1,
-        &["--node-id", "n1", "--leader-addr", &old_addr],
+        &[
+            "--node-id",
+            "n1",
+            "--async-replication",
+            "--leader-addr",
+            &old_addr,
+        ],
     );
     for key in ["a", "b", "c", "d", "e"] {
         set(&l.addr, key, "old");
@@ -949,7 +961,13 @@ fn a_diverged_old_leader_is_not_merged_into_the_new_leaders_history() {
     let old = node(
         old_port,
         0,
-        &["--node-id", "n0", "--leader-addr", &new_addr],
+        &[
+            "--node-id",
+            "n0",
+            "--async-replication",
+            "--leader-addr",
+            &new_addr,
+        ],
     );
     let mut outcome = String::new();
     wait_until("the old leader is refused or catches up", || {
@@ -1091,7 +1109,13 @@ fn a_follower_killed_in_the_middle_of_a_snapshot_starts_it_again_cleanly() {
     churn(&l.addr, 6000, 2, "a");
     compact(&l.addr);
     let f_dir = dirs[1].path().join("f");
-    let mut args = vec!["--node-id", "f1", "--leader-addr", &l.addr];
+    let mut args = vec![
+        "--node-id",
+        "f1",
+        "--async-replication",
+        "--leader-addr",
+        &l.addr,
+    ];
     args.extend_from_slice(&SMALL_SEGMENTS);
     args.extend_from_slice(&["--crash-point", "snapshot:partial"]);
     let mut dying = common::start(&f_dir, &args);

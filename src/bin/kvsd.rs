@@ -21,8 +21,10 @@ use kvs::server::{self, Config, FsyncPolicy};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Run as the leader: accept writes and (with replication) feed followers. The default
-    /// role when no leader address is given.
+    /// Run as the leader. On a new data dir (or a Raft member's) this means --bootstrap: a
+    /// Raft cluster that elects a new leader by itself. With --async-replication, or on a data
+    /// dir written outside Raft: today's asynchronous leader. The default role when no leader
+    /// address is given.
     #[arg(long)]
     leader: bool,
 
@@ -102,8 +104,10 @@ struct Args {
     #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
     min_seq_wait_ms: u64,
 
-    /// Run as a follower of the leader at this client address (host:port): dial it (in any start
-    /// order, retrying by itself), copy its log, serve reads; writes get NOT_LEADER.
+    /// Follow the leader at this client address (host:port). On a new data dir (or a Raft
+    /// member's) this means --join ADDR. With --async-replication, or on a data dir written
+    /// outside Raft: today's asynchronous follower, which dials it (in any start order), copies
+    /// its log and serves reads; writes get NOT_LEADER.
     #[arg(long, conflicts_with = "leader")]
     leader_addr: Option<String>,
 
@@ -128,9 +132,15 @@ struct Args {
     #[arg(long, value_name = "ADDR", conflicts_with = "leader_addr")]
     join: Option<String>,
 
-    /// Raft, with --join: join as a learner, a non-voting read replica.
-    #[arg(long, requires = "join")]
+    /// Raft, with --join (or --leader-addr): join as a learner, a non-voting read replica.
+    #[arg(long)]
     learner: bool,
+
+    /// Keep today's asynchronous replication for --leader / --leader-addr. Without it, on a new
+    /// data dir (or one that already belongs to a cluster) --leader means --bootstrap and
+    /// --leader-addr X means --join X; --min-acks and --resync imply it.
+    #[arg(long, conflicts_with_all = ["bootstrap", "join"])]
+    async_replication: bool,
 
     /// Raft: a follower that hears from no leader for a random time between this and twice
     /// this stands for election. With the default a new leader is serving about a second after
@@ -259,6 +269,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Issue 11: the seeds' --leader / --leader-addr start or join a Raft cluster.
+    let seed = kvs::raft::seed::map(
+        kvs::raft::seed::data_dir_kind(&args.data_dir),
+        args.leader,
+        args.leader_addr.as_deref(),
+        args.async_replication || args.min_acks > 0 || args.resync,
+    );
+    let (bootstrap, join, leader_addr) = match seed {
+        kvs::raft::seed::SeedRole::Unchanged => (args.bootstrap, args.join, args.leader_addr),
+        kvs::raft::seed::SeedRole::Bootstrap => (true, None, None),
+        kvs::raft::seed::SeedRole::Join(addr) => (false, Some(addr), None),
+    };
+    if args.learner && join.is_none() {
+        eprintln!("kvsd: --learner needs --join ADDR (or --leader-addr ADDR)");
+        return ExitCode::from(2);
+    }
     let config = Config {
         node_id: args.node_id,
         listen: SocketAddr::new(args.bind, args.port),
@@ -276,7 +302,7 @@ fn main() -> ExitCode {
         value_cache_bytes: usize::try_from(args.value_cache_bytes).unwrap_or(usize::MAX),
         repair_truncate: args.repair_truncate,
         min_seq_wait: Duration::from_millis(args.min_seq_wait_ms),
-        leader_addr: args.leader_addr,
+        leader_addr,
         min_acks: args.min_acks,
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
         compact_garbage_ratio: args.compact_garbage_ratio,
@@ -291,9 +317,9 @@ fn main() -> ExitCode {
         metrics_addr: args.metrics_addr,
         unprotected_bind: args.unprotected_bind,
         resp_listen: args.resp_port.map(|port| SocketAddr::new(args.bind, port)),
-        raft: (args.bootstrap || args.join.is_some()).then(|| server::config::RaftSettings {
-            bootstrap: args.bootstrap,
-            join: args.join.clone(),
+        raft: (bootstrap || join.is_some()).then(|| server::config::RaftSettings {
+            bootstrap,
+            join: join.clone(),
             learner: args.learner,
             election_timeout_ms: args.election_timeout_ms,
             heartbeat_ms: args.heartbeat_ms,

@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod log_store;
 pub mod network;
+pub mod seed;
 pub mod state_machine;
 pub mod vote;
 

@@ -143,6 +143,12 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
                 "this data dir holds compacted segments (written by a kvsd outside Raft): a Raft node needs a data dir of its own".into(),
             ));
         }
+        // Marks the data dir as a Raft member's at once (the seeds' flags read it: src/raft/seed.rs).
+        let vote_path = config.data_dir.join(crate::raft::vote::VOTE_FILE);
+        if !vote_path.exists() {
+            crate::raft::vote::write_hard_state(&config.data_dir, &Default::default())
+                .map_err(io("writing raft-vote"))?;
+        }
         super::fd_limit::ensure(config.connections_max, recovered.segments.len())
             .map_err(ServerError::Config)?;
         let log = Rc::new(log);

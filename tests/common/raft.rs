@@ -66,8 +66,23 @@ pub struct Cluster {
 impl Cluster {
     /// Three nodes on the given ports: n1 bootstraps, n2 and n3 join it; `extra(i)` adds flags.
     pub fn start(ports: [u16; 3], extra: impl Fn(usize) -> Vec<String>) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
         let first = format!("127.0.0.1:{}", ports[0]);
+        Cluster::start_with(ports, |i| {
+            let mut args = vec!["--node-id".to_string(), format!("n{}", i + 1)];
+            if i == 0 {
+                args.push("--bootstrap".into());
+            } else {
+                args.extend(["--join".to_string(), first.clone()]);
+            }
+            args.extend(extra(i));
+            args
+        })
+    }
+
+    /// Three nodes on the given ports, node i started with `args(i)` (in order), then waits
+    /// until three voters are in the cluster.
+    pub fn start_with(ports: [u16; 3], args: impl Fn(usize) -> Vec<String>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             dirs: (0..3)
                 .map(|i| dir.path().join(format!("n{}", i + 1)))
@@ -78,14 +93,7 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for i in 0..3 {
-            let mut args = vec!["--node-id".to_string(), format!("n{}", i + 1)];
-            if i == 0 {
-                args.push("--bootstrap".into());
-            } else {
-                args.extend(["--join".to_string(), first.clone()]);
-            }
-            args.extend(extra(i));
-            cluster.args.push(args);
+            cluster.args.push(args(i));
             cluster.nodes.push(None);
             cluster.restart(i);
         }
