@@ -191,7 +191,7 @@ fn step(rng: &mut Rng) -> Step {
             0 => &[b"NOSUCHCOMMAND", b"a", b"b"],
             1 => &[b"flushall-typo"],
             2 => &[b"FOO", b"with space", b"x"],
-            _ => &[b"hgetall", b"key:1"],
+            _ => &[b"hgetallx", b"key:1"],
         })),
         20 => Step::Array(args(match rng.below(6) {
             0 => &[b"GET"],
@@ -411,9 +411,19 @@ fn compare(seed: u64, sent: &[Step], batch: &[Step], servers: &mut [Server; 2]) 
     if batch.is_empty() {
         return;
     }
+    if std::env::var("KVS_RESP_TRACE").is_ok() {
+        for s in batch {
+            eprintln!("{s:?}");
+        }
+    }
     let redis = servers[0].run(batch);
     let kvsd = servers[1].run(batch);
     for (i, step) in batch.iter().enumerate() {
+        if redis[i] != kvsd[i] {
+            let all = Step::Array(vec![b"KEYS".to_vec(), b"*".to_vec()]);
+            let keys: Vec<_> = servers.iter_mut().map(|s| s.run(std::slice::from_ref(&all))).collect();
+            eprintln!("after the batch, KEYS * (redis-server, kvsd): {keys:?}");
+        }
         assert_eq!(
             redis[i],
             kvsd[i],

@@ -196,8 +196,23 @@ impl<'a> ConnState<'a> {
             }
             Name::Role => self.resp_node(cost, NodeRead::Role { version }, 0, None),
             Name::DbSize => {
-                let after_seq = settled(engine, engine.last_seq());
-                self.resp_node(cost, NodeRead::DbSize, after_seq, None);
+                // Counted now, as of this command's place in the pipeline: the durable index's
+                // size when nothing is pending, else a walk over the newest keys (O(keys);
+                // an engine count of pending creations and deletions would make it O(1)).
+                let keys = match engine.last_seq() == engine.durable_seq() {
+                    true => engine.key_count(),
+                    false => {
+                        let mut keys = 0;
+                        engine.keys_newest(b"", None, |_| {
+                            keys += 1;
+                            true
+                        });
+                        keys
+                    }
+                };
+                let mut out = BytesMut::new();
+                reply::integer(&mut out, keys as i64);
+                self.resp_raw(cost, out, settled(engine, engine.last_seq()));
             }
             Name::Wait => self.resp_wait(cost, args, rules, now),
             Name::Get => {
