@@ -425,8 +425,12 @@ fn check_record_bytes(bytes: &[u8]) -> Option<DecodeError> {
     );
     assert_eq!(header.key_len as usize, decoded.key.len());
     assert_eq!(header.value_len as usize, decoded.value.len());
-    assert!(!decoded.key.is_empty());
-    assert!(decoded.op == Op::Set || decoded.value.is_empty());
+    assert_eq!(decoded.op.has_key(), !decoded.key.is_empty());
+    assert!(matches!(decoded.op, Op::Set | Op::Membership | Op::Txn) || decoded.value.is_empty());
+    assert!(matches!(decoded.op, Op::Set | Op::ExpireAt) || decoded.expires_at_ms == 0);
+    if decoded.op == Op::Txn {
+        assert!(record::txn_ops(decoded.value).all(|op| op.is_ok()));
+    }
     let whole = &bytes[..header.total_bytes];
     let mut again = Vec::new();
     record::encode(&mut again, &decoded);
@@ -449,8 +453,11 @@ fn check_record_error(bytes: &[u8], error: DecodeError) {
             assert_eq!(len, u32_at(bytes, 0));
             assert!(!(record::LEN_MIN..=record::LEN_MAX).contains(&len));
         }
-        DecodeError::BadChecksum | DecodeError::BadOp { .. } | DecodeError::BadKeyLength { .. } => {
-        }
+        DecodeError::BadChecksum
+        | DecodeError::BadOp { .. }
+        | DecodeError::BadKeyLength { .. }
+        | DecodeError::BadShape { .. }
+        | DecodeError::BadTxnOp { .. } => {}
     }
 }
 
@@ -485,6 +492,7 @@ impl Built {
             seq: self.seq,
             term: 0,
             op: self.op,
+            expires_at_ms: 0,
             key: &self.key,
             value: &self.value,
         }

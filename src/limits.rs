@@ -21,13 +21,12 @@ pub const FRAME_BYTES_MAX_DEFAULT: u32 = 1024 * 1024 + 64 * 1024;
 pub const FRAME_BYTES_MAX_CEILING: u32 =
     VALUE_BYTES_MAX_CEILING + KEY_BYTES_MAX_CEILING + 64 * 1024;
 
-/// A log record's `len` field counts the bytes after its checksum: seq 8, term 8, op 1, klen 4,
+/// A log record's `len` field counts the bytes after its checksum: seq 8, term 8, kind 1, expiry 8, klen 4,
 /// then key and value. `wal::record` checks its layout against the fixed part.
-pub const RECORD_FIXED_BYTES: u32 = 8 + 8 + 1 + 4;
-/// The largest `len` a log record can have whatever the flags (the largest key and value):
-/// recovery takes any larger one for damage.
-pub const RECORD_LEN_MAX: u32 =
-    RECORD_FIXED_BYTES + KEY_BYTES_MAX_CEILING + VALUE_BYTES_MAX_CEILING;
+pub const RECORD_FIXED_BYTES: u32 = 8 + 8 + 1 + 8 + 4;
+/// The largest `len` a log record can have whatever the flags (a transaction's ops fit one
+/// frame): recovery takes any larger one for damage.
+pub const RECORD_LEN_MAX: u32 = RECORD_FIXED_BYTES + FRAME_BYTES_MAX_CEILING;
 
 /// The header of a SET request after `len`: kind, flags, id, klen.
 pub const SET_OVERHEAD_BYTES: u32 = 1 + 1 + 8 + 4;

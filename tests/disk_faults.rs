@@ -348,14 +348,15 @@ fn a_failed_fdatasync_is_never_acknowledged_and_stops_writes_until_restart() {
         let bytes = fs::read(segment).unwrap();
         bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1
     };
-    // A record is 29 bytes of header, the key and the value (docs/storage.md); the value ends
-    // with a non-zero byte, so the end is where the last non-zero byte is.
+    // A record is its header, the key and the value (docs/storage.md); the value ends with a
+    // non-zero byte, so the end is where the last non-zero byte is.
     let to_boundary = 4096 - data_end(&segment) % 4096;
     let pad_key = b"pad";
-    let pad_value_bytes = if to_boundary > 29 + 3 {
-        to_boundary - 29 - 3
+    let fixed = (kvs::wal::record::HEADER_BYTES + pad_key.len()) as u64;
+    let pad_value_bytes = if to_boundary > fixed {
+        to_boundary - fixed
     } else {
-        to_boundary + 4096 - 29 - 3
+        to_boundary + 4096 - fixed
     };
     let pad_value = vec![b'p'; pad_value_bytes as usize];
     let pad_seq = conn.set(pad_key, &pad_value);

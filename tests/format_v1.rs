@@ -1,8 +1,8 @@
 //! A data dir written by a kvsd of segment header version 1 (`tests/fixtures/v1-segments/`, made
-//! as `tests/fixtures/README.md` says) still starts today's kvsd: every key and value is there,
-//! deletes and binary keys and values included; new writes continue its seqs, first in its
-//! version-1 active segment and then in new version-2 ones; and all of it survives a clean
-//! restart, a compaction of the version-1 segments, and a kill -9.
+//! as `tests/fixtures/README.md` says) still starts today's kvsd: it rewrites the old segments
+//! once into version 3 (record format 2), and every key and value is there, deletes and binary
+//! keys and values included; new writes continue its seqs, first in its rewritten active segment
+//! and then in new ones; and all of it survives a clean restart, a compaction, and a kill -9.
 
 mod common;
 
@@ -97,7 +97,7 @@ fn a_version_1_log_is_read_whole_and_written_on() {
     for name in old.keys() {
         std::fs::copy(fixture.join(name), data.join(name)).unwrap();
     }
-    // No compaction until the test asks for one: reads come from the version-1 files.
+    // No compaction until the test asks for one: reads come from the rewritten files.
     let args = [
         "--segment-bytes",
         SEGMENT_BYTES,
@@ -110,7 +110,18 @@ fn a_version_1_log_is_read_whole_and_written_on() {
     let mut model = fixture_model();
     check(&server.addr, &model);
 
-    // New writes continue the seqs, fill the version-1 active segment and roll into new ones.
+    // The start rewrote both files in today's format, under their names.
+    let upgraded = versions(&data);
+    assert_eq!(
+        upgraded
+            .iter()
+            .map(|(n, v)| (n.as_str(), *v))
+            .collect::<Vec<_>>(),
+        vec![("0000000001.wal", 3), ("0000000002.wal", 3)],
+        "the old segments were rewritten as version 3"
+    );
+
+    // New writes continue the seqs, fill the rewritten active segment and roll into new ones.
     let mut conn = Conn::connect(&server.addr);
     let mut seq = FIXTURE_LAST_SEQ;
     for n in 0..200u32 {
@@ -136,19 +147,16 @@ fn a_version_1_log_is_read_whole_and_written_on() {
     let status = server.stop();
     assert_eq!(status.code(), Some(0), "clean stop: {status}");
     let now = versions(&data);
-    for (name, version) in &old {
-        assert_eq!(now.get(name), Some(version), "{name} is still as it was");
-    }
     assert!(
-        now.len() > old.len() && now.values().filter(|v| **v == 2).count() == now.len() - 2,
-        "the new segments are version 2: {now:?}"
+        now.len() > old.len() && now.values().all(|v| *v == 3),
+        "every segment is version 3, the new ones too: {now:?}"
     );
 
     let server = common::start(&data, &args);
     assert_eq!(server.last_seq, seq, "{}", server.ready_line);
     check(&server.addr, &model);
 
-    // Compaction reads the version-1 segments too, and rewrites them as version 2.
+    // Compaction reads the rewritten segments as any others.
     let mut conn = Conn::connect(&server.addr);
     let id = conn.id();
     let reply = conn.call(COMPACT, 0, id, b"");
@@ -162,7 +170,7 @@ fn a_version_1_log_is_read_whole_and_written_on() {
     check(&server.addr, &model);
     let compacted = versions(&data);
     assert!(
-        compacted.get("0000000001.wal") == Some(&2),
-        "the first segment was compacted into a version-2 file: {compacted:?}"
+        compacted.get("0000000001.wal") == Some(&3),
+        "the first segment was compacted into a version-3 file: {compacted:?}"
     );
 }

@@ -95,18 +95,30 @@ impl Engine {
         }
     }
 
-    /// Recovery: a record read back from the log is durable by definition.
-    pub fn recover(&mut self, op: Op, key: &[u8], location: Location) {
-        let old = match op {
+    /// Recovery: a record read back from the log is durable by definition. Refuses a kind
+    /// this kvsd cannot apply (written by a newer one), naming it.
+    pub fn recover(&mut self, op: Op, key: &[u8], location: Location) -> Result<(), String> {
+        match op {
             // One search; an inline key costs no allocation even when it is already there.
-            Op::Set => self.index.insert(IndexKey::from_slice(key), location),
-            Op::Del => self.index.remove(key),
-        };
-        if let Some(old) = old {
+            Op::Set => self.index_insert(key, location),
+            Op::Del | Op::Expired => self.index_remove(key),
+            // Not key data: the cluster's business (issue 11).
+            Op::Blank | Op::Membership => {}
+            Op::ExpireAt | Op::Txn => return Err(unsupported(op)),
+        }
+        Ok(())
+    }
+
+    fn index_insert(&mut self, key: &[u8], location: Location) {
+        if let Some(old) = self.index.insert(IndexKey::from_slice(key), location) {
             self.count_live(old, key.len(), false);
         }
-        if op == Op::Set {
-            self.count_live(location, key.len(), true);
+        self.count_live(location, key.len(), true);
+    }
+
+    fn index_remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.index.remove(key) {
+            self.count_live(old, key.len(), false);
         }
     }
 
@@ -114,21 +126,21 @@ impl Engine {
     /// server mostly overwrites keys it has: those are found and changed in place, with no key
     /// built and dropped.
     fn apply(&mut self, op: Op, key: &[u8], location: Location) {
-        let slot = match op {
-            Op::Set => self.index.get_mut(key),
-            Op::Del => None,
-        };
-        match slot {
-            Some(slot) => {
-                let old = std::mem::replace(slot, location);
-                self.count_live(old, key.len(), false);
-                self.count_live(location, key.len(), true);
-            }
-            None => self.recover(op, key, location),
+        match op {
+            Op::Set => match self.index.get_mut(key) {
+                Some(slot) => {
+                    let old = std::mem::replace(slot, location);
+                    self.count_live(old, key.len(), false);
+                    self.count_live(location, key.len(), true);
+                }
+                None => self.index_insert(key, location),
+            },
+            Op::Del | Op::Expired => self.index_remove(key),
+            // Never in a batch: `append_replicated` refuses them, and this engine writes none.
+            Op::Blank | Op::Membership | Op::ExpireAt | Op::Txn => {}
         }
     }
 
-    /// Start-up from an index checkpoint: `entries` in key order (one pass, no searching).
     pub fn load_index<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], Location)>) {
         self.index = entries
             .into_iter()
@@ -301,10 +313,8 @@ impl Engine {
             return Err(failed.clone());
         }
         let exists = match self.pending.get(key) {
-            Some(PendingWrite {
-                op: Op::Del, seq, ..
-            }) => return Ok(Deleted::NotFound { after_seq: *seq }),
             Some(PendingWrite { op: Op::Set, .. }) => true,
+            Some(PendingWrite { seq, .. }) => return Ok(Deleted::NotFound { after_seq: *seq }),
             None => self.index.contains_key(key),
         };
         if !exists {
@@ -325,6 +335,7 @@ impl Engine {
                 seq,
                 term,
                 op,
+                expires_at_ms: 0,
                 key,
                 value: &value,
             },
@@ -346,6 +357,13 @@ impl Engine {
                 self.last_seq + 1
             ));
         }
+        if matches!(record.op, Op::ExpireAt | Op::Txn) {
+            return Err(format!(
+                "record seq {}: {}",
+                record.seq,
+                unsupported(record.op)
+            ));
+        }
         self.push(record, value);
         Ok(())
     }
@@ -353,6 +371,10 @@ impl Engine {
     fn push(&mut self, record: &Record<'_>, value: Bytes) {
         let (seq, op, key) = (record.seq, record.op, record.key);
         self.last_crc = self.open.push(record);
+        self.last_seq = seq;
+        if !op.has_key() {
+            return;
+        }
         let write = PendingWrite { seq, op, value };
         match self.pending.get_mut(key) {
             Some(pending) => *pending = write,
@@ -360,7 +382,6 @@ impl Engine {
                 self.pending.insert(key.into(), write);
             }
         }
-        self.last_seq = seq;
     }
 
     /// Bytes waiting in the open batch.
@@ -415,3 +436,7 @@ fn record_bytes(key_len: usize, location: Location) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+fn unsupported(op: Op) -> String {
+    format!("a {op:?} record, which this kvsd cannot apply: it was written by a newer kvsd")
+}

@@ -162,9 +162,9 @@ fn relocation_follows_compaction_unless_a_newer_write_moved_the_key() {
         value_offset,
         value_len: 1,
     };
-    engine.recover(Op::Set, b"a", at(1, 100));
-    engine.recover(Op::Set, b"b", at(1, 200));
-    engine.recover(Op::Set, b"b", at(2, 50)); // b overwritten later
+    engine.recover(Op::Set, b"a", at(1, 100)).unwrap();
+    engine.recover(Op::Set, b"b", at(1, 200)).unwrap();
+    engine.recover(Op::Set, b"b", at(2, 50)).unwrap(); // b overwritten later
     let one = (record::HEADER_BYTES + 2) as u64;
     assert_eq!((engine.live_bytes(1), engine.live_bytes(2)), (one, one));
     assert!(engine.is_live(b"a", at(1, 100)));
@@ -195,6 +195,26 @@ fn relocation_follows_compaction_unless_a_newer_write_moved_the_key() {
     assert_eq!((loaded.live_bytes(2), loaded.live_bytes(3)), (one, one));
     // A key longer than the inline 16 bytes is found as well.
     let long = [b'x'; 40];
-    loaded.recover(Op::Set, &long, at(4, 1));
+    loaded.recover(Op::Set, &long, at(4, 1)).unwrap();
     assert_eq!(loaded.keys(b"x", None).next(), Some(&long[..]));
+}
+
+/// A record kind a newer kvsd writes and this one cannot apply stops recovery with its name,
+/// rather than being skipped; Raft's entries that hold no key data are no-ops.
+#[test]
+fn recovery_refuses_kinds_it_cannot_apply() {
+    let at = |file, value_offset| Location {
+        file,
+        value_offset,
+        value_len: 1,
+    };
+    let mut engine = Engine::new(0);
+    engine.recover(Op::Blank, b"", at(1, 10)).unwrap();
+    engine.recover(Op::Membership, b"", at(1, 20)).unwrap();
+    let refused = engine.recover(Op::Txn, b"", at(1, 30)).unwrap_err();
+    assert!(refused.contains("Txn"), "{refused}");
+    assert!(engine.recover(Op::ExpireAt, b"k", at(1, 40)).is_err());
+    engine.recover(Op::Set, b"k", at(1, 50)).unwrap();
+    engine.recover(Op::Expired, b"k", at(1, 60)).unwrap();
+    assert_eq!(engine.key_count(), 0);
 }

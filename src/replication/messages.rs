@@ -36,6 +36,22 @@ pub mod flag {
     pub const RESYNC: u8 = 0x01;
     /// WELCOME: a snapshot follows.
     pub const SNAPSHOT: u8 = 0x01;
+    /// HELLO and WELCOME: the sender's log is in record format 2 (RECORDS carry its records
+    /// byte for byte, so both ends must write the same format). Always set; required.
+    pub const RECORD_FORMAT_2: u8 = 0x02;
+}
+
+/// Refuses a peer whose records this kvsd cannot take or give byte for byte.
+fn record_format_2(
+    name: &'static str,
+    flags: u8,
+    detail: &'static str,
+) -> Result<(), MessageError> {
+    if flags & flag::RECORD_FORMAT_2 != 0 {
+        Ok(())
+    } else {
+        Err(MessageError { name, detail })
+    }
 }
 
 const LOG_ID_BYTES: usize = 16;
@@ -100,7 +116,7 @@ fn log_id_and_seq(body: &[u8], name: &'static str) -> Result<(LogId, u64), Messa
 
 impl Hello {
     pub fn encode(&self, dst: &mut BytesMut) {
-        let flags = if self.resync { flag::RESYNC } else { 0 };
+        let flags = flag::RECORD_FORMAT_2 | if self.resync { flag::RESYNC } else { 0 };
         frame::encode(
             dst,
             Header {
@@ -117,7 +133,12 @@ impl Hello {
     }
 
     pub fn decode(flags: u8, body: &[u8]) -> Result<Hello, MessageError> {
-        known_flags("HELLO", flags, flag::RESYNC)?;
+        known_flags("HELLO", flags, flag::RESYNC | flag::RECORD_FORMAT_2)?;
+        record_format_2(
+            "HELLO",
+            flags,
+            "the follower's kvsd writes record format 1; upgrade it to this leader's version",
+        )?;
         let (log_id, last_seq) = log_id_and_seq(body, "HELLO")?;
         let crc_at = LOG_ID_BYTES + SEQ_BYTES;
         let last_crc = body.get(crc_at..crc_at + 4).ok_or(MessageError {
@@ -145,6 +166,7 @@ impl Welcome {
             Some(seq) => (flag::SNAPSHOT, seq.to_le_bytes().to_vec()),
             None => (0, Vec::new()),
         };
+        let flags = flags | flag::RECORD_FORMAT_2;
         frame::encode(
             dst,
             Header {
@@ -156,7 +178,12 @@ impl Welcome {
     }
 
     pub fn decode(flags: u8, body: &[u8]) -> Result<Welcome, MessageError> {
-        known_flags("WELCOME", flags, flag::SNAPSHOT)?;
+        known_flags("WELCOME", flags, flag::SNAPSHOT | flag::RECORD_FORMAT_2)?;
+        record_format_2(
+            "WELCOME",
+            flags,
+            "the leader's kvsd writes record format 1; upgrade the leader to this follower's version first",
+        )?;
         let (log_id, durable_seq) = log_id_and_seq(body, "WELCOME")?;
         let rest = &body[LOG_ID_BYTES + SEQ_BYTES..];
         let snapshot_seq = match (flags & flag::SNAPSHOT != 0, rest.len()) {
@@ -257,6 +284,9 @@ mod tests {
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(frame.header.kind, op::HELLO);
         assert_eq!(Hello::decode(frame.header.flags, &frame.body), Ok(hello));
+        // A kvsd of record format 1 sends no format flag: it is refused, saying why.
+        let old = Hello::decode(frame.header.flags & !flag::RECORD_FORMAT_2, &frame.body);
+        assert!(old.unwrap_err().detail.contains("record format 1"));
 
         for snapshot_seq in [None, Some(99)] {
             let welcome = Welcome {
@@ -272,6 +302,8 @@ mod tests {
             );
             let other_flags = frame.header.flags ^ flag::SNAPSHOT;
             assert!(Welcome::decode(other_flags, &frame.body).is_err());
+            let old = frame.header.flags & !flag::RECORD_FORMAT_2;
+            assert!(Welcome::decode(old, &frame.body).is_err());
         }
         let welcome = Welcome {
             log_id: LogId([4; 16]),
@@ -280,16 +312,21 @@ mod tests {
         };
         welcome.encode(&mut buf);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
-        assert!(Welcome::decode(0, &[&frame.body[..], b"x"].concat()).is_err());
+        let format = flag::RECORD_FORMAT_2;
+        assert!(Welcome::decode(format, &[&frame.body[..], b"x"].concat()).is_err());
 
         encode_ack(&mut buf, 9);
         let frame = frame::decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(decode_ack(&frame.body), Ok(9));
         assert!(decode_ack(&Bytes::from_static(b"1234567")).is_err());
-        assert!(Hello::decode(0, b"short").is_err());
-        assert!(Hello::decode(0, &[[0u8; 28].as_slice(), b"\xff"].concat()).is_err());
-        assert!(Hello::decode(0, &[0u8; 26]).is_err());
-        assert!(Hello::decode(0x02, &[0u8; 28]).is_err(), "unknown flag");
+        assert!(Hello::decode(format, b"short").is_err());
+        assert!(Hello::decode(format, &[[0u8; 28].as_slice(), b"\xff"].concat()).is_err());
+        assert!(Hello::decode(format, &[0u8; 26]).is_err());
+        assert!(Hello::decode(format, &[0u8; 28]).is_ok());
+        assert!(
+            Hello::decode(format | 0x04, &[0u8; 28]).is_err(),
+            "unknown flag"
+        );
     }
 
     #[test]

@@ -245,7 +245,18 @@ async fn compact_run(
                     let engine = node.shard.engine.borrow();
                     match header.op {
                         Op::Set => engine.is_live(key, location),
-                        Op::Del => !drop_tombstones && !engine.contains(key),
+                        Op::Del | Op::Expired => !drop_tombstones && !engine.contains(key),
+                        // A no-op entry says nothing once it is older than the log's start.
+                        Op::Blank => false,
+                        Op::Membership | Op::ExpireAt => true,
+                        // Its values would move without the index following them.
+                        Op::Txn => {
+                            return Err(format!(
+                                "segment {} at byte {}: transaction records cannot be compacted by this kvsd",
+                                segment.id,
+                                offset + at as u64
+                            ))
+                        }
                     }
                 };
                 if keep {

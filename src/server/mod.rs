@@ -60,6 +60,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("recovery of the data dir stopped at {0}; start the kvsd version that wrote it")]
+    Unsupported(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -178,21 +180,40 @@ fn serve(config: Config, listener: std::net::TcpListener) -> Result<Outcome, Ser
             })
         }
     }
+    let upgraded = crate::wal::upgrade::run(&config.data_dir, config.repair_truncate)?;
+    if upgraded > 0 {
+        tracing::info!(
+            segments = upgraded,
+            "rewrote the log's older segments in record format 2"
+        );
+        // It counted on the old files' offsets.
+        crate::wal::checkpoint::remove(&config.data_dir).map_err(|source| ServerError::Io {
+            what: "removing the index checkpoint",
+            source,
+        })?;
+    }
     let mut engine = Engine::new(0);
     let mut last_crc = 0;
     let checkpoint = load_checkpoint(&config.data_dir, &mut engine, &mut last_crc);
     let resume = checkpoint.as_ref().map(|c| c.resume()).unwrap_or_default();
     let recover = |engine: &mut Engine, last_crc: &mut u32, resume| {
-        recovery::recover(
+        let mut refused = None;
+        let recovered = recovery::recover(
             &config.data_dir,
             config.repair_truncate,
             config.segment_bytes,
             resume,
             |record: &RecordHeader, key, location| {
-                engine.recover(record.op, key, location);
+                if let Err(reason) = engine.recover(record.op, key, location) {
+                    refused.get_or_insert(format!("seq {}: {reason}", record.seq));
+                }
                 *last_crc = record.crc;
             },
-        )
+        )?;
+        match refused {
+            Some(reason) => Err(ServerError::Unsupported(reason)),
+            None => Ok(recovered),
+        }
     };
     let mut recovered = recover(&mut engine, &mut last_crc, &resume)?;
     let same_files = checkpoint.as_ref().is_none_or(|checkpoint| {

@@ -17,6 +17,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+pub mod upgrade;
 
 pub use record::{Op, Record, RecordHeader};
 

@@ -159,6 +159,8 @@ pub fn recover(
     let mut log_id = None;
     let mut segments = Vec::with_capacity(ids.len());
     let mut last_seq = 0;
+    // Terms never fall along a log: a stale record that checksums is not taken for the next.
+    let mut last_term = 0;
     let mut records = 0;
     let mut truncated_bytes = 0;
     let mut horizon_seq = 0;
@@ -237,7 +239,7 @@ pub fn recover(
                 None => seq == last_seq + 1,
             };
             match record::decode_header(&buf[offset..]) {
-                Ok(record) if in_order(record.seq) => {
+                Ok(record) if in_order(record.seq) && record.term >= last_term => {
                     let key_end = offset + record.value_offset();
                     let location = Location {
                         file,
@@ -253,8 +255,15 @@ pub fn recover(
                         records += 1;
                     }
                     last_seq = record.seq;
+                    last_term = record.term;
                     offset += record.total_bytes;
                     landed |= boundary(offset, last_seq);
+                }
+                Ok(record) if in_order(record.seq) => {
+                    break Some(format!(
+                        "record seq {} has term {}, below the term {last_term} before it",
+                        record.seq, record.term
+                    ))
                 }
                 Ok(record) => {
                     break Some(match header.end_seq() {
@@ -497,6 +506,7 @@ mod tests {
                     seq,
                     term: 0,
                     op,
+                    expires_at_ms: 0,
                     key: key.as_bytes(),
                     value: value.as_bytes(),
                 },
@@ -513,6 +523,33 @@ mod tests {
             seqs.push(header.seq)
         })
         .map(|_| seqs)
+    }
+
+    /// A record whose term is below the one before it is stale (a suffix a new leader cut,
+    /// written over): it ends the log like any damage, a torn tail at the end, corruption
+    /// before later records.
+    #[test]
+    fn a_falling_term_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let path = segment::path(dir.path(), 1);
+        let mut buf = fs::read(&path).unwrap();
+        for (seq, term) in [(1, 2), (2, 3), (3, 1)] {
+            record::encode(&mut buf, &Record::set(seq, term, b"k", b"v"));
+        }
+        fs::write(&path, &buf).unwrap();
+        assert_eq!(seqs(dir.path(), false).unwrap(), vec![1, 2]);
+
+        let dir = tempfile::tempdir().unwrap();
+        recover(dir.path(), false, 0, &Default::default(), |_, _, _| {}).unwrap();
+        let path = segment::path(dir.path(), 1);
+        let mut buf = fs::read(&path).unwrap();
+        for (seq, term) in [(1, 2), (2, 1), (3, 2)] {
+            record::encode(&mut buf, &Record::set(seq, term, b"k", b"v"));
+        }
+        fs::write(&path, &buf).unwrap();
+        let error = seqs(dir.path(), false).unwrap_err().to_string();
+        assert!(error.contains("has term 1, below the term 2"), "{error}");
     }
 
     #[test]
@@ -657,6 +694,7 @@ mod tests {
                     seq,
                     term: 0,
                     op: Op::Set,
+                    expires_at_ms: 0,
                     key: key.as_bytes(),
                     value: b"v",
                 },

@@ -7,7 +7,7 @@
 //! | offset | size | field                                                   |
 //! |--------|------|---------------------------------------------------------|
 //! | 0      | 8    | magic `KVSWAL\0\0`                                      |
-//! | 8      | 4    | `version` u32 LE: 2 (1 is still read)                   |
+//! | 8      | 4    | `version` u32 LE: 3 (1 and 2 are still read)            |
 //! | 12     | 4    | `crc` u32 LE: CRC32 of bytes 0..12 and 16..64           |
 //! | 16     | 16   | `log_id`: the data dir's log id                         |
 //! | 32     | 4    | `segment_id` u32 LE: the same number as the file name   |
@@ -17,8 +17,10 @@
 //! | 52     | 8    | `end_seq` u64 LE: compacted: the next segment's first   |
 //! | 60     | 4    | `nonce` u32 LE: random per file, names this very file   |
 //!
-//! Version 2 is written. Version 1 (written before compaction existed) has zeros from byte 44
-//! on: it is read as an ordinary segment with nonce 0 (`tests/format_v1.rs` reads one).
+//! Version 3 is written: its records are record format 2 (`wal::record`). Versions 1 and 2 hold
+//! record format 1; recovery rewrites such a segment once into version 3 (`wal::upgrade`)
+//! before it reads the log. Version 1 (written before compaction existed) has zeros from byte 44
+//! on: it is read as an ordinary segment with nonce 0 (`tests/format_v1.rs` upgrades one).
 //!
 //! A **compacted** segment holds the live records of the segments `id..=covers_through` as a
 //! compaction found them: seqs increase but skip, and none reaches `end_seq`, where the next
@@ -30,7 +32,9 @@ use std::path::{Path, PathBuf};
 use super::LogId;
 
 pub const MAGIC: [u8; 8] = *b"KVSWAL\0\0";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// The first version whose records are record format 2.
+pub const VERSION_RECORD_FORMAT_2: u32 = 3;
 /// Oldest version this kvsd reads.
 pub const VERSION_MIN: u32 = 1;
 pub const FLAG_COMPACTED: u32 = 1;
@@ -51,6 +55,8 @@ pub const TMP_SUFFIX: &str = ".wal.tmp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The version the file was written with; `encode` always writes [`VERSION`].
+    pub version: u32,
     pub log_id: LogId,
     pub segment_id: u32,
     pub first_seq: u64,
@@ -72,12 +78,18 @@ impl SegmentHeader {
     /// An ordinary segment's header with a fresh nonce.
     pub fn new(log_id: LogId, segment_id: u32, first_seq: u64) -> SegmentHeader {
         SegmentHeader {
+            version: VERSION,
             log_id,
             segment_id,
             first_seq,
             compacted: None,
             nonce: random_nonce(),
         }
+    }
+
+    /// Whether its records are in an older record format, to be rewritten before use.
+    pub fn is_old_format(&self) -> bool {
+        self.version < VERSION_RECORD_FORMAT_2
     }
 
     /// The seq after this segment's records, if it says (compacted segments do).
@@ -157,6 +169,7 @@ impl SegmentHeader {
             flags => return Err(HeaderError::BadFlags { flags }),
         };
         Ok(SegmentHeader {
+            version,
             log_id: LogId(
                 buf[LOG_ID_OFFSET..SEGMENT_ID_OFFSET]
                     .try_into()
