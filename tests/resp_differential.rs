@@ -5,7 +5,8 @@
 //! sorted; SCAN by the set of keys a full iteration returns).
 //!
 //! Each sequence is made from a seed: a failure prints it, and `KVS_RESP_SEED=<n>` runs that
-//! sequence alone. `redis-server` comes from `tools/install-peers`.
+//! sequence alone; `KVS_RESP_TRACE=1` prints every batch as it is sent, and a mismatch prints
+//! both servers' keys. `redis-server` comes from `tools/install-peers`.
 
 mod common;
 
@@ -412,16 +413,20 @@ fn compare(seed: u64, sent: &[Step], batch: &[Step], servers: &mut [Server; 2]) 
         return;
     }
     if std::env::var("KVS_RESP_TRACE").is_ok() {
-        for s in batch {
-            eprintln!("{s:?}");
+        for step in batch {
+            eprintln!("{step:?}");
         }
     }
     let redis = servers[0].run(batch);
     let kvsd = servers[1].run(batch);
     for (i, step) in batch.iter().enumerate() {
         if redis[i] != kvsd[i] {
+            // What each server holds, to find the command that first set them apart.
             let all = Step::Array(vec![b"KEYS".to_vec(), b"*".to_vec()]);
-            let keys: Vec<_> = servers.iter_mut().map(|s| s.run(std::slice::from_ref(&all))).collect();
+            let keys: Vec<_> = servers
+                .iter_mut()
+                .map(|server| server.run(std::slice::from_ref(&all)))
+                .collect();
             eprintln!("after the batch, KEYS * (redis-server, kvsd): {keys:?}");
         }
         assert_eq!(
