@@ -72,7 +72,9 @@ fn idle_resp_clients_are_closed_with_a_resp_error_even_mid_command() {
 fn max_connections_counts_both_ports_and_refuses_in_resp() {
     let dir = tempfile::tempdir().unwrap();
     let kvsd = start(dir.path(), &["--max-connections", "2"]);
-    let _native = kvs::client::Client::connect(&kvsd.addr).unwrap();
+    let mut native = kvs::client::Client::connect(&kvsd.addr).unwrap();
+    // Served (so counted) before the RESP clients come: the ports accept independently.
+    assert_eq!(native.get(b"nothing").unwrap(), None);
     let mut resp = connect(&kvsd);
     assert_eq!(command(&mut resp, &[b"PING"]), "+PONG\r\n");
     let mut refused = connect(&kvsd);
@@ -151,6 +153,8 @@ fn a_client_that_stops_reading_is_closed_after_output_stall_secs() {
     assert_eq!(command(&mut writer, &[b"SET", b"big", &value]), "+OK\r\n");
     // 64 MiB of replies asked for, none read: far past what the socket buffers hold.
     let mut stalled = connect(&kvsd);
+    // Served (and counted) before the watch below starts.
+    assert_eq!(command(&mut stalled, &[b"PING"]), "+PONG\r\n");
     let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(64);
     stalled
         .set_write_timeout(Some(Duration::from_secs(60)))
