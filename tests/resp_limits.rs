@@ -2,8 +2,8 @@
 //! "What is the same"): `--idle-timeout-secs` (an idle client, and one stalled in the middle of a
 //! command), `--output-stall-secs` (a client that stops reading its replies),
 //! `--max-connections` across both ports, `--max-value-bytes`, and a command over the size
-//! limit. Real kvsd, real sockets; every wait is a poll with a generous deadline, never a timing
-//! assertion.
+//! limit; and SIGTERM with RESP clients connected. Real kvsd, real sockets; every wait is a
+//! poll with a generous deadline, never a timing assertion.
 
 mod common;
 
@@ -28,7 +28,8 @@ fn connect(kvsd: &Kvsd) -> TcpStream {
     stream
 }
 
-/// Sends one command as a RESP array and returns its reply's first line (CRLF included).
+/// Sends one command as a RESP array and returns its reply, which must be one line (CRLF
+/// included): anything the reader took past it is dropped.
 fn command(stream: &mut TcpStream, args: &[&[u8]]) -> String {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
@@ -202,4 +203,59 @@ fn a_client_that_stops_reading_is_closed_after_output_stall_secs() {
         "all {} bytes arrived",
         received.len()
     );
+}
+
+#[test]
+fn sigterm_with_resp_clients_exits_0_and_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvsd = start(dir.path(), &[]);
+    let mut idle = connect(&kvsd);
+    assert_eq!(command(&mut idle, &[b"PING"]), "+PONG\r\n");
+    // Writes pipelined while the signal comes: every one answered +OK is kept.
+    let mut writer = connect(&kvsd);
+    let mut pipeline = Vec::new();
+    for i in 0..2000 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        pipeline.extend(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            )
+            .bytes(),
+        );
+    }
+    writer.write_all(&pipeline).unwrap();
+    let mut first = [0u8; 5];
+    writer.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"+OK\r\n");
+    let status = kvsd.stop();
+    assert!(status.success(), "kvsd exited {status}");
+    let mut rest = Vec::new();
+    let _ = writer.read_to_end(&mut rest);
+    assert!(
+        rest.chunks(5).all(|reply| reply == b"+OK\r\n"),
+        "only +OK before the close"
+    );
+    let acknowledged = 1 + rest.len() / 5;
+    assert_eq!(until_closed(&mut idle), "", "the idle client sees a close");
+    let kvsd = start(dir.path(), &[]);
+    let mut client = connect(&kvsd);
+    let mut replies = BufReader::new(client.try_clone().unwrap());
+    for i in 0..acknowledged {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        client
+            .write_all(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes())
+            .unwrap();
+        let mut header = String::new();
+        replies.read_line(&mut header).unwrap();
+        assert_eq!(
+            header,
+            format!("${}\r\n", value.len()),
+            "{key} was acknowledged"
+        );
+        let mut body = vec![0; value.len() + 2];
+        replies.read_exact(&mut body).unwrap();
+        assert_eq!(body, format!("{value}\r\n").into_bytes());
+    }
 }
