@@ -199,7 +199,7 @@ impl<'a> ConnState<'a> {
             Name::Role => self.resp_node(cost, NodeRead::Role { version }, 0, None),
             Name::Config => {
                 // What redis-benchmark and some clients ask at start; kvs is configured by its
-                // flags (`kvsd --help`), so no parameter is reported.
+                // flags (`kvsd --help`), so only the two parameters tools look for are reported.
                 if !args[1].eq_ignore_ascii_case(b"get") {
                     let sub = String::from_utf8_lossy(&args[1]);
                     let message = format!("ERR unknown subcommand '{sub}'. Try CONFIG HELP.");
@@ -207,7 +207,22 @@ impl<'a> ConnState<'a> {
                 } else if args.len() < 3 {
                     self.resp_error(cost, &arity_error("config|get"));
                 } else {
-                    self.resp_now(cost, |out| reply::map(out, 0, version));
+                    // What tools ask of a Redis before they start: kvs's log is Redis's
+                    // append-only file, and there are no snapshots.
+                    const KNOWN: [(&str, &str); 2] = [("appendonly", "yes"), ("save", "")];
+                    let found: Vec<_> = KNOWN
+                        .iter()
+                        .filter(|(name, _)| {
+                            args[2..].iter().any(|p| glob::matches(p, name.as_bytes()))
+                        })
+                        .collect();
+                    self.resp_now(cost, |out| {
+                        reply::map(out, found.len(), version);
+                        for (name, value) in found {
+                            reply::bulk(out, name.as_bytes());
+                            reply::bulk(out, value.as_bytes());
+                        }
+                    });
                 }
             }
             Name::DbSize => {
