@@ -67,7 +67,7 @@ pub enum Later {
     Stats,
     /// COMPACT: answered when a compaction pass started after it has finished.
     Compact,
-    /// RESP's INFO, ROLE, DBSIZE and WAIT: answered from the node by the connection's task.
+    /// RESP's INFO, ROLE and WAIT: answered from the node by the connection's task.
     Node(crate::resp::NodeRead),
 }
 

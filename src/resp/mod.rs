@@ -140,7 +140,6 @@ pub enum NodeRead {
     Role {
         version: Version,
     },
-    DbSize,
     /// WAIT: followers that have `seq` durable, waiting up to `deadline` for `replicas`.
     Wait {
         replicas: u64,

@@ -10,6 +10,11 @@
 
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
+/// Where a command's arguments are: inline for the short commands that make up most traffic.
+pub type Args = SmallVec<[Range<usize>; 4]>;
+
 /// The longest line (an inline command, or an array or bulk header) Redis reads before it
 /// calls the client broken (`PROTO_INLINE_MAX_SIZE`).
 pub const INLINE_BYTES_MAX: usize = 64 * 1024;
@@ -26,7 +31,7 @@ pub struct ParseLimits {
 /// A command whose bytes are all in the buffer: where its arguments are, and its length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    pub args: Vec<Range<usize>>,
+    pub args: Args,
     pub consumed: usize,
 }
 
@@ -95,7 +100,7 @@ fn parse_array(buf: &[u8], limits: ParseLimits) -> Result<Option<Parsed>, Protoc
     let mut at = header.end + 2;
     if count <= 0 {
         return Ok(Some(Parsed {
-            args: Vec::new(),
+            args: Args::new(),
             consumed: at,
         }));
     }
@@ -104,7 +109,7 @@ fn parse_array(buf: &[u8], limits: ParseLimits) -> Result<Option<Parsed>, Protoc
         return error("invalid multibulk length");
     }
     let count = count as usize;
-    let mut args = Vec::with_capacity(count.min(1024));
+    let mut args = Args::with_capacity(count.min(1024));
     while args.len() < count {
         if at >= buf.len() {
             return Ok(None);
@@ -165,8 +170,8 @@ fn parse_inline(buf: &[u8], limits: ParseLimits) -> Result<Option<Parsed>, Proto
 /// Splits an inline command into words. Quoted words (`"..."`, `'...'`) are taken whole but
 /// kvs does not undo escapes inside them as Redis's `sdssplitargs` does: a quoted argument
 /// with a backslash is refused as unbalanced rather than read differently.
-fn split_args(line: &[u8]) -> Option<Vec<Range<usize>>> {
-    let mut args = Vec::new();
+fn split_args(line: &[u8]) -> Option<Args> {
+    let mut args = Args::new();
     let mut at = 0;
     loop {
         while at < line.len() && line[at].is_ascii_whitespace() {

@@ -12,8 +12,23 @@ pub enum Version {
 
 fn header(out: &mut BytesMut, kind: u8, n: usize) {
     out.put_u8(kind);
-    out.put_slice(n.to_string().as_bytes());
+    put_decimal(out, n as u64);
     out.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, without an allocation (every reply has a length or a count).
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
 }
 
 /// `+text`: text must hold no `\r` or `\n` (callers pass fixed words).
@@ -42,7 +57,10 @@ pub fn error(out: &mut BytesMut, text: &str) {
 
 pub fn integer(out: &mut BytesMut, n: i64) {
     out.put_u8(b':');
-    out.put_slice(n.to_string().as_bytes());
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    put_decimal(out, n.unsigned_abs());
     out.put_slice(b"\r\n");
 }
 
@@ -117,6 +135,15 @@ mod tests {
         assert_eq!(encoded(ok), "+OK\r\n");
         assert_eq!(encoded(|o| error(o, "ERR a\r\nb")), "-ERR a  b\r\n");
         assert_eq!(encoded(|o| integer(o, -3)), ":-3\r\n");
+        assert_eq!(encoded(|o| integer(o, 0)), ":0\r\n");
+        assert_eq!(
+            encoded(|o| integer(o, i64::MIN)),
+            format!(":{}\r\n", i64::MIN)
+        );
+        assert_eq!(
+            encoded(|o| bulk(o, &[b'x'; 1234])).len(),
+            1 + 4 + 2 + 1234 + 2
+        );
         assert_eq!(encoded(|o| bulk(o, b"hi")), "$2\r\nhi\r\n");
         assert_eq!(encoded(|o| null(o, Version::Resp2)), "$-1\r\n");
         assert_eq!(encoded(|o| null(o, Version::Resp3)), "_\r\n");

@@ -32,6 +32,7 @@ pub enum Name {
     StrLen,
     Wait,
     Role,
+    Config,
 }
 
 pub struct Spec {
@@ -53,6 +54,29 @@ pub struct Spec {
 const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
 
 pub const COMMANDS: &[Spec] = &[
+    // GET and SET first: the lookup is a scan, and they are most of the traffic.
+    Spec {
+        name: Name::Get,
+        text: "get",
+        arity: 2,
+        write: false,
+        flags: &["readonly", "fast"],
+        categories: &["@read", "@string", "@fast"],
+        keys: (1, 1, 1),
+        summary: "Returns the string value of a key.",
+        subcommands: &[],
+    },
+    Spec {
+        name: Name::Set,
+        text: "set",
+        arity: -3,
+        write: true,
+        flags: &["write", "denyoom"],
+        categories: &["@write", "@string", "@slow"],
+        keys: (1, 1, 1),
+        summary: "Sets the string value of a key (GET returns the old one).",
+        subcommands: &[],
+    },
     Spec {
         name: Name::Ping,
         text: "ping",
@@ -192,28 +216,6 @@ pub const COMMANDS: &[Spec] = &[
         subcommands: &[],
     },
     Spec {
-        name: Name::Get,
-        text: "get",
-        arity: 2,
-        write: false,
-        flags: &["readonly", "fast"],
-        categories: &["@read", "@string", "@fast"],
-        keys: (1, 1, 1),
-        summary: "Returns the string value of a key.",
-        subcommands: &[],
-    },
-    Spec {
-        name: Name::Set,
-        text: "set",
-        arity: -3,
-        write: true,
-        flags: &["write", "denyoom"],
-        categories: &["@write", "@string", "@slow"],
-        keys: (1, 1, 1),
-        summary: "Sets the string value of a key (GET returns the old one).",
-        subcommands: &[],
-    },
-    Spec {
         name: Name::GetDel,
         text: "getdel",
         arity: 2,
@@ -344,6 +346,17 @@ pub const COMMANDS: &[Spec] = &[
         keys: NO_KEYS,
         summary: "Returns the replication role.",
         subcommands: &[],
+    },
+    Spec {
+        name: Name::Config,
+        text: "config",
+        arity: -2,
+        write: false,
+        flags: &[],
+        categories: &["@slow"],
+        keys: NO_KEYS,
+        summary: "CONFIG GET answers an empty map: kvs is configured by its flags.",
+        subcommands: &[("get", -3)],
     },
 ];
 

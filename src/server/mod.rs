@@ -406,33 +406,29 @@ fn serve(
         };
         ready::announce(config, addrs, recovered.last_seq)?;
 
-        let reason = loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => accept(&node, stream, peer, Port::Native),
-                    Err(error) => {
-                        // Out of file descriptors, most likely: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                accepted = accept_resp(&resp_listener) => match (accepted, resp_addr) {
-                    (Ok((stream, peer)), Some(local)) => {
-                        accept(&node, stream, peer, Port::Resp { local })
-                    }
-                    (Ok(_), None) => {}
-                    (Err(error), _) => {
-                        tracing::warn!(%error, "accept on --resp-port failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = terminate.recv() => break "SIGTERM",
-                _ = interrupt.recv() => break "SIGINT",
-                _ = node.restart.notified() => break "snapshot received",
-            }
+        // One accepting task per listener: an io_uring accept dropped in flight (as a losing
+        // `select!` branch would be) can still complete in the kernel, and the connection it
+        // accepted would then be served by no one.
+        let accepting = [
+            Some(crate::runtime::spawn(accept_loop(
+                node.clone(),
+                listener,
+                Port::Native,
+            ))),
+            resp_listener.zip(resp_addr).map(|(listener, local)| {
+                crate::runtime::spawn(accept_loop(node.clone(), listener, Port::Resp { local }))
+            }),
+        ];
+        let reason = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+            _ = node.restart.notified() => "snapshot received",
         };
-        drop(listener);
-        drop(resp_listener);
+        for task in accepting.into_iter().flatten() {
+            task.abort();
+            // Wait for the listener to be dropped: no connection is accepted past this point.
+            let _ = task.await;
+        }
         let stopped = shut_down(&node, reason).await;
         sweeper.abort();
         stopped?;
@@ -575,13 +571,17 @@ fn read_nonce(path: &std::path::Path) -> std::io::Result<u32> {
         .map_err(std::io::Error::other)
 }
 
-/// The next connection on `--resp-port`; never, without one.
-async fn accept_resp(
-    listener: &Option<crate::runtime::TcpListener>,
-) -> std::io::Result<(crate::runtime::TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
+/// Accepts connections on `listener` until aborted.
+async fn accept_loop(node: Rc<Node>, listener: crate::runtime::TcpListener, port: Port) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => accept(&node, stream, peer, port),
+            Err(error) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                tracing::warn!(%error, ?port, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Kvsd {
     child: Child,
     /// The client address, `127.0.0.1:PORT` (from the ready file).
     pub addr: String,
+    /// With `--resp-port`: the Redis protocol's address (from the ready file).
+    pub resp_addr: Option<String>,
     pub pid: u32,
     pub node_id: String,
     /// The data dir, absolute.
@@ -153,6 +155,7 @@ impl Kvsd {
             pid: child.id(),
             child,
             addr: ready.addr,
+            resp_addr: ready.resp_addr,
             node_id: ready.node_id,
             data_dir: ready.data_dir,
             last_seq: ready.last_seq,
@@ -344,6 +347,7 @@ fn build_workspace_kvsd() -> PathBuf {
 /// What kvsd's `--ready-file` holds.
 struct Ready {
     addr: String,
+    resp_addr: Option<String>,
     pid: u32,
     node_id: String,
     data_dir: PathBuf,
@@ -377,6 +381,7 @@ fn parse_ready(text: &str) -> Result<Ready, String> {
     };
     Ok(Ready {
         addr: string("addr")?,
+        resp_addr: json["resp_addr"].as_str().map(str::to_string),
         pid: u32::try_from(number("pid")?).map_err(|_| format!("pid out of range: {text}"))?,
         node_id: string("node_id")?,
         data_dir: PathBuf::from(string("data_dir")?),

@@ -1,4 +1,4 @@
-//! RESP replies that read the node rather than the store: INFO, ROLE, DBSIZE and WAIT. The
+//! RESP replies that read the node rather than the store: INFO, ROLE and WAIT. The
 //! connection's task renders them (`state::Next::Node`) once what they read is durable.
 
 use std::fmt::Write as _;
@@ -16,10 +16,6 @@ const WAIT_POLL: Duration = Duration::from_millis(5);
 
 pub async fn answer(node: &Node, read: NodeRead, out: &mut BytesMut) {
     match read {
-        NodeRead::DbSize => {
-            let keys = node.shard.engine.borrow().key_count();
-            reply::integer(out, keys as i64);
-        }
         NodeRead::Info { sections, version } => {
             let text = info(node, &sections);
             reply::verbatim(out, &text, version);

@@ -99,7 +99,7 @@ pub enum Next {
     Stats { id: u64 },
     /// COMPACT: run a pass, answer `id` with its summary.
     Compact { id: u64 },
-    /// RESP's INFO, ROLE, DBSIZE, WAIT: answer from the node (`resp_node`).
+    /// RESP's INFO, ROLE, WAIT: answer from the node (`resp_node`).
     Node { read: NodeRead },
 }
 
