@@ -309,7 +309,13 @@ fn a_follower_applies_expiry_counters_and_transactions() {
     let leader = common::start(leader_dir.path(), &["--node-id", "leader"]);
     let follower = common::start(
         follower_dir.path(),
-        &["--node-id", "f1", "--leader-addr", &leader.addr],
+        &[
+            "--node-id",
+            "f1",
+            "--async-replication",
+            "--leader-addr",
+            &leader.addr,
+        ],
     );
     let mut client = connect(&leader.addr);
     client.incr_by(b"n", 41).unwrap();

@@ -163,6 +163,7 @@ fn health_and_ready_on_a_follower_follow_its_link_to_the_leader() {
         &[
             "--node-id",
             "f1",
+            "--async-replication",
             "--leader-addr",
             &leader_addr,
             METRICS[0],

@@ -238,7 +238,13 @@ fn a_follower_serves_reads_and_refuses_writes_and_wait_counts_it() {
     let leader = start(&dir.path().join("leader"), &[]);
     let follower = start(
         &dir.path().join("follower"),
-        &["--leader-addr", &leader.addr, "--node-id", "f1"],
+        &[
+            "--leader-addr",
+            &leader.addr,
+            "--node-id",
+            "f1",
+            "--async-replication",
+        ],
     );
     let mut on_leader = connect(&leader);
     let () = on_leader.set("k", "v").unwrap();
