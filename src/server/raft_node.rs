@@ -720,22 +720,58 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
                 .get_node(&id)
                 .map(|m| m.addr.clone())
                 .unwrap_or_default();
-            let secret = node.config.auth.as_ref().map(|s| s.bytes().to_vec());
-            let mut conn = Conn::open(
-                &addr,
-                secret.as_deref(),
-                node.config.frame_bytes_max,
-                Duration::from_secs(2),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            conn.call(op::ELECT, 0, &[])
-                .await
-                .map_err(|e| e.to_string())?;
+            // openraft 0.9 has no leadership transfer, and its voters refuse a candidate while
+            // the leader's lease (the longest election timeout since they last heard from it)
+            // runs. So this leader pauses its heartbeats until every lease on it has run out,
+            // then has the target stand, and answers OK only once the target leads.
+            node.raft.runtime_config().heartbeat(false);
+            let moved = transfer_to(node, id, &addr).await;
+            node.raft.runtime_config().heartbeat(true);
+            moved?;
             ok(Bytes::new())
         }
         _ => Err(format!("unknown op 0x{kind:02x}")),
     }
+}
+
+/// `kvsctl cluster transfer`: with this leader's heartbeats paused, waits out the leases on it,
+/// asks the target to stand (again after each election timeout), and returns once the target
+/// leads, or an error saying where leadership is.
+async fn transfer_to(node: &RaftNode, id: NodeId, addr: &str) -> Result<(), String> {
+    let lease = node.election_timeout() * 2;
+    tokio::time::sleep(lease + Duration::from_millis(20)).await;
+    let secret = node.config.auth.as_ref().map(|s| s.bytes().to_vec());
+    let mut conn = Conn::open(
+        addr,
+        secret.as_deref(),
+        node.config.frame_bytes_max,
+        Duration::from_secs(2),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        conn.call(op::ELECT, 0, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + lease;
+        while Instant::now() < deadline {
+            if node.metrics().current_leader == Some(id) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let metrics = node.metrics();
+    let now = metrics
+        .current_leader
+        .and_then(|l| metrics.membership_config.membership().get_node(&l).cloned())
+        .map_or_else(
+            || "no leader is known yet".to_string(),
+            |m| format!("'{}' leads", m.name),
+        );
+    Err(format!(
+        "leadership did not move to the target ({now}); try again"
+    ))
 }
 
 /// `kvsctl cluster`: this node's view of the cluster, as `name:value` lines, then one line per

@@ -131,8 +131,12 @@ impl Cluster {
         wait_for("the cluster's voters", LEADER_WAIT * 2, || {
             let leader = self.leader()?;
             let text = cluster_text(&self.addr(leader))?;
-            let voting =
-                text.matches("role:follower").count() + text.matches("role:leader").count();
+            // Member rows only (the node's own view has a `role:` line too).
+            let voting = text
+                .lines()
+                .filter(|line| line.starts_with("member:"))
+                .filter(|line| line.contains(" role:follower") || line.contains(" role:leader"))
+                .count();
             (voting >= voters).then_some(())
         });
     }
