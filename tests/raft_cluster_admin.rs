@@ -27,7 +27,10 @@ fn kvsctl(addr: &str, args: &[&str]) -> (bool, String, String) {
 
 /// `kvsctl cluster` on `addr`: the node's view (name → value) and the member rows (name →
 /// cells after the name: id, addr, role, matched seq, lag).
-fn cluster_table(addr: &str) -> Option<(Vec<(String, String)>, Vec<(String, Vec<String>)>)> {
+/// The header's (name, value) pairs, and each member's (id, columns).
+type ClusterTable = (Vec<(String, String)>, Vec<(String, Vec<String>)>);
+
+fn cluster_table(addr: &str) -> Option<ClusterTable> {
     let (ok, out, _) = kvsctl(addr, &["cluster"]);
     if !ok {
         return None;

@@ -1,83 +1,35 @@
-//! The seeds' commands on Raft (issue 11): the README's `--leader` / `--leader-addr` walkthrough
-//! starts a Raft cluster (`--leader` on a new data dir means `--bootstrap`, `--leader-addr X`
-//! means `--join X`) that elects a new leader by itself after a kill -9 and takes its old leader
-//! back with the same command line; `--async-replication` keeps today's asynchronous leader and
-//! follower; a data dir written outside Raft stays outside it.
+//! The seeds' flags and Raft (issue 11): `--leader` / `--leader-addr` keep today's asynchronous
+//! replication (Raft is asked for with `--bootstrap` / `--join` until a Raft node compacts its log
+//! and nears a single node's write rate), and a Raft member's data dir is never started outside
+//! its cluster.
 
 mod common;
 
-use std::process::Command;
-
-use common::raft::{free_port, get_min_seq, options, stats, wait_for, Cluster, LEADER_WAIT};
+use common::raft::{get_min_seq, options, stats, wait_for, LEADER_WAIT};
 use kvs::client::Client;
 
-fn kvsctl(addr: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::KVSCTL)
-        .arg("--addr")
-        .arg(addr)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The README's three commands (`--leader`, then two `--leader-addr`) make three voters; a
-/// write through a follower with kvsctl lands on the leader; after kill -9 of the leader the
-/// other two elect one of themselves, which has the write; the old leader, restarted with the
-/// same `--leader` command line on its now non-empty data dir, rejoins as a follower.
+/// A data dir that belongs to a Raft cluster is never started as an asynchronous leader: the
+/// seed command line (`--leader`) is refused with a message naming what to pass.
 #[test]
-fn the_seed_commands_start_a_raft_cluster_that_fails_over() {
-    let ports = [free_port(), free_port(), free_port()];
-    let first = format!("127.0.0.1:{}", ports[0]);
-    let mut cluster = Cluster::start_with(ports, |i| {
-        let mut args = vec!["--node-id".to_string(), format!("n{}", i + 1)];
-        if i == 0 {
-            args.push("--leader".into());
-        } else {
-            args.extend(["--leader-addr".to_string(), first.clone()]);
-        }
-        args
+fn a_raft_data_dir_is_not_started_outside_raft() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let node = common::start(&data, &["--node-id", "n1", "--bootstrap"]);
+    wait_for("a leader", LEADER_WAIT, || {
+        stats(&node.addr).filter(|s| s["role"] == "leader")
     });
-    let leader = wait_for("a leader", LEADER_WAIT, || cluster.leader());
-    assert_eq!(leader, 0, "n1 bootstrapped the cluster");
-    let ours = stats(&cluster.addr(0)).unwrap();
-    assert_eq!(ours["role"], "leader", "{ours:?}");
-    assert!(ours["term"].parse::<u64>().unwrap() >= 1, "{ours:?}");
-    assert_eq!(ours["members"], "3", "{ours:?}");
-
-    // kvsctl against a follower follows NOT_LEADER to the leader.
-    let (ok, out, err) = kvsctl(&cluster.addr(2), &["set", "x", "foo"]);
-    assert!(ok, "kvsctl set: {out} {err}");
-    let seq = Client::connect_with(&cluster.addr(0), options())
-        .unwrap()
-        .set(b"y", b"bar")
-        .unwrap();
-
-    cluster.kill(0);
-    let new = wait_for("a new leader", LEADER_WAIT, || {
-        (1..3).find(|&i| stats(&cluster.addr(i)).is_some_and(|s| s["role"] == "leader"))
-    });
-    let (ok, out, err) = kvsctl(&cluster.addr(new), &["get", "x"]);
-    assert!(ok, "kvsctl get on the new leader: {out} {err}");
-    assert_eq!(out.trim(), "foo");
-
-    // The same command line (`--leader` on what is now a Raft member's data dir).
-    cluster.restart(0);
-    let value = wait_for("n1 applies y again", LEADER_WAIT, || {
-        get_min_seq(&cluster.addr(0), "y", seq).ok()
-    });
-    assert_eq!(value.as_deref(), Some("bar"));
-    let theirs = stats(&cluster.addr(0)).unwrap();
-    assert_eq!(theirs["role"], "follower", "{theirs:?}");
-    cluster.wait_voters(3);
+    assert!(node.stop().success());
+    let refused = common::try_start(&data, &["--node-id", "n1", "--leader"])
+        .err()
+        .expect("a Raft member's data dir started with --leader");
+    assert!(refused.contains("belongs to a Raft cluster"), "{refused}");
+    // Its own command line still starts it.
+    let again = common::start(&data, &["--node-id", "n1", "--bootstrap"]);
+    assert!(again.stop().success());
 }
 
-/// `--async-replication` keeps today's asynchronous leader and follower, and a data dir they
-/// wrote keeps them even without the flag: `--leader` there is not a Raft bootstrap.
+/// The seeds' `--leader` / `--leader-addr` are today's asynchronous leader and follower, with or
+/// without `--async-replication`; Raft takes `--bootstrap` / `--join`.
 #[test]
 fn async_replication_and_data_dirs_written_outside_raft_keep_todays_replication() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,10 +21,8 @@ use kvs::server::{self, Config, FsyncPolicy};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Run as the leader. On a new data dir (or a Raft member's) this means --bootstrap: a
-    /// Raft cluster that elects a new leader by itself. With --async-replication, or on a data
-    /// dir written outside Raft: today's asynchronous leader. The default role when no leader
-    /// address is given.
+    /// Run as the leader (asynchronous replication to followers; for a Raft cluster that
+    /// fails over by itself, use --bootstrap). The default role when no leader address is given.
     #[arg(long)]
     leader: bool,
 
@@ -104,10 +102,9 @@ struct Args {
     #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
     min_seq_wait_ms: u64,
 
-    /// Follow the leader at this client address (host:port). On a new data dir (or a Raft
-    /// member's) this means --join ADDR. With --async-replication, or on a data dir written
-    /// outside Raft: today's asynchronous follower, which dials it (in any start order), copies
-    /// its log and serves reads; writes get NOT_LEADER.
+    /// Follow the leader at this client address (host:port): an asynchronous follower, which
+    /// dials it (in any start order), copies its log and serves reads; writes get NOT_LEADER.
+    /// (To join a Raft cluster, use --join.)
     #[arg(long, conflicts_with = "leader")]
     leader_addr: Option<String>,
 
@@ -136,9 +133,8 @@ struct Args {
     #[arg(long)]
     learner: bool,
 
-    /// Keep today's asynchronous replication for --leader / --leader-addr. Without it, on a new
-    /// data dir (or one that already belongs to a cluster) --leader means --bootstrap and
-    /// --leader-addr X means --join X; --min-acks and --resync imply it.
+    /// Asynchronous replication for --leader / --leader-addr: today the default, so this flag
+    /// changes nothing; scripts may pass it to keep that meaning when the seeds move to Raft.
     #[arg(long, conflicts_with_all = ["bootstrap", "join"])]
     async_replication: bool,
 
@@ -269,20 +265,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Issue 11: the seeds' --leader / --leader-addr start or join a Raft cluster.
-    let seed = kvs::raft::seed::map(
-        kvs::raft::seed::data_dir_kind(&args.data_dir),
-        args.leader,
-        args.leader_addr.as_deref(),
-        args.async_replication || args.min_acks > 0 || args.resync,
-    );
-    let (bootstrap, join, leader_addr) = match seed {
-        kvs::raft::seed::SeedRole::Unchanged => (args.bootstrap, args.join, args.leader_addr),
-        kvs::raft::seed::SeedRole::Bootstrap => (true, None, None),
-        kvs::raft::seed::SeedRole::Join(addr) => (false, Some(addr), None),
-    };
+    // Raft only when asked: a Raft node does not yet compact its log or match a single node's
+    // write rate, so the seeds' --leader / --leader-addr keep today's replication (issue 11).
+    let (bootstrap, join, leader_addr) = (args.bootstrap, args.join, args.leader_addr);
+    let raft_dir = kvs::raft::seed::data_dir_kind(&args.data_dir) == kvs::raft::seed::DataDir::Raft;
+    if raft_dir && !bootstrap && join.is_none() {
+        eprintln!(
+            "kvsd: {} belongs to a Raft cluster (it holds a raft-vote file): start it with --bootstrap or --join ADDR, as it was started",
+            args.data_dir.display()
+        );
+        return ExitCode::from(2);
+    }
     if args.learner && join.is_none() {
-        eprintln!("kvsd: --learner needs --join ADDR (or --leader-addr ADDR)");
+        eprintln!("kvsd: --learner needs --join ADDR");
         return ExitCode::from(2);
     }
     let config = Config {
