@@ -749,7 +749,7 @@ async fn transfer_to(node: &RaftNode, id: NodeId, addr: &str) -> Result<(), Stri
     )
     .await
     .map_err(|e| e.to_string())?;
-    for _ in 0..3 {
+    for _ in 0..5 {
         conn.call(op::ELECT, 0, &[])
             .await
             .map_err(|e| e.to_string())?;
