@@ -5,14 +5,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Kvsd, KVSCTL};
+use common::{kvsctl, Kvsd};
 use kvs::client::{stats_lines, Client, Written};
 use kvs::protocol::ext::{
     Compare, CompareOp, Condition, Expiry, Operand, SetOptions, Txn, TxnWrite,
@@ -22,27 +21,6 @@ use kvs::protocol::Request;
 /// How long anything that happens "soon" (active expiry, a follower catching up) may take
 /// before the test fails.
 const SOON: Duration = Duration::from_secs(20);
-
-fn kvsctl(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(KVSCTL)
-        .arg("--addr")
-        .arg(addr)
-        .args(args)
-        .env_remove("KVS_ADDR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kvsctl");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().expect("wait for kvsctl");
-    writer.join().unwrap();
-    output
-}
 
 #[track_caller]
 fn ok(output: &Output, code: i32) -> String {

@@ -8,32 +8,9 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
 use bytes::Bytes;
-use common::{Kvsd, KVSCTL};
+use common::{kvsctl, Kvsd, KVSCTL};
 use kvs::client::Client;
 use kvs::protocol::Request;
-
-/// Runs kvsctl against `addr` with `args`, feeding `stdin`.
-fn kvsctl(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(KVSCTL)
-        .arg("--addr")
-        .arg(addr)
-        .args(args)
-        .env_remove("KVS_ADDR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kvsctl");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    // Written from a thread so a kvsctl that does not read stdin cannot block the test.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().expect("wait for kvsctl");
-    writer.join().unwrap();
-    output
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -39,3 +39,26 @@ pub fn try_start_on(port: u16, data_dir: &Path, extra: &[&str]) -> Result<Kvsd, 
 pub fn start_expecting_exit(args: &[&OsStr]) -> (ExitStatus, String) {
     kvs_testkit::run_expecting_exit(Path::new(KVSD), args)
 }
+
+/// Runs kvsctl against `addr` with `args`, feeding `stdin`.
+pub fn kvsctl(addr: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(KVSCTL)
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .env_remove("KVS_ADDR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kvsctl");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    // Written from a thread so a kvsctl that does not read stdin cannot block the test.
+    let writer = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut input, &stdin);
+    });
+    let output = child.wait_with_output().expect("wait for kvsctl");
+    writer.join().unwrap();
+    output
+}
