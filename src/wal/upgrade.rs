@@ -36,13 +36,14 @@ pub fn run(dir: &Path, repair_truncate: bool) -> Result<usize, RecoveryError> {
     let mut covered_through = 0;
     for (index, &id) in ids.iter().enumerate() {
         let path = segment::path(dir, id);
-        let buf = fs::read(&path).map_err(io_error(&path))?;
         let corrupt = |offset: usize, reason: String| RecoveryError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
             reason,
         };
-        let header = SegmentHeader::decode(&buf).map_err(|e| corrupt(0, e.to_string()))?;
+        // Only the header, on every start: a current log is not read twice.
+        let head = read_head(&path).map_err(io_error(&path))?;
+        let header = SegmentHeader::decode(&head).map_err(|e| corrupt(0, e.to_string()))?;
         if let Some(compacted) = header.compacted {
             covered_through = covered_through.max(compacted.covers_through);
         }
@@ -50,6 +51,7 @@ pub fn run(dir: &Path, repair_truncate: bool) -> Result<usize, RecoveryError> {
         if !header.is_old_format() || (id < covered_through && header.compacted.is_none()) {
             continue;
         }
+        let buf = fs::read(&path).map_err(io_error(&path))?;
         let is_last = index + 1 == ids.len() && header.compacted.is_none();
         let mut out = header_of_rewrite(&header).to_vec();
         let mut offset = segment::HEADER_BYTES;
@@ -109,6 +111,17 @@ pub fn run(dir: &Path, repair_truncate: bool) -> Result<usize, RecoveryError> {
         }
     }
     Ok(upgraded)
+}
+
+/// Up to a segment header's bytes from the start of `path` (fewer if the file is shorter,
+/// which `SegmentHeader::decode` reports).
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(segment::HEADER_BYTES);
+    File::open(path)?
+        .take(segment::HEADER_BYTES as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// The rewritten file's header: today's version, a new nonce (its offsets all moved, so an
