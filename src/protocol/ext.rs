@@ -124,18 +124,6 @@ pub enum CompareOp {
     Gt,
 }
 
-impl CompareOp {
-    /// Whether `actual` stands in this relation to `operand`.
-    pub fn holds<T: Ord + ?Sized>(self, actual: &T, operand: &T) -> bool {
-        match self {
-            CompareOp::Eq => actual == operand,
-            CompareOp::Ne => actual != operand,
-            CompareOp::Lt => actual < operand,
-            CompareOp::Gt => actual > operand,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operand {
     Seq(u64),
