@@ -20,14 +20,14 @@
 pub mod batch;
 pub mod counter;
 pub mod expiry;
+mod index;
 pub mod txn;
 pub mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 pub use batch::Batch;
 pub use write::{Condition, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome};
@@ -36,10 +36,7 @@ use crate::int_hash::IntHasher;
 use crate::wal::record::{self, Op, Record};
 use crate::wal::Location;
 
-/// A key in the index: up to 16 bytes inline in the tree's node (24 bytes in all), longer ones
-/// on the heap. A search compares keys without a pointer chase (a cache miss per comparison
-/// at millions of keys) and a short key costs no allocation of its own.
-type IndexKey = SmallVec<[u8; 16]>;
+use index::{Index, IndexKey};
 
 /// A durable key: where its value is, the seq of the last record that changed it (its SET,
 /// or a later EXPIRE), and when it expires (unix ms; 0: never).
@@ -156,7 +153,7 @@ pub struct WriteFailed(pub String);
 pub type Values<'a> = dyn FnMut(Location) -> Result<Bytes, String> + 'a;
 
 pub struct Engine {
-    index: BTreeMap<IndexKey, Slot>,
+    index: Index,
     /// The durable keys that have an expiry, by when: active expiry takes the earliest.
     deadlines: BTreeSet<(u64, IndexKey)>,
     /// Bytes of the records the index points at, per log file: the rest of a file is garbage
@@ -180,7 +177,7 @@ impl Engine {
     /// An engine whose log ends at `last_seq`, all of it durable.
     pub fn new(last_seq: u64) -> Engine {
         Engine {
-            index: BTreeMap::new(),
+            index: Index::default(),
             deadlines: BTreeSet::new(),
             live_bytes: HashMap::default(),
             pending: HashMap::new(),
@@ -229,13 +226,7 @@ impl Engine {
                     seq,
                     expires_at_ms,
                 };
-                // A live server mostly overwrites keys it has: found and changed in place,
-                // with no key built and dropped.
-                let old = match self.index.get_mut(key) {
-                    Some(slot) => Some(std::mem::replace(slot, new)),
-                    None => self.index.insert(IndexKey::from_slice(key), new),
-                };
-                if let Some(old) = old {
+                if let Some(old) = self.index.insert(key, new) {
                     self.count_live(old.location, key.len(), false);
                     self.move_deadline(key, old.expires_at_ms, expires_at_ms);
                 } else {
@@ -276,13 +267,10 @@ impl Engine {
 
     /// Start-up from an index checkpoint: `entries` in key order (one pass, no searching).
     pub fn load_index<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], Slot)>) {
-        self.index = entries
-            .into_iter()
-            .map(|(key, slot)| (IndexKey::from_slice(key), slot))
-            .collect();
+        self.index = Index::from_sorted(entries);
         self.live_bytes.clear();
         self.deadlines.clear();
-        for (key, slot) in &self.index {
+        for (key, slot) in self.index.unordered() {
             *self.live_bytes.entry(slot.location.file).or_default() +=
                 record_bytes(key.len(), slot.location);
             if slot.expires_at_ms != 0 {
@@ -293,7 +281,7 @@ impl Engine {
 
     /// The index in key order, for a checkpoint.
     pub fn index_entries(&self) -> impl Iterator<Item = (&[u8], Slot)> {
-        self.index.iter().map(|(key, slot)| (&key[..], *slot))
+        self.index.iter().map(|(key, slot)| (key, *slot))
     }
 
     fn count_live(&mut self, location: Location, key_len: usize, add: bool) {
@@ -329,7 +317,7 @@ impl Engine {
 
     /// Whether `key` is in the index (expired or not).
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.index.contains_key(key)
+        self.index.contains(key)
     }
 
     /// Compaction copied `key`'s record from `from` to `to`: points the index there, unless a
@@ -405,10 +393,10 @@ impl Engine {
         };
         let now_ms = self.now_ms;
         self.index
-            .range::<[u8], _>((start, Bound::Unbounded))
+            .range_from(start)
             .take_while(move |(key, _)| key.starts_with(prefix))
             .filter(move |(_, slot)| !slot.expired(now_ms))
-            .map(|(key, _)| &key[..])
+            .map(|(key, _)| key)
     }
 
     /// Accepts a plain SET (no expiry, no condition) into the open batch; returns its seq.

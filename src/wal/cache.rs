@@ -61,6 +61,22 @@ impl ValueCache {
         }
     }
 
+    /// Hands the cached value at `location` to `read` in place: a reply copies it straight
+    /// into the send buffer, with no reference count touched (a cache miss of its own).
+    pub fn read<R>(&mut self, location: Location, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self.entries.get_mut(&Self::key(location)) {
+            Some(entry) => {
+                entry.referenced = true;
+                self.hits += 1;
+                Some(read(&entry.value))
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
     pub fn contains(&self, location: Location) -> bool {
         self.entries.contains_key(&Self::key(location))
     }

@@ -576,6 +576,11 @@ impl LogFile {
         self.cache.borrow_mut().get(location)
     }
 
+    /// Hands the value at `location` to `read` if the cache holds it: no I/O, no copy.
+    pub fn read_cached<R>(&self, location: Location, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.cache.borrow_mut().read(location, read)
+    }
+
     /// Whether the cache holds the value at `location` (counts nothing).
     pub fn is_cached(&self, location: Location) -> bool {
         self.cache.borrow().contains(location)
