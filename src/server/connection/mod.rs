@@ -222,7 +222,9 @@ async fn gather(
                 durable: engine.durable_seq(),
                 replicated: node.replicated_seq(),
             };
-            let cached = |location| shard.log.cached_value(location);
+            let cached = |location, read: &mut dyn FnMut(&[u8])| {
+                shard.log.read_cached(location, read).is_some()
+            };
             state.replies(&engine, rules, progress, &cached, Instant::now(), out)
         };
         track_awaiting(node, before, state.awaiting_client, window);

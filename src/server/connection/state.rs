@@ -103,6 +103,10 @@ pub enum Next {
     Node { read: NodeRead },
 }
 
+/// The value cache as a reply reads it: hands the value at a location to the reader in place
+/// and says whether it was there (if not, the connection's task reads the log).
+pub type Cached<'a> = dyn Fn(Location, &mut dyn FnMut(&[u8])) -> bool + 'a;
+
 /// How the log stands, as a reply sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -449,7 +453,7 @@ impl<'a> ConnState<'a> {
         engine: &Engine,
         rules: &Rules,
         progress: Progress,
-        cached: &dyn Fn(Location) -> Option<Bytes>,
+        cached: &Cached<'_>,
         now: Instant,
         out: &mut BytesMut,
     ) -> Next {
@@ -545,24 +549,22 @@ impl<'a> ConnState<'a> {
                     None => response::encode(out, status, flags, id, &[&body]),
                     Some(shape) => resp::encode_reply(out, shape, status, &body),
                 },
-                Pending::Value { location, .. } => match cached(location) {
-                    Some(cached) => value(out, &cached),
-                    None => {
+                Pending::Value { location, .. } => {
+                    if !cached(location, &mut |bytes| value(out, bytes)) {
                         self.reading = shape;
                         return self.handed(op, arrived, now, Next::ReadValue { id, location });
                     }
-                },
+                }
                 Pending::Later {
                     read: Later::Get { key },
                     ..
                 } => match engine.get(&key) {
-                    Some(location) => match cached(location) {
-                        Some(cached) => value(out, &cached),
-                        None => {
+                    Some(location) => {
+                        if !cached(location, &mut |bytes| value(out, bytes)) {
                             self.reading = shape;
                             return self.handed(op, arrived, now, Next::ReadValue { id, location });
                         }
-                    },
+                    }
                     None => response::encode(out, Status::NotFound, 0, id, &[]),
                 },
                 Pending::Later {

@@ -61,8 +61,8 @@ fn no_values(_: Location) -> Result<Bytes, String> {
     Err("no log in this test".to_string())
 }
 
-fn no_cache(_: Location) -> Option<Bytes> {
-    None
+fn no_cache(_: Location, _: &mut dyn FnMut(&[u8])) -> bool {
+    false
 }
 
 /// Every reply that may go now, decoded.

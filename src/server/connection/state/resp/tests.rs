@@ -61,7 +61,7 @@ fn replies(state: &mut ConnState, engine: &Engine, cache: Option<&[u8]>) -> (Str
         durable: engine.durable_seq(),
         replicated: u64::MAX,
     };
-    let cached = |_| cache.map(Bytes::copy_from_slice);
+    let cached = |_, read: &mut dyn FnMut(&[u8])| cache.map(read).is_some();
     let next = state.replies(
         engine,
         &rules(),
