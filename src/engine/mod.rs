@@ -159,7 +159,9 @@ pub struct Engine {
     /// Bytes of the records the index points at, per log file: the rest of a file is garbage
     /// that compaction can reclaim.
     live_bytes: HashMap<u32, u64, IntHasher>,
-    pending: HashMap<Box<[u8]>, PendingWrite>,
+    /// Keys with a write accepted but not yet durable; a short key inline, so a SET allocates
+    /// nothing here (a boxed key was a malloc and a free per SET).
+    pending: HashMap<IndexKey, PendingWrite>,
     open: Batch,
     /// The newest seq accepted into a batch, and that record's CRC: together they name the
     /// end of this log's history (a follower's handshake carries them).
@@ -592,7 +594,7 @@ impl Engine {
             match self.pending.get_mut(key) {
                 Some(pending) => *pending = write,
                 None => {
-                    self.pending.insert(key.into(), write);
+                    self.pending.insert(IndexKey::from_slice(key), write);
                 }
             }
         }
