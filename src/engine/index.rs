@@ -94,3 +94,54 @@ impl Index {
         self.slots.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::Location;
+
+    fn slot(seq: u64) -> Slot {
+        Slot {
+            location: Location {
+                file: 1,
+                value_offset: seq as u32,
+                value_len: 1,
+            },
+            seq,
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_map_and_the_order_agree_through_inserts_overwrites_and_removes() {
+        let mut index = Index::default();
+        for (seq, key) in [b"b".as_slice(), b"a", b"a-long-key-beyond-16-bytes", b"c"]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(index.insert(key, slot(seq as u64)), None);
+        }
+        assert_eq!(index.insert(b"b", slot(9)), Some(slot(0)), "an overwrite");
+        assert_eq!(index.remove(b"c"), Some(slot(3)));
+        assert_eq!(index.remove(b"c"), None);
+        assert_eq!(index.len(), 3);
+        let ordered: Vec<(&[u8], u64)> = index.iter().map(|(k, s)| (k, s.seq)).collect();
+        assert_eq!(
+            ordered,
+            [
+                (b"a".as_slice(), 1),
+                (b"a-long-key-beyond-16-bytes", 2),
+                (b"b", 9)
+            ]
+        );
+        let after_a: Vec<&[u8]> = index
+            .range_from(Bound::Excluded(b"a"))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(after_a, [b"a-long-key-beyond-16-bytes".as_slice(), b"b"]);
+        let rebuilt = Index::from_sorted(index.iter().map(|(k, s)| (k, *s)));
+        assert_eq!(rebuilt.len(), 3);
+        assert_eq!(rebuilt.get(b"b"), Some(&slot(9)));
+        assert!(rebuilt.contains(b"a") && !rebuilt.contains(b"c"));
+    }
+}
