@@ -1050,7 +1050,7 @@ fn a_follower_joining_after_compaction_gets_a_snapshot_then_the_stream() {
     assert!(figure(&stats(&l.addr), "horizon_seq") > 0);
 
     let mut args = SMALL_SEGMENTS.to_vec();
-    args.extend_from_slice(&["--metrics-addr", "127.0.0.1:0"]);
+    args.extend_from_slice(&["--metrics-addr", "127.0.0.1:0", "--resp-port", "0"]);
     let f = follower(dirs[1].path(), "f1", &l.addr, &args);
     wait_for_log(&l, &["sending a snapshot", "f1"]);
     wait_snapshot_installed(&f);
@@ -1064,6 +1064,9 @@ fn a_follower_joining_after_compaction_gets_a_snapshot_then_the_stream() {
     assert_eq!(status, 200, "{page}");
     let keys = common::http::sample(&page, "kvs_keys").expect("kvs_keys");
     assert_eq!(keys, figure(&stats(&f.addr), "keys") as f64, "{page}");
+    // And the RESP port: a Redis client finds the follower where it was.
+    let resp_addr = f.resp_addr.as_deref().expect("resp_addr");
+    assert_eq!(resp_ping(resp_addr), "+PONG\r\n");
     // The follower's own log now starts with the snapshot: it survives a kill -9.
     let f_dir = f.data_dir.clone();
     f.kill9();
@@ -1169,4 +1172,19 @@ fn resync_replaces_a_foreign_log_only_when_asked() {
     assert_same_state(&b, &f);
     assert_eq!(get(&f.addr, "x"), None, "A's data is gone");
     assert_eq!(stats(&f.addr)["log_id"], stats(&b.addr)["log_id"]);
+}
+
+/// PING on a RESP port, and the reply's first line.
+fn resp_ping(addr: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the RESP port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"PING\r\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("a reply");
+    line
 }

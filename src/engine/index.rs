@@ -28,9 +28,11 @@ pub struct Index {
 impl Index {
     /// From `entries` in key order (a checkpoint): the ordered set is built in one pass.
     pub fn from_sorted<'a>(entries: impl IntoIterator<Item = (&'a [u8], Slot)>) -> Index {
-        let mut slots = HashMap::default();
+        let entries = entries.into_iter();
+        // Sized once: growing the table by doubling rehashed every key several times.
+        let mut slots =
+            HashMap::with_capacity_and_hasher(entries.size_hint().0, RandomState::new());
         let order = entries
-            .into_iter()
             .map(|(key, slot)| {
                 let key = IndexKey::from_slice(key);
                 slots.insert(key.clone(), slot);

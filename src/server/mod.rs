@@ -79,6 +79,8 @@ const LISTEN_FD_ENV: &str = "KVS_LISTEN_FD";
 /// The `--metrics-addr` socket, handed on the same way: its port (even one picked with
 /// `HOST:0`) stays, and a scrape during the restart waits in its backlog for the new process.
 const METRICS_FD_ENV: &str = "KVS_METRICS_FD";
+/// The same for the RESP port (`--resp-port`).
+const RESP_FD_ENV: &str = "KVS_RESP_FD";
 
 /// Recovers the data dir and serves until SIGINT or SIGTERM; returns once every acknowledged
 /// write is durable. A follower that received a snapshot starts again on it: the process
@@ -108,16 +110,30 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             error => error,
         })?),
     };
+    // The Redis protocol's port, bound before recovery as the native one.
+    let resp = match (config.resp_listen, inherited_listener(RESP_FD_ENV)) {
+        (None, _) => None,
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(addr), None) => Some(bind(addr).map_err(|error| match error {
+            ServerError::Bind { addr, source } => {
+                ServerError::Config(format!("cannot listen on {addr} (--resp-port): {source}"))
+            }
+            error => error,
+        })?),
+    };
     let clone = |listener: &std::net::TcpListener| {
         listener.try_clone().map_err(|source| ServerError::Io {
             what: "listening socket",
             source,
         })
     };
-    let kept_metrics = metrics.as_ref().map(clone).transpose()?;
-    match serve(config, clone(&listener)?, metrics)? {
+    let kept = Kept {
+        metrics: metrics.as_ref().map(clone).transpose()?,
+        resp: resp.as_ref().map(clone).transpose()?,
+    };
+    match serve(config, clone(&listener)?, metrics, resp)? {
         Outcome::Stopped => Ok(()),
-        Outcome::Restart => restart(listener, kept_metrics),
+        Outcome::Restart => restart(listener, kept),
     }
 }
 
@@ -143,13 +159,16 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     }
 }
 
-/// Starts this program again with the same arguments and the listening sockets (the client
-/// port and the metrics port): every other file, socket and io_uring closes as at exit, so no
-/// connection of the old state lingers.
-fn restart(
-    listener: std::net::TcpListener,
+/// The listening sockets besides the client port that a restart on a snapshot keeps.
+struct Kept {
     metrics: Option<std::net::TcpListener>,
-) -> Result<(), ServerError> {
+    resp: Option<std::net::TcpListener>,
+}
+
+/// Starts this program again with the same arguments and the listening sockets (the client
+/// port, the metrics port and the RESP port): every other file, socket and io_uring closes as
+/// at exit, so no connection of the old state lingers.
+fn restart(listener: std::net::TcpListener, kept: Kept) -> Result<(), ServerError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let keep = |listener: &std::net::TcpListener| {
@@ -168,8 +187,11 @@ fn restart(
     command
         .args(std::env::args_os().skip(1))
         .env(LISTEN_FD_ENV, fd.to_string());
-    if let Some(metrics) = &metrics {
+    if let Some(metrics) = &kept.metrics {
         command.env(METRICS_FD_ENV, keep(metrics)?.to_string());
+    }
+    if let Some(resp) = &kept.resp {
+        command.env(RESP_FD_ENV, keep(resp)?.to_string());
     }
     tracing::info!("starting again on the snapshot");
     let error = command.exec();
@@ -202,6 +224,7 @@ fn serve(
     config: Config,
     listener: std::net::TcpListener,
     metrics: Option<std::net::TcpListener>,
+    resp_listener: Option<std::net::TcpListener>,
 ) -> Result<Outcome, ServerError> {
     let set_bytes_max =
         SET_OVERHEAD_BYTES + config.limits.key_bytes_max + config.limits.value_bytes_max;
@@ -325,8 +348,6 @@ fn serve(
             what: "taking --metrics-addr over after recovery",
             source,
         })?;
-    // The Redis protocol's port (`--resp-port`), bound before the loop starts as the native one.
-    let resp_listener = config.resp_listen.map(bind).transpose()?;
     let resp_addr = match &resp_listener {
         Some(listener) => Some(listener.local_addr().map_err(|source| ServerError::Io {
             what: "local_addr of --resp-port",
