@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod counter;
 pub mod expiry;
+pub mod staging;
 pub mod txn;
 pub mod write;
 
@@ -174,6 +175,8 @@ pub struct Engine {
     write_failed: Option<WriteFailed>,
     /// The caller's clock, unix ms: what expiry is judged against.
     now_ms: u64,
+    /// Writes gathered for one Txn record (MULTI/EXEC), while staging (`staging.rs`).
+    staged: Option<staging::Staged>,
 }
 
 impl Engine {
@@ -191,6 +194,7 @@ impl Engine {
             term: 0,
             write_failed: None,
             now_ms: 0,
+            staged: None,
         }
     }
 
@@ -418,6 +422,9 @@ impl Engine {
 
     /// The newest state of `key`, pending writes included; an expired key is absent.
     pub fn current(&self, key: &[u8]) -> Current {
+        if let Some(current) = self.current_staged(key) {
+            return current;
+        }
         match self.pending.get(key) {
             Some(pending) => {
                 let after_seq = pending.seq;
@@ -537,6 +544,9 @@ impl Engine {
         expires_at_ms: u64,
     ) -> Result<u64, WriteFailed> {
         self.check_writable()?;
+        if self.staged.is_some() {
+            return Ok(self.stage(op, key, &value, expires_at_ms));
+        }
         let seq = self.last_seq + 1;
         let term = self.term;
         self.push(
@@ -615,6 +625,13 @@ impl Engine {
     /// The key's newest value, in memory (Ok) or in the log (Err), expired or not: what an
     /// EXPIRE record keeps.
     fn current_unexpired_or_not(&self, key: &[u8]) -> Option<Result<Bytes, Location>> {
+        if let Some(state) = self.staged.as_ref().and_then(|s| s.overlay.get(key)) {
+            return match state {
+                PendingState::Absent => None,
+                PendingState::Value { value, .. } => Some(Ok(value.clone())),
+                PendingState::Durable { location, .. } => Some(Err(*location)),
+            };
+        }
         match self.pending.get(key) {
             Some(pending) => match &pending.state {
                 PendingState::Absent => None,
