@@ -48,6 +48,11 @@ impl Engine {
         });
     }
 
+    /// Ends staging and drops what was staged: nothing is written.
+    pub fn abort_staged(&mut self) {
+        self.staged = None;
+    }
+
     /// Whether writes are being staged.
     pub fn staging(&self) -> bool {
         self.staged.is_some()

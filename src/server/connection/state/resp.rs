@@ -153,22 +153,35 @@ impl<'a> ConnState<'a> {
         values: &mut Values<'_>,
     ) -> bool {
         let Some(spec) = table::lookup(&args[0]) else {
+            Self::fail_multi(session);
             self.resp_error(cost, &unknown_command(args));
             return false;
         };
         session.last_command = spec.text;
         if !table::arity_ok(spec.arity, args.len()) {
+            Self::fail_multi(session);
             self.resp_error(cost, &arity_error(spec.text));
             return false;
         }
         if !self.gate.is_open() && !matches!(spec.name, Name::Auth | Name::Hello | Name::Quit) {
             // Counted as a failure, as on the native port.
+            Self::fail_multi(session);
             let verdict = self.gate.admit(op::GET, 0, &[]);
             self.resp_refused(cost, verdict, NOAUTH);
             return false;
         }
         if spec.write && rules.leader_addr.is_some() {
+            Self::fail_multi(session);
             self.resp_error(cost, READONLY);
+            return false;
+        }
+        // After MULTI, commands queue (transaction control, QUIT and RESET run at once).
+        let control = matches!(
+            spec.name,
+            Name::Multi | Name::Exec | Name::Discard | Name::Watch | Name::Quit | Name::Reset
+        );
+        if session.multi.is_some() && !control {
+            self.resp_queue(session, args, cost);
             return false;
         }
         let version = session.version;
@@ -249,6 +262,18 @@ impl<'a> ConnState<'a> {
                 self.resp_raw(cost, out, settled(engine, engine.last_seq()));
             }
             Name::Wait => self.resp_wait(cost, args, rules, now),
+            Name::Multi | Name::Exec | Name::Discard | Name::Watch | Name::Unwatch => {
+                return self.resp_transaction(
+                    session, spec.name, args, cost, engine, rules, now, values,
+                )
+            }
+            Name::Subscribe
+            | Name::Unsubscribe
+            | Name::PSubscribe
+            | Name::PUnsubscribe
+            | Name::Publish
+            | Name::PubSub
+            | Name::Reset => self.resp_error(cost, "ERR not built yet"),
             Name::Get => {
                 let request = Request::Get {
                     key: key(),
@@ -952,6 +977,8 @@ pub(super) fn encode_failure(out: &mut BytesMut, code: &str, message: &[u8]) {
     let text = format!("{code} {}", String::from_utf8_lossy(message));
     reply::error(out, &text);
 }
+
+mod multi;
 
 #[cfg(test)]
 mod tests;
