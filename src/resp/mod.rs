@@ -57,6 +57,8 @@ pub struct Session {
     pub multi: Option<multi::Multi>,
     /// WATCHed keys (cleared by EXEC, DISCARD, UNWATCH).
     pub watched: multi::Watched,
+    /// Channels and patterns subscribed to (the node's pub/sub registry holds them).
+    pub subscriptions: usize,
 }
 
 impl Session {
@@ -77,6 +79,7 @@ impl Session {
             next_cursor: client_id << 20,
             multi: None,
             watched: multi::Watched::default(),
+            subscriptions: 0,
         }
     }
 

@@ -175,6 +175,16 @@ impl<'a> ConnState<'a> {
             self.resp_error(cost, READONLY);
             return false;
         }
+        let subscribed = session.subscriptions > 0 && session.version == Version::Resp2;
+        if subscribed && !pubsub::allowed_when_subscribed(spec.name) {
+            Self::fail_multi(session);
+            self.refuse_when_subscribed(cost, spec.text);
+            return false;
+        }
+        if subscribed && spec.name == Name::Ping {
+            self.subscribed_ping(cost, args);
+            return false;
+        }
         // After MULTI, commands queue (transaction control, QUIT and RESET run at once).
         let control = matches!(
             spec.name,
@@ -273,7 +283,7 @@ impl<'a> ConnState<'a> {
             | Name::PUnsubscribe
             | Name::Publish
             | Name::PubSub
-            | Name::Reset => self.resp_error(cost, "ERR not built yet"),
+            | Name::Reset => self.resp_pubsub(session, spec.name, args, cost, now),
             Name::Get => {
                 let request = Request::Get {
                     key: key(),
@@ -979,6 +989,7 @@ pub(super) fn encode_failure(out: &mut BytesMut, code: &str, message: &[u8]) {
 }
 
 mod multi;
+mod pubsub;
 
 #[cfg(test)]
 mod tests;
