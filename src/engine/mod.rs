@@ -478,21 +478,27 @@ impl Engine {
     ) {
         let after = |key: &[u8]| start_after.is_none_or(|after| key > after);
         let now_ms = self.now_ms;
+        let exists = |state: &PendingState| match state {
+            PendingState::Absent => false,
+            PendingState::Value { expires_at_ms, .. }
+            | PendingState::Durable { expires_at_ms, .. } => !is_expired(*expires_at_ms, now_ms),
+        };
         let mut pending: Vec<(&[u8], bool)> = self
             .pending
             .iter()
             .filter(|(key, _)| key.starts_with(prefix) && after(key))
-            .map(|(key, write)| {
-                let exists = match &write.state {
-                    PendingState::Absent => false,
-                    PendingState::Value { expires_at_ms, .. }
-                    | PendingState::Durable { expires_at_ms, .. } => {
-                        !is_expired(*expires_at_ms, now_ms)
-                    }
-                };
-                (&key[..], exists)
-            })
+            .map(|(key, write)| (&key[..], exists(&write.state)))
             .collect();
+        if let Some(staged) = &self.staged {
+            // Inside a transaction its own writes come first.
+            pending.retain(|(key, _)| !staged.overlay.contains_key(*key));
+            let overlay = staged.overlay.iter();
+            pending.extend(
+                overlay
+                    .filter(|(key, _)| key.starts_with(prefix) && after(key))
+                    .map(|(key, state)| (&key[..], exists(state))),
+            );
+        }
         pending.sort_unstable();
         let mut pending = pending.into_iter().peekable();
         let mut durable = self.keys(prefix, start_after).peekable();

@@ -342,6 +342,11 @@ impl PubSub {
         channels
     }
 
+    /// Channels with at least one subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.registry.borrow().channels.len()
+    }
+
     /// Subscribers of `channel` (patterns not counted, as Redis's NUMSUB).
     pub fn numsub(&self, channel: &[u8]) -> usize {
         self.registry.borrow().channels.get(channel).map_or(0, Vec::len)

@@ -256,7 +256,7 @@ impl<'a> ConnState<'a> {
                 // Counted now, as of this command's place in the pipeline: the durable index's
                 // size when nothing is pending, else a walk over the newest keys (O(keys);
                 // an engine count of pending creations and deletions would make it O(1)).
-                let keys = match engine.last_seq() == engine.durable_seq() {
+                let keys = match engine.last_seq() == engine.durable_seq() && !engine.staging() {
                     true => engine.key_count(),
                     false => {
                         let mut keys = 0;
