@@ -160,6 +160,9 @@ impl<'a> ConnState<'a> {
         session.last_command = spec.text;
         if !table::arity_ok(spec.arity, args.len()) {
             Self::fail_multi(session);
+            if spec.name == Name::Exec {
+                return self.exec_rejected(session, cost, &arity_error(spec.text));
+            }
             self.resp_error(cost, &arity_error(spec.text));
             return false;
         }
@@ -178,6 +181,10 @@ impl<'a> ConnState<'a> {
         let subscribed = session.subscriptions > 0 && session.version == Version::Resp2;
         if subscribed && !pubsub::allowed_when_subscribed(spec.name) {
             Self::fail_multi(session);
+            if spec.name == Name::Exec {
+                let text = format!("ERR Can't execute 'exec': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
+                return self.exec_rejected(session, cost, &text);
+            }
             self.refuse_when_subscribed(cost, spec.text);
             return false;
         }

@@ -121,8 +121,13 @@ impl<'a> ConnState<'a> {
                         }
                     }
                     ("numpat", 2) => reply::integer(&mut out, pubsub.numpat() as i64),
-                    ("channels" | "numpat", _) => {
-                        return self.resp_error(cost, &arity_error(&format!("pubsub|{sub}")))
+                    ("numpat", _) => {
+                        return self.resp_error(cost, &arity_error("pubsub|numpat"));
+                    }
+                    ("channels", _) => {
+                        let sub = String::from_utf8_lossy(&args[1]);
+                        let message = format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try PUBSUB HELP.");
+                        return self.resp_error(cost, &message);
                     }
                     _ => {
                         let sub = String::from_utf8_lossy(&args[1]);
