@@ -232,7 +232,8 @@ fn queued_step(rng: &mut Rng) -> Step {
         match step(rng) {
             Step::Scan { .. } => continue,
             Step::Array(args)
-                if args[0].eq_ignore_ascii_case(b"WAIT") || args[0].eq_ignore_ascii_case(b"KEYS") =>
+                if args[0].eq_ignore_ascii_case(b"WAIT")
+                    || args[0].eq_ignore_ascii_case(b"KEYS") =>
             {
                 continue
             }
@@ -271,7 +272,10 @@ fn transaction(rng: &mut Rng) -> Vec<Step> {
             _ => steps.push(queued_step(rng)),
         }
     }
-    steps.push(with(if rng.below(5) == 0 { "DISCARD" } else { "EXEC" }, vec![]));
+    steps.push(with(
+        if rng.below(5) == 0 { "DISCARD" } else { "EXEC" },
+        vec![],
+    ));
     steps
 }
 
@@ -677,17 +681,17 @@ enum Conn {
 /// Runs `script` on two connections to one server: each line sends a command on one
 /// connection, then reads the given numbers of replies (pushes included) from A and from B.
 fn run_script(addr: &str, script: &[(Conn, &[&str], usize, usize)]) -> Vec<Reply> {
-    let mut conns = [
-        Server::connect("a", addr),
-        Server::connect("b", addr),
-    ];
+    let mut conns = [Server::connect("a", addr), Server::connect("b", addr)];
     let mut replies = Vec::new();
     for (conn, command, from_a, from_b) in script {
         let index = match conn {
             Conn::A => 0,
             Conn::B => 1,
         };
-        conns[index].writer.write_all(&command_bytes(command)).unwrap();
+        conns[index]
+            .writer
+            .write_all(&command_bytes(command))
+            .unwrap();
         for _ in 0..*from_a {
             replies.push(read_reply(&mut conns[0].reader));
         }
@@ -774,7 +778,10 @@ fn kvsd_answers_transactions_and_pubsub_on_two_connections_as_redis_server_does(
     let from_redis = run_script(&redis.addr, script);
     let from_kvsd = run_script(kvsd.resp_addr.as_deref().unwrap(), script);
     for (i, (left, right)) in from_redis.iter().zip(&from_kvsd).enumerate() {
-        assert_eq!(left, right, "reply {i}: redis-server (left) and kvsd (right) differ");
+        assert_eq!(
+            left, right,
+            "reply {i}: redis-server (left) and kvsd (right) differ"
+        );
     }
     assert_eq!(from_redis.len(), from_kvsd.len());
 }

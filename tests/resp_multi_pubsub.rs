@@ -51,7 +51,10 @@ fn an_atomic_pipeline_is_one_transaction_and_reads_its_own_writes() {
         .exists(&["a", "b"])
         .query(&mut con)
         .unwrap();
-    assert_eq!((old.as_str(), new.as_str(), gone, count), ("old", "new", None, 0));
+    assert_eq!(
+        (old.as_str(), new.as_str(), gone, count),
+        ("old", "new", None, 0)
+    );
     // Errors at run time sit in the array; the rest applies (as Redis).
     let mut raw = TcpStream::connect(resp_addr(&kvsd)).unwrap();
     raw.write_all(b"MULTI\r\nSET b 1\r\nSET c v BOGUS\r\nSET d 2\r\nEXEC\r\n")
@@ -106,7 +109,11 @@ fn a_write_through_the_native_protocol_aborts_a_watching_exec() {
     let queued: String = redis::cmd("SET").arg("k").arg("3").query(&mut con).unwrap();
     assert_eq!(queued, "QUEUED");
     let exec: Value = redis::cmd("EXEC").query(&mut con).unwrap();
-    assert_eq!(exec, Value::Nil, "a changed WATCHed key answers a null array");
+    assert_eq!(
+        exec,
+        Value::Nil,
+        "a changed WATCHed key answers a null array"
+    );
     let value: String = con.get("k").unwrap();
     assert_eq!(value, "2");
 }
@@ -135,7 +142,8 @@ fn kill_9_during_a_stream_of_transactions_tears_none_and_loses_none_acknowledged
                         pipe.set(format!("w{writer}:{part}"), n).ignore();
                     }
                     // A wider value now and then, so records differ in size.
-                    pipe.set(format!("w{writer}:pad"), "x".repeat(n as usize % 3000)).ignore();
+                    pipe.set(format!("w{writer}:pad"), "x".repeat(n as usize % 3000))
+                        .ignore();
                     match pipe.query::<()>(&mut con) {
                         Ok(()) => acknowledged = n,
                         Err(_) => break,
@@ -230,7 +238,10 @@ fn read_until(stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     while !seen.ends_with(end) {
         match stream.read(&mut byte) {
             Ok(1) => seen.push(byte[0]),
-            _ => panic!("the stream ended before {:?}: {seen:?}", String::from_utf8_lossy(end)),
+            _ => panic!(
+                "the stream ended before {:?}: {seen:?}",
+                String::from_utf8_lossy(end)
+            ),
         }
     }
     seen
@@ -292,7 +303,8 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_publish_goes_on() {
     assert_eq!(receivers, 1);
     assert_eq!(fast_thread.join().unwrap(), published + 11);
     // The slow socket was closed: reading it drains what was sent, then ends.
-    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut drained = 0usize;
     let mut chunk = vec![0u8; 1 << 16];
     loop {
@@ -303,8 +315,14 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_publish_goes_on() {
             Err(error) => panic!("the cut subscriber's socket neither ended nor reset: {error}"),
         }
     }
-    assert!(drained < 48 * 1024 * 1024, "{drained} bytes reached a cut subscriber");
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut publisher).unwrap();
+    assert!(
+        drained < 48 * 1024 * 1024,
+        "{drained} bytes reached a cut subscriber"
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut publisher)
+        .unwrap();
     assert!(
         info.contains("kvs_pubsub_subscribers_cut_total:1"),
         "INFO stats counts the cut: {info}"
@@ -327,7 +345,9 @@ fn redis_cli_runs_a_transaction_and_a_subscriber_hears_it() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"MULTI\nSET a 1\nGET a\nNOSUCH\nEXEC\nMULTI\nSET a 2\nDEL a\nEXEC\nPUBLISH ch hi\n")
+        .write_all(
+            b"MULTI\nSET a 1\nGET a\nNOSUCH\nEXEC\nMULTI\nSET a 2\nDEL a\nEXEC\nPUBLISH ch hi\n",
+        )
         .unwrap();
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
@@ -335,6 +355,88 @@ fn redis_cli_runs_a_transaction_and_a_subscriber_hears_it() {
         text.starts_with("OK\nQUEUED\nQUEUED\nERR unknown command 'NOSUCH'"),
         "{text}"
     );
-    assert!(text.contains("EXECABORT Transaction discarded because of previous errors."), "{text}");
+    assert!(
+        text.contains("EXECABORT Transaction discarded because of previous errors."),
+        "{text}"
+    );
     assert!(text.ends_with("OK\nQUEUED\nQUEUED\nOK\n1\n0\n"), "{text}");
+}
+
+/// On a follower: an EXEC's record arrives as one unit (both keys or neither, never one), a
+/// replicated write to a WATCHed key aborts the follower's EXEC, and a write queued there is
+/// refused at once and discards the transaction.
+#[test]
+fn a_follower_applies_a_transaction_as_one_record_and_its_watch_sees_replicated_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = common::start(&dir.path().join("leader"), &["--resp-port", "0"]);
+    let follower = common::start(
+        &dir.path().join("follower"),
+        &[
+            "--resp-port",
+            "0",
+            "--leader-addr",
+            &leader.addr,
+            "--node-id",
+            "f1",
+        ],
+    );
+    let mut on_leader = connect(&leader);
+    let mut on_follower = connect(&follower);
+    let () = on_leader.set("watched", "0").unwrap();
+    let wait_for = |con: &mut redis::Connection, key: &str, value: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Option<String> = con.get(key).unwrap();
+            if got.as_deref() == Some(value) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} never became {value}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for(&mut on_follower, "watched", "0");
+    for n in 1..=20 {
+        let () = redis::pipe()
+            .atomic()
+            .set("x", n)
+            .ignore()
+            .set("y", n)
+            .ignore()
+            .query(&mut on_leader)
+            .unwrap();
+        let (x, y): (Option<i64>, Option<i64>) = redis::pipe()
+            .atomic()
+            .get("x")
+            .get("y")
+            .query(&mut on_follower)
+            .unwrap();
+        assert_eq!(x, y, "the follower showed half a transaction");
+    }
+    let () = redis::cmd("WATCH")
+        .arg("watched")
+        .query(&mut on_follower)
+        .unwrap();
+    let () = on_leader.set("watched", "1").unwrap();
+    wait_for(&mut connect(&follower), "watched", "1");
+    let () = redis::cmd("MULTI").query(&mut on_follower).unwrap();
+    let _: String = redis::cmd("GET")
+        .arg("watched")
+        .query(&mut on_follower)
+        .unwrap();
+    let exec: Value = redis::cmd("EXEC").query(&mut on_follower).unwrap();
+    assert_eq!(
+        exec,
+        Value::Nil,
+        "a replicated write to a WATCHed key aborts EXEC"
+    );
+    let mut raw = TcpStream::connect(follower.resp_addr.as_deref().unwrap()).unwrap();
+    raw.write_all(b"MULTI\r\nSET k v\r\nEXEC\r\n").unwrap();
+    let answer = read_until(&mut raw, b"previous errors.\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "+OK\r\n-READONLY You can't write against a read only replica.\r\n-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
 }

@@ -86,7 +86,8 @@ impl Engine {
         let (seq, after_seq) = (staged.seq, staged.seq);
         Some(match state {
             PendingState::Absent => Current::Absent { after_seq },
-            PendingState::Value { expires_at_ms, .. } | PendingState::Durable { expires_at_ms, .. }
+            PendingState::Value { expires_at_ms, .. }
+            | PendingState::Durable { expires_at_ms, .. }
                 if is_expired(*expires_at_ms, self.now_ms) =>
             {
                 Current::Absent { after_seq }

@@ -240,13 +240,16 @@ impl PubSub {
     /// The channels (or patterns) `client` is subscribed to, in order.
     pub fn subscriptions(&self, client: u64, kind: Kind) -> Vec<Bytes> {
         let registry = self.registry.borrow();
-        registry.clients.get(&client).map_or_else(Vec::new, |entry| {
-            let set = match kind {
-                Kind::Channel => &entry.channels,
-                Kind::Pattern => &entry.patterns,
-            };
-            set.iter().cloned().collect()
-        })
+        registry
+            .clients
+            .get(&client)
+            .map_or_else(Vec::new, |entry| {
+                let set = match kind {
+                    Kind::Channel => &entry.channels,
+                    Kind::Pattern => &entry.patterns,
+                };
+                set.iter().cloned().collect()
+            })
     }
 
     /// Subscriptions `client` holds.
@@ -349,7 +352,11 @@ impl PubSub {
 
     /// Subscribers of `channel` (patterns not counted, as Redis's NUMSUB).
     pub fn numsub(&self, channel: &[u8]) -> usize {
-        self.registry.borrow().channels.get(channel).map_or(0, Vec::len)
+        self.registry
+            .borrow()
+            .channels
+            .get(channel)
+            .map_or(0, Vec::len)
     }
 
     /// Patterns subscribed to, by anyone (each counted once).
@@ -378,7 +385,12 @@ pub fn push_header(out: &mut BytesMut, len: usize, version: Version) {
 }
 
 /// `message channel payload`, or `pmessage pattern channel payload`.
-fn encode_message(version: Version, pattern: Option<&[u8]>, channel: &[u8], message: &[u8]) -> Bytes {
+fn encode_message(
+    version: Version,
+    pattern: Option<&[u8]>,
+    channel: &[u8],
+    message: &[u8],
+) -> Bytes {
     let mut out = BytesMut::with_capacity(channel.len() + message.len() + 48);
     match pattern {
         None => {
@@ -406,15 +418,27 @@ mod tests {
         let a = pubsub.listed(1, None);
         let b = pubsub.listed(2, None);
         let news = Bytes::from("news.sport");
-        assert_eq!(pubsub.subscribe(1, Version::Resp2, Kind::Channel, &news), Ok(1));
-        assert_eq!(pubsub.subscribe(1, Version::Resp2, Kind::Channel, &news), Ok(1));
+        assert_eq!(
+            pubsub.subscribe(1, Version::Resp2, Kind::Channel, &news),
+            Ok(1)
+        );
+        assert_eq!(
+            pubsub.subscribe(1, Version::Resp2, Kind::Channel, &news),
+            Ok(1)
+        );
         let pattern = Bytes::from("news.*");
-        assert_eq!(pubsub.subscribe(2, Version::Resp3, Kind::Pattern, &pattern), Ok(1));
+        assert_eq!(
+            pubsub.subscribe(2, Version::Resp3, Kind::Pattern, &pattern),
+            Ok(1)
+        );
         assert_eq!(pubsub.publish(b"news.sport", b"goal", Instant::now()), 2);
         assert_eq!(pubsub.publish(b"weather", b"rain", Instant::now()), 0);
         let mut out = BytesMut::new();
         a.take_into(&mut out, usize::MAX);
-        assert_eq!(&out[..], b"*3\r\n$7\r\nmessage\r\n$10\r\nnews.sport\r\n$4\r\ngoal\r\n");
+        assert_eq!(
+            &out[..],
+            b"*3\r\n$7\r\nmessage\r\n$10\r\nnews.sport\r\n$4\r\ngoal\r\n"
+        );
         out.clear();
         b.take_into(&mut out, usize::MAX);
         assert!(out.starts_with(b">4\r\n$8\r\npmessage\r\n$6\r\nnews.*\r\n"));
@@ -432,8 +456,12 @@ mod tests {
         let slow = pubsub.listed(1, None);
         let fast = pubsub.listed(2, None);
         let channel = Bytes::from("c");
-        pubsub.subscribe(1, Version::Resp2, Kind::Channel, &channel).unwrap();
-        pubsub.subscribe(2, Version::Resp2, Kind::Channel, &channel).unwrap();
+        pubsub
+            .subscribe(1, Version::Resp2, Kind::Channel, &channel)
+            .unwrap();
+        pubsub
+            .subscribe(2, Version::Resp2, Kind::Channel, &channel)
+            .unwrap();
         let message = vec![0u8; 1024 * 1024];
         let mut out = BytesMut::new();
         for _ in 0..40 {

@@ -182,8 +182,8 @@ impl<'a> ConnState<'a> {
         if subscribed && !pubsub::allowed_when_subscribed(spec.name) {
             Self::fail_multi(session);
             if spec.name == Name::Exec {
-                let text = format!("ERR Can't execute 'exec': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
-                return self.exec_rejected(session, cost, &text);
+                let text = "ERR Can't execute 'exec': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+                return self.exec_rejected(session, cost, text);
             }
             self.refuse_when_subscribed(cost, spec.text);
             return false;
@@ -280,9 +280,8 @@ impl<'a> ConnState<'a> {
             }
             Name::Wait => self.resp_wait(cost, args, rules, now),
             Name::Multi | Name::Exec | Name::Discard | Name::Watch | Name::Unwatch => {
-                return self.resp_transaction(
-                    session, spec.name, args, cost, engine, rules, now, values,
-                )
+                return self
+                    .resp_transaction(session, spec.name, args, cost, engine, rules, now, values)
             }
             Name::Subscribe
             | Name::Unsubscribe

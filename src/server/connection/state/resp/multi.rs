@@ -27,11 +27,19 @@ impl<'a> ConnState<'a> {
 
     /// EXEC refused before it runs (arity, subscribed mode): as Redis, the transaction is
     /// discarded and the refusal says so.
-    pub(super) fn exec_rejected(&mut self, session: &mut Session, cost: usize, error: &str) -> bool {
+    pub(super) fn exec_rejected(
+        &mut self,
+        session: &mut Session,
+        cost: usize,
+        error: &str,
+    ) -> bool {
         session.multi = None;
         session.watched.clear();
         let error = error.strip_prefix("ERR ").unwrap_or(error);
-        self.refuse(cost, &format!("EXECABORT Transaction discarded because of: {error}"))
+        self.refuse(
+            cost,
+            &format!("EXECABORT Transaction discarded because of: {error}"),
+        )
     }
 
     /// Queues `args` after MULTI and answers +QUEUED.
