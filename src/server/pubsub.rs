@@ -220,6 +220,13 @@ impl PubSub {
         Ok(entry.count())
     }
 
+    /// Messages to `client` are encoded for `version` from now on (after HELLO).
+    pub fn set_version(&self, client: u64, version: Version) {
+        if let Some(entry) = self.registry.borrow_mut().clients.get_mut(&client) {
+            entry.version = version;
+        }
+    }
+
     /// Unsubscribes `client` from `name`; its subscriptions after.
     pub fn unsubscribe(&self, client: u64, kind: Kind, name: &Bytes) -> usize {
         let mut guard = self.registry.borrow_mut();

@@ -220,7 +220,11 @@ impl<'a> ConnState<'a> {
                 None => self.resp_error(cost, NOT_AN_INTEGER),
             },
             Name::Auth => self.resp_auth(cost, args),
-            Name::Hello => self.resp_hello(session, cost, args, rules),
+            Name::Hello => {
+                self.resp_hello(session, cost, args, rules);
+                // Messages already subscribed to follow the connection's new version.
+                self.follow_version(session);
+            }
             Name::Client => self.resp_client(session, cost, args, now),
             Name::Command => self.resp_command_info(cost, args, version),
             Name::Info => {

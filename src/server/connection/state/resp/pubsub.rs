@@ -28,6 +28,13 @@ impl<'a> ConnState<'a> {
         self
     }
 
+    /// After HELLO: messages to this connection are encoded in its version from now on.
+    pub(super) fn follow_version(&self, session: &Session) {
+        if let (Some(pubsub), true) = (self.pubsub, session.subscriptions > 0) {
+            pubsub.set_version(session.client_id, session.version);
+        }
+    }
+
     /// Redis's refusal of a command in RESP2's subscribed mode.
     pub(super) fn refuse_when_subscribed(&mut self, cost: usize, text: &str) {
         let message = format!("ERR Can't execute '{text}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context");
