@@ -167,6 +167,20 @@ pub const RESP_ARRAY_LEN_MAX: usize = 1024 * 1024;
 pub const RESP_COMMAND_OVERHEAD_BYTES: usize = 64 * 1024;
 /// The largest reply KEYS builds; past it the client is told to use SCAN.
 pub const RESP_KEYS_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// MULTI: the bytes of the commands one transaction may queue (past it the transaction is
+/// discarded, as a queuing error discards it), the keys one connection may WATCH, and the
+/// largest reply EXEC builds (past it nothing is written and EXEC answers an error).
+pub const RESP_MULTI_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const RESP_WATCHED_KEYS_MAX: usize = 64 * 1024;
+pub const RESP_EXEC_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Pub/sub, as Redis's `client-output-buffer-limit pubsub 32mb 8mb 60`: a subscriber whose
+/// undelivered messages pass the hard limit, or stay past the soft one for the soft time, is
+/// cut off. The channels and patterns one connection may subscribe to are bounded too.
+pub const RESP_PUBSUB_HARD_BYTES_MAX: usize = 32 * 1024 * 1024;
+pub const RESP_PUBSUB_SOFT_BYTES_MAX: usize = 8 * 1024 * 1024;
+pub const RESP_PUBSUB_SOFT_SECS: u64 = 60;
+pub const RESP_SUBSCRIPTIONS_MAX: usize = 64 * 1024;
+const _: () = assert!(RESP_PUBSUB_SOFT_BYTES_MAX <= RESP_PUBSUB_HARD_BYTES_MAX);
 
 /// File descriptors kvsd needs besides one per connection and one per log segment: the
 /// listener, the io_uring ring, the data dir, signals, the follower link, spares.

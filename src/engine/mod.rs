@@ -21,6 +21,7 @@ pub mod batch;
 pub mod counter;
 pub mod expiry;
 mod index;
+pub mod staging;
 pub mod txn;
 pub mod write;
 
@@ -173,6 +174,8 @@ pub struct Engine {
     write_failed: Option<WriteFailed>,
     /// The caller's clock, unix ms: what expiry is judged against.
     now_ms: u64,
+    /// Writes gathered for one Txn record (MULTI/EXEC), while staging (`staging.rs`).
+    staged: Option<staging::Staged>,
 }
 
 impl Engine {
@@ -190,6 +193,7 @@ impl Engine {
             term: 0,
             write_failed: None,
             now_ms: 0,
+            staged: None,
         }
     }
 
@@ -408,6 +412,9 @@ impl Engine {
 
     /// The newest state of `key`, pending writes included; an expired key is absent.
     pub fn current(&self, key: &[u8]) -> Current {
+        if let Some(current) = self.current_staged(key) {
+            return current;
+        }
         match self.pending.get(key) {
             Some(pending) => {
                 let after_seq = pending.seq;
@@ -461,21 +468,27 @@ impl Engine {
     ) {
         let after = |key: &[u8]| start_after.is_none_or(|after| key > after);
         let now_ms = self.now_ms;
+        let exists = |state: &PendingState| match state {
+            PendingState::Absent => false,
+            PendingState::Value { expires_at_ms, .. }
+            | PendingState::Durable { expires_at_ms, .. } => !is_expired(*expires_at_ms, now_ms),
+        };
         let mut pending: Vec<(&[u8], bool)> = self
             .pending
             .iter()
             .filter(|(key, _)| key.starts_with(prefix) && after(key))
-            .map(|(key, write)| {
-                let exists = match &write.state {
-                    PendingState::Absent => false,
-                    PendingState::Value { expires_at_ms, .. }
-                    | PendingState::Durable { expires_at_ms, .. } => {
-                        !is_expired(*expires_at_ms, now_ms)
-                    }
-                };
-                (&key[..], exists)
-            })
+            .map(|(key, write)| (&key[..], exists(&write.state)))
             .collect();
+        if let Some(staged) = &self.staged {
+            // Inside a transaction its own writes come first.
+            pending.retain(|(key, _)| !staged.overlay.contains_key(*key));
+            let overlay = staged.overlay.iter();
+            pending.extend(
+                overlay
+                    .filter(|(key, _)| key.starts_with(prefix) && after(key))
+                    .map(|(key, state)| (&key[..], exists(state))),
+            );
+        }
         pending.sort_unstable();
         let mut pending = pending.into_iter().peekable();
         let mut durable = self.keys(prefix, start_after).peekable();
@@ -527,6 +540,9 @@ impl Engine {
         expires_at_ms: u64,
     ) -> Result<u64, WriteFailed> {
         self.check_writable()?;
+        if self.staged.is_some() {
+            return Ok(self.stage(op, key, &value, expires_at_ms));
+        }
         let seq = self.last_seq + 1;
         let term = self.term;
         self.push(
@@ -605,6 +621,13 @@ impl Engine {
     /// The key's newest value, in memory (Ok) or in the log (Err), expired or not: what an
     /// EXPIRE record keeps.
     fn current_unexpired_or_not(&self, key: &[u8]) -> Option<Result<Bytes, Location>> {
+        if let Some(state) = self.staged.as_ref().and_then(|s| s.overlay.get(key)) {
+            return match state {
+                PendingState::Absent => None,
+                PendingState::Value { value, .. } => Some(Ok(value.clone())),
+                PendingState::Durable { location, .. } => Some(Err(*location)),
+            };
+        }
         match self.pending.get(key) {
             Some(pending) => match &pending.state {
                 PendingState::Absent => None,

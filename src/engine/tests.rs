@@ -566,3 +566,43 @@ fn mget_reads_one_moment() {
     );
     assert_eq!(after_seq, 2);
 }
+
+#[test]
+fn staged_writes_become_one_txn_record_and_reads_see_them_first() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    engine.set(b"a", Bytes::from_static(b"1")).unwrap();
+    engine.set(b"gone", Bytes::from_static(b"x")).unwrap();
+    disk.commit(&mut engine);
+    engine.begin_staging();
+    assert_eq!(engine.set(b"b", Bytes::from_static(b"2")), Ok(3));
+    assert_eq!(engine.del(b"gone"), Ok(Deleted::Written { seq: 3 }));
+    assert_eq!(engine.del(b"gone"), Ok(Deleted::NotFound { after_seq: 3 }));
+    let mut values = |location: Location| Ok(Bytes::from(disk.value(location)));
+    match engine.incr_by(b"a", 4, &mut values).unwrap() {
+        IncrOutcome::Written { value, seq } => assert_eq!((value, seq), (5, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(engine.current(b"a"), Current::Value { ref value, .. } if &value[..] == b"5"));
+    // Nothing joined the open batch yet, and the other keys read as before.
+    assert_eq!(engine.open_batch_bytes(), 0);
+    assert_eq!(engine.last_seq(), 2);
+    assert_eq!(engine.commit_staged(), Ok(3));
+    assert!(!engine.staging());
+    let batch = engine.take_batch(Batch::default()).unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.entries().len(), 3);
+    let offset = disk.bytes.len() as u64;
+    let mut batch = batch;
+    let buf = batch.take_buf();
+    disk.bytes.extend_from_slice(&buf);
+    batch.restore_buf(buf);
+    engine.apply_durable(&batch, 1, offset);
+    assert_eq!(engine.get(b"gone"), None);
+    assert_eq!(disk.value(engine.get(b"a").unwrap()), b"5");
+    assert_eq!(disk.value(engine.get(b"b").unwrap()), b"2");
+    // Staging nothing writes nothing.
+    engine.begin_staging();
+    assert_eq!(engine.commit_staged(), Ok(0));
+    assert_eq!(engine.last_seq(), 3);
+}

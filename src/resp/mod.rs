@@ -12,6 +12,7 @@
 //! - `table`: the commands kvs knows, their arity and flags (what COMMAND answers).
 
 pub mod glob;
+pub mod multi;
 pub mod parse;
 pub mod reply;
 pub mod table;
@@ -52,6 +53,12 @@ pub struct Session {
     /// SCAN cursors handed out: cursor number and the last key its page returned.
     scan_cursors: VecDeque<(u64, Bytes)>,
     next_cursor: u64,
+    /// After MULTI: the commands queued for EXEC.
+    pub multi: Option<multi::Multi>,
+    /// WATCHed keys (cleared by EXEC, DISCARD, UNWATCH).
+    pub watched: multi::Watched,
+    /// Channels and patterns subscribed to (the node's pub/sub registry holds them).
+    pub subscriptions: usize,
 }
 
 impl Session {
@@ -70,6 +77,9 @@ impl Session {
             scan_cursors: VecDeque::new(),
             // Cursors look unrelated across connections, and never 0 (SCAN's "done").
             next_cursor: client_id << 20,
+            multi: None,
+            watched: multi::Watched::default(),
+            subscriptions: 0,
         }
     }
 
@@ -100,12 +110,17 @@ impl Session {
                 .unwrap_or_default()
         };
         format!(
-            "id={} addr={} laddr={} name={} age={} idle=0 flags=N db=0 sub=0 psub=0 multi=-1 cmd={} user=default resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} name={} age={} idle=0 flags={} db=0 sub=0 psub=0 multi={} watch={} cmd={} user=default resp={} lib-name={} lib-ver={}\n",
             self.client_id,
             self.peer,
             self.local,
             text(&self.name),
             now.saturating_duration_since(self.created).as_secs(),
+            if self.multi.is_some() { "x" } else { "N" },
+            self.multi
+                .as_ref()
+                .map_or(-1, |multi| multi.commands.len() as i64),
+            self.watched.keys.len(),
             self.last_command,
             match self.version {
                 Version::Resp2 => 2,

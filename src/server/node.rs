@@ -34,6 +34,8 @@ pub struct Node {
     /// WATCH cursors (file number, offset) by watch id: compaction leaves their files alone.
     pub watch_positions: RefCell<HashMap<u64, (u32, u64)>>,
     pub next_watch_id: Cell<u64>,
+    /// Pub/sub's channels and patterns, to the mailboxes of RESP connections (`pubsub`).
+    pub pubsub: super::pubsub::PubSub,
 }
 
 /// A connection's place in the node: counted while it lives, so shutdown can wait for the
@@ -71,6 +73,7 @@ impl Node {
             all_closed: Notify::new(),
             started: Instant::now(),
             restart: Notify::new(),
+            pubsub: Default::default(),
         }
     }
 

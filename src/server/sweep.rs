@@ -43,6 +43,12 @@ impl ConnWatch {
         }
     }
 
+    /// Closes the socket both ways: the connection's task sees its reads and writes fail and
+    /// ends (a subscriber cut off by pub/sub's output limit).
+    pub fn cut(&self) {
+        self.shutdown(libc::SHUT_RDWR);
+    }
+
     fn shutdown(&self, how: libc::c_int) {
         // SAFETY: the fd is the connection's socket, open while its watch is registered (the
         // connection's slot removes it before the socket closes; one thread).

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::auth::Gate;
-use crate::limits::CONNECTION_READ_BYTES;
+use crate::limits::{CONNECTION_READ_BYTES, CONNECTION_WRITE_BYTES_MAX};
 use crate::protocol::response::{self, encode_error};
 use crate::protocol::Status;
 use crate::runtime::TcpStream;
 
 use super::node::ConnectionSlot;
+use super::pubsub::Registration;
 use super::shard::WaitSlot;
 use super::sweep::ConnWatch;
 use super::{compactor, frames, leader_stream, stats, Node};
@@ -70,9 +71,14 @@ pub async fn serve(
     let watch = slot.watch.clone();
     let rules = rules(&node);
     let gate = Gate::new(node.config.auth.as_ref());
+    let mut subscriber = None;
     let mut state = match port {
         Port::Native => ConnState::new(gate),
-        Port::Resp { local } => ConnState::resp(gate, Session::new(peer, local)),
+        Port::Resp { local } => {
+            let session = Session::new(peer, local);
+            subscriber = Some(node.pubsub.register(session.client_id, Some(watch.clone())));
+            ConnState::resp(gate, session).with_pubsub(&node.pubsub)
+        }
     }
     .recording(&node.stats.requests);
     let resp = matches!(port, Port::Resp { .. });
@@ -117,6 +123,18 @@ pub async fn serve(
             batch_full = intake.batch_full;
         }
         let next = gather(&node, &rules, &mut state, &mut window, &mut out).await;
+        if let Some(subscriber) = &subscriber {
+            // Pub/sub messages go once no reply is owed, so a SUBSCRIBE's confirmation
+            // precedes its channel's messages. A subscriber cut off for not taking them closes.
+            if subscriber.mailbox.is_cut() {
+                break;
+            }
+            if state.is_idle() && out.len() < CONNECTION_WRITE_BYTES_MAX {
+                subscriber
+                    .mailbox
+                    .take_into(&mut out, CONNECTION_WRITE_BYTES_MAX);
+            }
+        }
         if !out.is_empty() {
             let sent = send(&stream, &watch, &mut out).await;
             if sent.is_err() {
@@ -186,6 +204,7 @@ pub async fn serve(
                 }
             }
             _ = wait.notify.notified(), if waiting => {}
+            _ = messages(&subscriber) => {}
             _ = sleep_until(deadline), if deadline.is_some() => {}
             _ = node.shard.batch_taken.notified(), if batch_full => {}
             _ = shutdown.changed(), if !ended => {
@@ -200,6 +219,8 @@ pub async fn serve(
         node.writers.set(node.writers.get() - 1);
     }
     track_awaiting(&node, state.awaiting_client, false, &mut window);
+    // Out of the pub/sub registry before the socket can close (the registry may cut it).
+    drop(subscriber);
     drop(slot);
     tracing::debug!(%peer, "connection closed");
 }
@@ -268,6 +289,14 @@ fn track_awaiting(node: &Node, before: bool, after: bool, window: &mut u64) {
             }
         }
         _ => {}
+    }
+}
+
+/// Resolves when a pub/sub message (or the cut-off) arrives for this connection.
+async fn messages(subscriber: &Option<Registration<'_>>) {
+    match subscriber {
+        Some(subscriber) => subscriber.mailbox.notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -245,6 +245,24 @@ pub fn info(node: &Node, sections: &[String]) -> String {
             "kvs_auth_failures_total",
             &stats.auth_failures_total.get(),
         );
+        let pubsub = &node.pubsub;
+        line(&mut text, "pubsub_channels", &pubsub.channel_count());
+        line(&mut text, "pubsub_patterns", &pubsub.numpat());
+        line(
+            &mut text,
+            "kvs_pubsub_messages_total",
+            &pubsub.published_total.get(),
+        );
+        line(
+            &mut text,
+            "kvs_pubsub_deliveries_total",
+            &pubsub.delivered_total.get(),
+        );
+        line(
+            &mut text,
+            "kvs_pubsub_subscribers_cut_total",
+            &pubsub.cut_total.get(),
+        );
     }
     if wanted("keyspace") {
         section(&mut text, "Keyspace");

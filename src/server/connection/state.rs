@@ -139,6 +139,8 @@ pub struct ConnState<'a> {
     protocol: Protocol,
     /// The shape of the reply whose value the task is reading (`Next::ReadValue`).
     reading: Option<Shape>,
+    /// RESP's pub/sub registry (`with_pubsub`; None on the native port).
+    pubsub: Option<&'a crate::server::pubsub::PubSub>,
 }
 
 impl<'a> ConnState<'a> {
@@ -158,6 +160,7 @@ impl<'a> ConnState<'a> {
             auth_failures_seen: 0,
             protocol: Protocol::Native,
             reading: None,
+            pubsub: None,
         }
     }
 

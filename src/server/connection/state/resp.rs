@@ -153,22 +153,52 @@ impl<'a> ConnState<'a> {
         values: &mut Values<'_>,
     ) -> bool {
         let Some(spec) = table::lookup(&args[0]) else {
+            Self::fail_multi(session);
             self.resp_error(cost, &unknown_command(args));
             return false;
         };
         session.last_command = spec.text;
         if !table::arity_ok(spec.arity, args.len()) {
+            Self::fail_multi(session);
+            if spec.name == Name::Exec {
+                return self.exec_rejected(session, cost, &arity_error(spec.text));
+            }
             self.resp_error(cost, &arity_error(spec.text));
             return false;
         }
         if !self.gate.is_open() && !matches!(spec.name, Name::Auth | Name::Hello | Name::Quit) {
             // Counted as a failure, as on the native port.
+            Self::fail_multi(session);
             let verdict = self.gate.admit(op::GET, 0, &[]);
             self.resp_refused(cost, verdict, NOAUTH);
             return false;
         }
         if spec.write && rules.leader_addr.is_some() {
+            Self::fail_multi(session);
             self.resp_error(cost, READONLY);
+            return false;
+        }
+        let subscribed = session.subscriptions > 0 && session.version == Version::Resp2;
+        if subscribed && !pubsub::allowed_when_subscribed(spec.name) {
+            Self::fail_multi(session);
+            if spec.name == Name::Exec {
+                let text = "ERR Can't execute 'exec': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+                return self.exec_rejected(session, cost, text);
+            }
+            self.refuse_when_subscribed(cost, spec.text);
+            return false;
+        }
+        if subscribed && spec.name == Name::Ping {
+            self.subscribed_ping(cost, args);
+            return false;
+        }
+        // After MULTI, commands queue (transaction control, QUIT and RESET run at once).
+        let control = matches!(
+            spec.name,
+            Name::Multi | Name::Exec | Name::Discard | Name::Watch | Name::Quit | Name::Reset
+        );
+        if session.multi.is_some() && !control {
+            self.resp_queue(session, args, cost);
             return false;
         }
         let version = session.version;
@@ -190,7 +220,11 @@ impl<'a> ConnState<'a> {
                 None => self.resp_error(cost, NOT_AN_INTEGER),
             },
             Name::Auth => self.resp_auth(cost, args),
-            Name::Hello => self.resp_hello(session, cost, args, rules),
+            Name::Hello => {
+                self.resp_hello(session, cost, args, rules);
+                // Messages already subscribed to follow the connection's new version.
+                self.follow_version(session);
+            }
             Name::Client => self.resp_client(session, cost, args, now),
             Name::Command => self.resp_command_info(cost, args, version),
             Name::Info => {
@@ -233,7 +267,7 @@ impl<'a> ConnState<'a> {
                 // Counted now, as of this command's place in the pipeline: the durable index's
                 // size when nothing is pending, else a walk over the newest keys (O(keys);
                 // an engine count of pending creations and deletions would make it O(1)).
-                let keys = match engine.last_seq() == engine.durable_seq() {
+                let keys = match engine.last_seq() == engine.durable_seq() && !engine.staging() {
                     true => engine.key_count(),
                     false => {
                         let mut keys = 0;
@@ -249,6 +283,17 @@ impl<'a> ConnState<'a> {
                 self.resp_raw(cost, out, settled(engine, engine.last_seq()));
             }
             Name::Wait => self.resp_wait(cost, args, rules, now),
+            Name::Multi | Name::Exec | Name::Discard | Name::Watch | Name::Unwatch => {
+                return self
+                    .resp_transaction(session, spec.name, args, cost, engine, rules, now, values)
+            }
+            Name::Subscribe
+            | Name::Unsubscribe
+            | Name::PSubscribe
+            | Name::PUnsubscribe
+            | Name::Publish
+            | Name::PubSub
+            | Name::Reset => self.resp_pubsub(session, spec.name, args, cost, now),
             Name::Get => {
                 let request = Request::Get {
                     key: key(),
@@ -952,6 +997,9 @@ pub(super) fn encode_failure(out: &mut BytesMut, code: &str, message: &[u8]) {
     let text = format!("{code} {}", String::from_utf8_lossy(message));
     reply::error(out, &text);
 }
+
+mod multi;
+mod pubsub;
 
 #[cfg(test)]
 mod tests;

@@ -314,3 +314,62 @@ fn unknown_commands_and_bad_arity_read_as_redis_writes_them() {
 fn no_values(_: crate::wal::Location) -> Result<Bytes, String> {
     Err("no value reads in these tests".into())
 }
+
+#[test]
+fn exec_writes_one_record_and_answers_its_array_once_that_record_is_durable() {
+    let mut engine = Engine::new(0);
+    let mut state = resp_state(None);
+    let intake = send(
+        &mut state,
+        &mut engine,
+        &[
+            &["MULTI"],
+            &["SET", "a", "1"],
+            &["GET", "a"],
+            &["DEL", "a", "b"],
+            &["SET", "b", "2"],
+            &["EXEC"],
+        ],
+    );
+    assert!(intake.wrote);
+    // One record in the open batch: the transaction's.
+    assert_eq!(engine.last_seq(), 1);
+    let (out, next) = replies(&mut state, &engine, None);
+    assert_eq!(out, "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n");
+    assert!(matches!(next, Next::Wait { seq: 1, .. }), "{next:?}");
+    let batch = engine.take_batch(Default::default()).unwrap();
+    assert_eq!((batch.len(), batch.entries().len()), (1, 3));
+    engine.apply_durable(&batch, 1, 0);
+    let (out, next) = replies(&mut state, &engine, None);
+    assert_eq!(out, "*4\r\n+OK\r\n$1\r\n1\r\n:1\r\n+OK\r\n");
+    assert_eq!(next, Next::Empty);
+}
+
+#[test]
+fn a_queuing_error_aborts_exec_and_a_changed_watched_key_answers_a_null_array() {
+    let mut engine = Engine::new(0);
+    let mut state = resp_state(None);
+    send(
+        &mut state,
+        &mut engine,
+        &[&["MULTI"], &["SET", "a"], &["SET", "a", "1"], &["EXEC"]],
+    );
+    let (out, _) = replies(&mut state, &engine, None);
+    assert_eq!(
+        out,
+        "+OK\r\n-ERR wrong number of arguments for 'set' command\r\n+QUEUED\r\n-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(engine.last_seq(), 0);
+    let mut other = resp_state(None);
+    send(&mut state, &mut engine, &[&["WATCH", "a"]]);
+    send(&mut other, &mut engine, &[&["SET", "a", "x"]]);
+    send(
+        &mut state,
+        &mut engine,
+        &[&["MULTI"], &["SET", "a", "mine"], &["EXEC"]],
+    );
+    commit(&mut engine);
+    let (out, _) = replies(&mut state, &engine, None);
+    assert_eq!(out, "+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n");
+    assert_eq!(engine.last_seq(), 1, "the aborted EXEC wrote nothing");
+}
