@@ -22,6 +22,7 @@ mod frames;
 mod leader_stream;
 mod node;
 pub mod protected;
+mod raft_compact;
 mod raft_node;
 mod ready;
 mod role;
