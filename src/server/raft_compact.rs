@@ -11,7 +11,7 @@ use super::raft_node::RaftNode;
 use crate::raft::seq_of;
 
 /// openraft purges the log in steps of at least this many entries.
-pub const PURGE_BATCH_ENTRIES: u64 = 256;
+pub const PURGE_BATCH_ENTRIES: u64 = 64;
 /// How long a leader waits for a member to take one snapshot chunk, the last one included
 /// (which the member checks, writes and fsyncs whole before it answers).
 pub const INSTALL_TIMEOUT_MS: u64 = 60_000;
