@@ -15,7 +15,8 @@ use common::try_start_on;
 use kvs::client::{Client, ClientError};
 
 const SEGMENT_BYTES: u64 = 128 * 1024;
-const VALUE_BYTES: usize = 2048;
+const KEEP_ENTRIES: u64 = 20;
+const VALUE_BYTES: usize = 16 * 1024;
 
 /// Small segments and frequent snapshots, so a short load crosses many of both; elections
 /// slower than the default, so that a loaded 2-core machine (these tests write a few MiB while
@@ -31,7 +32,7 @@ fn flags(snapshot_entries: u64) -> Vec<String> {
         "--raft-snapshot-entries",
         &snapshot_entries.to_string(),
         "--raft-keep-entries",
-        "50",
+        &KEEP_ENTRIES.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -139,7 +140,7 @@ fn stat(addr: &str, name: &str) -> u64 {
     stats[name].parse().unwrap()
 }
 
-/// (a) and (d): an overwrite load of 60 times the live data; the automatic policy
+/// (a) and (d): an overwrite load of 40 times the live data; the automatic policy
 /// (`--raft-snapshot-entries`) makes snapshots on every member and deletes the log before
 /// them, so each data dir stays within a bound of the live data that is far below what was
 /// written. Then every member is killed with -9 and restarted: all acknowledged writes are
@@ -147,19 +148,23 @@ fn stat(addr: &str, name: &str) -> u64 {
 #[test]
 fn overwrites_keep_every_data_dir_bounded_and_survive_killing_every_node() {
     let ports = [free_port(), free_port(), free_port()];
-    let mut cluster = Cluster::start(ports, |_| flags(200));
-    let (keys, rounds) = (48, 60);
+    let mut cluster = Cluster::start(ports, |_| flags(50));
+    let (keys, rounds) = (12, 40);
     let (expected, newest) = overwrite(&cluster, keys, rounds);
     let live = (keys * VALUE_BYTES) as u64;
     let written = live * rounds as u64;
-    // The snapshot (the live data), the log since it (up to 200 entries and the 50 kept), a
+    // The snapshot (the live data), the log since it (up to 50 entries, and the 20 kept), a
     // few segments (each preallocated whole, one more zero-filled ahead) and small files.
-    let bound = 2 * live + 250 * VALUE_BYTES as u64 + 6 * SEGMENT_BYTES + 64 * 1024;
+    let bound = 2 * live + 70 * VALUE_BYTES as u64 + 6 * SEGMENT_BYTES + 64 * 1024;
     assert!(bound * 2 < written, "the load must dwarf the bound");
     for i in 0..3 {
         let addr = cluster.addr(i);
         assert_holds(&addr, &expected, newest, &format!("n{}", i + 1));
-        assert!(stat(&addr, "snapshots_built") >= 1, "n{} made no snapshot", i + 1);
+        assert!(
+            stat(&addr, "snapshots_built") >= 1,
+            "n{} made no snapshot",
+            i + 1
+        );
         assert!(stat(&addr, "purged_seq") > 0, "n{} purged nothing", i + 1);
         let bytes = dir_bytes(&cluster.dirs[i]);
         eprintln!(
@@ -183,10 +188,19 @@ fn overwrites_keep_every_data_dir_bounded_and_survive_killing_every_node() {
         let got = wait_for("a read on the leader", LEADER_WAIT, || {
             get(&cluster.addr(cluster.leader()?), key).ok()
         });
-        assert_eq!(got.as_deref(), Some(value.as_str()), "after the restart: {key}");
+        assert_eq!(
+            got.as_deref(),
+            Some(value.as_str()),
+            "after the restart: {key}"
+        );
     }
     for i in 0..3 {
-        assert_holds(&cluster.addr(i), &expected, newest, &format!("n{} restarted", i + 1));
+        assert_holds(
+            &cluster.addr(i),
+            &expected,
+            newest,
+            &format!("n{} restarted", i + 1),
+        );
     }
 }
 
@@ -219,7 +233,7 @@ fn compact_all(cluster: &Cluster, newest: u64) {
     }
     let leader = cluster.addr(cluster.leader().unwrap());
     wait_for("the leader to purge its log", LEADER_WAIT, || {
-        (stat(&leader, "purged_seq") + 60 >= newest).then_some(())
+        (stat(&leader, "purged_seq") + KEEP_ENTRIES + 10 >= newest).then_some(())
     });
 }
 
@@ -237,7 +251,10 @@ fn a_member_added_after_the_purge_catches_up_by_snapshot() {
     let n4 = join(&cluster, dir.path(), port, "n4", false, &[]).unwrap();
     let addr = format!("127.0.0.1:{port}");
     assert_holds(&addr, &expected, newest, "n4");
-    assert!(stat(&addr, "snapshots_installed") >= 1, "n4 did not install a snapshot");
+    assert!(
+        stat(&addr, "snapshots_installed") >= 1,
+        "n4 did not install a snapshot"
+    );
     cluster.wait_voters(4);
     // Its state is its own now: a restart recovers it from its snapshot and log.
     n4.kill9();
@@ -272,7 +289,21 @@ fn a_member_killed_during_snapshot_install_restarts_consistent() {
         }
         let addr = format!("127.0.0.1:{port}");
         let node = join(&cluster, dir.path(), port, &name, true, &[]).unwrap();
-        assert_holds(&addr, &expected, newest, &format!("{name} after a crash at {point}"));
+        let caught_up = std::panic::catch_unwind(|| {
+            assert_holds(
+                &addr,
+                &expected,
+                newest,
+                &format!("{name} after a crash at {point}"),
+            )
+        });
+        if let Err(failure) = caught_up {
+            for line in node.drain_log(Duration::ZERO) {
+                eprintln!("{name}: {line}");
+            }
+            dump_logs(&cluster);
+            std::panic::resume_unwind(failure);
+        }
         // And once more from its own disk.
         node.kill9();
         let _node = join(&cluster, dir.path(), port, &name, true, &[]).unwrap();
