@@ -36,6 +36,9 @@ pub struct StateMachine {
     membership: RefCell<StoredMembership>,
     /// The durable snapshot: its meta, and the file number its values are read by.
     snapshot: RefCell<Option<(snapshot::Meta, u32)>>,
+    /// Held by whoever writes `raft-snapshot` or opens it with its meta: openraft builds a
+    /// snapshot in a task of its own, beside installs and sends.
+    snapshot_lock: tokio::sync::Mutex<()>,
     /// Snapshots built and installed since start, for STATS.
     pub snapshots_built: Cell<u64>,
     pub snapshots_installed: Cell<u64>,
@@ -53,6 +56,7 @@ impl StateMachine {
             applied: Cell::new(None),
             membership: RefCell::default(),
             snapshot: RefCell::default(),
+            snapshot_lock: tokio::sync::Mutex::new(()),
             snapshots_built: Cell::new(0),
             snapshots_installed: Cell::new(0),
             applied_seq: watch::Sender::new(0),
@@ -217,6 +221,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
     /// points the index at the copies of the keys no write has changed since.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let sm = &self.0;
+        let _writing = sm.snapshot_lock.lock().await;
         let applied = sm.applied.get();
         let current = sm.current_meta();
         if let Some(meta) = current.filter(|meta| meta.last_log_id == applied) {
@@ -383,6 +388,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         mut data: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         let sm = &self.0;
+        let _writing = sm.snapshot_lock.lock().await;
         let started = std::time::Instant::now();
         let dir = sm.log.dir().to_path_buf();
         let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
@@ -432,6 +438,8 @@ impl RaftStateMachine<TypeConfig> for Machine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // The meta and the file it describes, never a new file under an old meta.
+        let _reading = self.0.snapshot_lock.lock().await;
         let Some(meta) = self.0.current_meta() else {
             return Ok(None);
         };

@@ -10,8 +10,9 @@ use super::config::RaftSettings;
 use super::raft_node::RaftNode;
 use crate::raft::seq_of;
 
-/// openraft purges the log in steps of at least this many entries.
-pub const PURGE_BATCH_ENTRIES: u64 = 64;
+/// openraft purges the log in steps of at least this many entries. The purge point moves only
+/// when a snapshot is made, so each snapshot is followed by one purge whatever its size.
+pub const PURGE_BATCH_ENTRIES: u64 = 1;
 /// How long a leader waits for a member to take one snapshot chunk, the last one included
 /// (which the member checks, writes and fsyncs whole before it answers).
 pub const INSTALL_TIMEOUT_MS: u64 = 60_000;

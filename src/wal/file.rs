@@ -496,24 +496,23 @@ impl LogFile {
     }
 
     /// Raft: starts the log over at `first_seq` (after a snapshot, the entries before it are
-    /// gone): a new segment that begins there, then every older segment deleted.
+    /// gone): every segment's file deleted and the directory fsynced, then a new segment that
+    /// begins there. A crash between the two leaves no segment, and recovery starts a new log
+    /// (the snapshot holds the state); the other order could leave the old segments before one
+    /// that does not follow them, which recovery refuses as damage.
     pub async fn restart_at(&self, first_seq: u64) -> io::Result<()> {
-        self.rotate(first_seq).await?;
-        let active = self.active_id.get();
-        let older: Vec<Rc<Segment>> = self
-            .segments
-            .borrow()
-            .range(..active)
-            .map(|(_, s)| s.clone())
-            .collect();
+        let older: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
         for segment in &older {
             crate::runtime::remove_file(&segment::path(&self.dir, segment.id)).await?;
+        }
+        File::open(&self.dir).await?.sync_all().await?;
+        self.rotate(first_seq).await?;
+        for segment in &older {
             self.segments.borrow_mut().remove(&segment.id);
             self.files.borrow_mut().remove(&segment.file_no);
             self.log_bytes
                 .set(self.log_bytes.get().saturating_sub(segment.bytes.get()));
         }
-        File::open(&self.dir).await?.sync_all().await?;
         Ok(())
     }
 
