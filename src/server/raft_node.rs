@@ -516,7 +516,10 @@ async fn client(node: &RaftNode, frame: &Frame) -> Answer {
         }
         Request::Ping { payload } => ok(payload),
         Request::Stats => ok(stats(node)),
-        Request::Compact => super::raft_compact::compact(node).await.map(|text| (Status::Ok, 0, Bytes::from(text))),
+        Request::Compact => {
+            let text = super::raft_compact::compact(node).await?;
+            Ok((Status::Ok, 0, Bytes::from(text)))
+        }
         Request::Auth { .. } => ok(Bytes::new()),
         Request::Ext(_) => Err(
             "this op (expiry, counters, MGET/MSET, TXN, WATCH) is not served by a Raft node in this version; run kvsd without --bootstrap/--join for it".into(),
