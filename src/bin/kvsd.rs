@@ -148,6 +148,17 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
 
+    /// Raft: make a snapshot (every live key, in raft-snapshot) once this many log entries were
+    /// applied since the last one, then delete the log before it, so disk stays bounded by
+    /// the live data plus about this many entries. 0: only on `kvsctl compact`.
+    #[arg(long, default_value_t = 100_000)]
+    raft_snapshot_entries: u64,
+
+    /// Raft: log entries kept before a snapshot, so that a member a little behind catches up
+    /// from the log rather than by a whole snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    raft_keep_entries: u64,
+
     /// Tests only: dial ADDR_TO instead of ADDR when this node connects to the member at ADDR
     /// (ADDR=ADDR_TO, repeatable): puts a fault proxy on a Raft link.
     #[arg(long, hide = true, value_name = "ADDR=ADDR_TO")]
@@ -324,6 +335,8 @@ fn main() -> ExitCode {
                 .filter_map(|pair| pair.split_once('='))
                 .map(|(from, to)| (from.to_string(), to.to_string()))
                 .collect(),
+            snapshot_entries: args.raft_snapshot_entries,
+            keep_entries: args.raft_keep_entries,
         }),
     };
     // --leader only states the default role; it conflicts with --leader-addr.

@@ -222,14 +222,14 @@ fn get_membership(reader: &mut Reader<'_>) -> Result<Membership, DecodeError> {
     Ok(Membership::new(configs, nodes))
 }
 
-fn put_stored_membership(dst: &mut BytesMut, stored: &StoredMembership) {
+pub fn put_stored_membership(dst: &mut BytesMut, stored: &StoredMembership) {
     put_log_id(dst, stored.log_id().as_ref());
     let membership = encode_membership(stored.membership());
     dst.put_u32_le(membership.len() as u32);
     dst.put_slice(&membership);
 }
 
-fn get_stored_membership(reader: &mut Reader<'_>) -> Result<StoredMembership, DecodeError> {
+pub fn get_stored_membership(reader: &mut Reader<'_>) -> Result<StoredMembership, DecodeError> {
     let id = get_log_id(reader)?;
     let len = reader.u32("membership length")? as usize;
     let membership = decode_membership(reader.take(len, "membership")?)?;

@@ -9,8 +9,12 @@
 //!   a follower's "appended" (which the leader counts towards a majority) is always durable.
 //! - `truncate` cuts the uncommitted suffix with `LogFile::truncate_from`, durable before it
 //!   returns, so nothing is acknowledged after a cut that a crash could bring back.
-//! - `purge` only forgets entries (records stay in their segments; see docs/replication.md).
-//! - The vote and the purged log id live in `raft-vote` (`vote`), fsynced.
+//! - `purge` forgets entries, and deletes the segments at the front of the log whose records
+//!   all come before both the purge point and the durable snapshot (`raft::snapshot`): the
+//!   snapshot holds their state, so disk stays bounded (see docs/replication.md).
+//! - The vote and the purged log id live in `raft-vote` (`vote`), fsynced. The purged log id
+//!   written there never passes the durable snapshot, so after a restart the entries after it
+//!   are either in the log or in the snapshot.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +28,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
 
 use super::codec;
+use super::snapshot;
 use super::vote::{self, HardState};
 use super::{io_error, log_id, seq_of, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::file::LogFile;
@@ -58,6 +63,10 @@ pub struct RaftLog {
     /// The seq the next record in the log files must have.
     next_seq: Cell<u64>,
     hard: RefCell<HardState>,
+    /// The newest purged log id openraft gave (`hard.purged` stops at the snapshot).
+    purged: Cell<Option<LogId>>,
+    /// The last log id of the durable snapshot (`raft::snapshot`), if there is one.
+    snapshot: Cell<Option<LogId>>,
     committed: Cell<Option<LogId>>,
     committed_written: Cell<Option<Instant>>,
     recent: RefCell<BTreeMap<u64, (Entry, usize)>>,
@@ -74,7 +83,10 @@ impl RaftLog {
         last_seq: u64,
     ) -> std::io::Result<RaftLog> {
         let hard = vote::read_hard_state(dir)?;
-        let purged_seq = hard.purged.as_ref().map_or(0, seq_of);
+        // Entries up to the snapshot's last log id are in the snapshot, wherever the log starts.
+        let snapshot = snapshot::read_meta(dir)?.and_then(|meta| meta.last_log_id);
+        let purged = hard.purged.max(snapshot);
+        let purged_seq = purged.as_ref().map_or(0, seq_of);
         let mut slots = VecDeque::with_capacity(records.len());
         let mut first_seq = purged_seq + 1;
         for (seq, slot) in records {
@@ -99,6 +111,8 @@ impl RaftLog {
             first_seq: Cell::new(first_seq),
             next_seq: Cell::new(last_seq + 1),
             hard: RefCell::new(hard),
+            purged: Cell::new(purged),
+            snapshot: Cell::new(snapshot),
             committed: Cell::new(committed),
             committed_written: Cell::new(None),
             recent: RefCell::default(),
@@ -159,12 +173,40 @@ impl RaftLog {
                 slot.term,
                 self.first_seq.get() + slots.len() as u64 - 1,
             )),
-            None => self.hard.borrow().purged,
+            None => self.purged.get(),
         }
     }
 
     pub fn purged(&self) -> Option<LogId> {
-        self.hard.borrow().purged
+        self.purged.get()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The snapshot with `last` is durable and the index reads nothing before it from the log.
+    pub fn set_snapshot(&self, last: Option<LogId>) {
+        self.snapshot.set(self.snapshot.get().max(last));
+    }
+
+    pub fn snapshot(&self) -> Option<LogId> {
+        self.snapshot.get()
+    }
+
+    /// Closes files no longer in the log once reads that may still name them are done.
+    pub fn retire(&self, file_nos: Vec<u32>) {
+        if file_nos.is_empty() {
+            return;
+        }
+        let file = self.file.clone();
+        crate::runtime::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                crate::limits::COMPACTION_RETIRE_MS,
+            ))
+            .await;
+            file.forget(&file_nos);
+        });
     }
 
     pub fn vote(&self) -> Option<Vote> {
@@ -423,7 +465,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let log = &self.log;
         let seq = seq_of(&log_id);
-        log.save_hard(|hard| hard.purged = Some(log_id))?;
+        log.purged.set(log.purged.get().max(Some(log_id)));
+        // On disk, never past the durable snapshot: what a restart needs is in one or the other.
+        let durable = Some(log_id).min(log.snapshot.get());
+        if let Some(durable) = durable {
+            if Some(durable) > log.hard.borrow().purged {
+                log.save_hard(|hard| hard.purged = Some(durable))?;
+            }
+            let removed = log
+                .file
+                .remove_before(seq_of(&durable) + 1)
+                .await
+                .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            if !removed.is_empty() {
+                tracing::debug!(
+                    segments = removed.len(),
+                    through_seq = seq_of(&durable),
+                    "raft: deleted log segments the snapshot covers"
+                );
+            }
+            log.retire(removed);
+        }
         {
             let mut slots = log.slots.borrow_mut();
             while log.first_seq.get() <= seq && slots.pop_front().is_some() {

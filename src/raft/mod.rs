@@ -7,6 +7,8 @@
 //!   is its log id.
 //! - `state_machine`: applies committed entries to the engine's index (nothing uncommitted
 //!   ever reaches it), builds and installs snapshots.
+//! - `snapshot`: the state machine's snapshot file, `raft-snapshot`, and openraft's snapshot
+//!   data on it.
 //! - `network`: the client side of the Raft RPCs, as frames on the members' client ports.
 //!
 //! The serving side (the Raft node's loop, connections, admin ops) is `server::raft_node`.
@@ -22,11 +24,11 @@ pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod seed;
+pub mod snapshot;
 pub mod state_machine;
 pub mod vote;
 
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 
@@ -76,6 +78,7 @@ openraft::declare_raft_types!(
         R = Reply,
         NodeId = NodeId,
         Node = Member,
+        SnapshotData = snapshot::SnapshotFile,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -205,6 +205,10 @@ impl Peer {
     }
 }
 
+/// How openraft words a chunk that does not continue the snapshot a member is receiving (the
+/// member answers it as ERROR text).
+const SNAPSHOT_MISMATCH: &str = "snapshot segment id mismatch";
+
 fn malformed<E: std::error::Error>(error: codec::DecodeError) -> RpcError<E> {
     RPCError::Network(NetworkError::new(&error))
 }
@@ -247,7 +251,27 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         let mut body = BytesMut::new();
         codec::encode_snapshot_request(&mut body, &rpc);
-        let answer = self.rpc(op::RAFT_SNAPSHOT, &body, &option).await?;
+        let answer = match self.rpc(op::RAFT_SNAPSHOT, &body, &option).await {
+            // The member lost the chunks before this one (it restarted): openraft starts the
+            // snapshot over from offset 0 on this error only (`Chunked::send_snapshot`).
+            Err(RPCError::Network(error))
+                if error.to_string().contains(SNAPSHOT_MISMATCH) && rpc.offset > 0 =>
+            {
+                let segment = |offset| openraft::SnapshotSegmentId {
+                    id: rpc.meta.snapshot_id.clone(),
+                    offset,
+                };
+                let mismatch = openraft::error::SnapshotMismatch {
+                    expect: segment(0),
+                    got: segment(rpc.offset),
+                };
+                return Err(RPCError::RemoteError(openraft::error::RemoteError::new(
+                    self.target,
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                )));
+            }
+            answer => answer?,
+        };
         codec::decode_snapshot_response(&answer).map_err(malformed)
     }
 

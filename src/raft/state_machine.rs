@@ -5,41 +5,47 @@
 //! a DEL removes the key. Nothing uncommitted ever reaches the index, so truncating a
 //! follower's uncommitted suffix needs nothing from the engine.
 //!
-//! Snapshots: this slice never makes one on its own (openraft's snapshot policy is `Never` and
-//! no log is purged), so a member that falls behind catches up from the log. `build_snapshot`
-//! copies every key and value (openraft's storage suite builds one); installing a snapshot that
-//! holds keys is refused with a clear error (see docs/replication.md).
+//! Snapshots (`raft::snapshot`): `build_snapshot` writes every live key at the applied log id
+//! into `raft-snapshot` and points the index at the copies, so the log before that id holds
+//! nothing the index reads and openraft's purge deletes it. `install_snapshot` checks a
+//! received snapshot record by record while writing it, makes it durable, and only then swaps
+//! it in as the whole state. At start-up `restore` loads the snapshot before openraft applies
+//! the log after it.
 
 use std::cell::{Cell, RefCell};
-use std::io::Cursor;
 use std::rc::Rc;
 
-use bytes::{BufMut, BytesMut};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta};
 use tokio::sync::watch;
 
 use super::log_store::RaftLog;
+use super::snapshot::{self, SnapshotFile};
 use super::{
     io_error, seq_of, Command, Entry, LogId, Member, NodeId, Reply, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::engine::Engine;
-use crate::wal::record::{self, Record};
+use crate::engine::{Engine, Slot};
+use crate::wal::record::{self, Op, Record};
 use crate::wal::Location;
-
-/// The newest snapshot built or installed: its meta and data.
-type StoredSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
 
 pub struct StateMachine {
     pub engine: Rc<RefCell<Engine>>,
     pub log: Rc<RaftLog>,
     applied: Cell<Option<LogId>>,
     membership: RefCell<StoredMembership>,
-    snapshot: RefCell<Option<StoredSnapshot>>,
-    snapshot_count: Cell<u64>,
+    /// The durable snapshot: its meta, and the file number its values are read by.
+    snapshot: RefCell<Option<(snapshot::Meta, u32)>>,
+    /// Held by whoever writes `raft-snapshot` or opens it with its meta: openraft builds a
+    /// snapshot in a task of its own, beside installs and sends.
+    snapshot_lock: tokio::sync::Mutex<()>,
+    /// Snapshots built and installed since start, for STATS.
+    pub snapshots_built: Cell<u64>,
+    pub snapshots_installed: Cell<u64>,
     /// The seq of the newest applied entry: what `min_seq` reads wait for.
     pub applied_seq: watch::Sender<u64>,
+    /// `--crash-point` (tests): `snapshot-build:renamed`, `snapshot-install:synced`, ….
+    pub crash_point: RefCell<Option<String>>,
 }
 
 impl StateMachine {
@@ -50,10 +56,99 @@ impl StateMachine {
             applied: Cell::new(None),
             membership: RefCell::default(),
             snapshot: RefCell::default(),
-            snapshot_count: Cell::new(0),
+            snapshot_lock: tokio::sync::Mutex::new(()),
+            snapshots_built: Cell::new(0),
+            snapshots_installed: Cell::new(0),
             applied_seq: watch::Sender::new(0),
+            crash_point: RefCell::default(),
         }
     }
+
+    /// At start-up: loads the data dir's snapshot, if it has one, as the state (openraft then
+    /// applies the committed entries after it). Removes a snapshot left half-written.
+    pub async fn restore(&self) -> std::io::Result<()> {
+        let dir = self.log.dir().to_path_buf();
+        for leftover in [snapshot::TMP, snapshot::RECEIVING] {
+            match std::fs::remove_file(dir.join(leftover)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let path = snapshot::path(&dir);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => std::io::BufReader::with_capacity(snapshot::IO_BYTES, file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let file_no = self.log.file.reserve_file_no();
+        let mut engine = Engine::new(0);
+        let meta = snapshot::load(&mut file, file_no, &mut engine, None)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        self.log.file.open_extra(file_no, &path)?;
+        tracing::info!(
+            keys = meta.records,
+            last_seq = meta.last_log_id.as_ref().map_or(0, seq_of),
+            "loaded the raft snapshot"
+        );
+        self.take(engine, meta, file_no);
+        Ok(())
+    }
+
+    /// Makes `engine` (the state of snapshot `meta`, its values in file `file_no`) the state.
+    fn take(&self, engine: Engine, meta: snapshot::Meta, file_no: u32) {
+        *self.engine.borrow_mut() = engine;
+        self.applied.set(meta.last_log_id);
+        *self.membership.borrow_mut() = meta.membership.clone();
+        if let Some(id) = meta.last_log_id {
+            self.applied_seq.send_replace(seq_of(&id));
+        }
+        self.log.set_snapshot(meta.last_log_id);
+        if let Some((_, old)) = self.snapshot.replace(Some((meta, file_no))) {
+            self.log.retire(vec![old]);
+        }
+    }
+
+    /// The durable snapshot's meta as openraft has it.
+    fn current_meta(&self) -> Option<SnapshotMeta<NodeId, Member>> {
+        self.snapshot
+            .borrow()
+            .as_ref()
+            .map(|(meta, _)| raft_meta(meta))
+    }
+
+    /// The durable snapshot's last seq and its file's bytes, for STATS (0 when none).
+    pub fn snapshot_stats(&self) -> (u64, u64) {
+        let seq = self
+            .snapshot
+            .borrow()
+            .as_ref()
+            .and_then(|(meta, _)| meta.last_log_id.as_ref().map(seq_of))
+            .unwrap_or(0);
+        let bytes = std::fs::metadata(snapshot::path(self.log.dir())).map_or(0, |m| m.len());
+        (seq, bytes)
+    }
+
+    fn crash_point(&self, what: &str, step: &str) {
+        if let Some(point) = self.crash_point.borrow().as_deref() {
+            if point.split_once(':') == Some((what, step)) {
+                tracing::warn!(what, step, "KVS_CRASH_POINT: aborting the process here");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+fn raft_meta(meta: &snapshot::Meta) -> SnapshotMeta<NodeId, Member> {
+    SnapshotMeta {
+        last_log_id: meta.last_log_id,
+        last_membership: meta.membership.clone(),
+        snapshot_id: meta.snapshot_id(),
+    }
+}
+
+fn snapshot_error(verb: ErrorVerb) -> impl Fn(std::io::Error) -> StorageError {
+    move |e| io_error(ErrorSubject::Snapshot(None), verb, e)
 }
 
 /// The handle openraft holds (and its snapshot builder).
@@ -120,57 +215,137 @@ fn apply_error(entry: &Entry, reason: String) -> StorageError {
     )
 }
 
-/// A snapshot's data: `klen` u32 LE, `vlen` u32 LE, key, value; back to back.
-fn put_pair(dst: &mut BytesMut, key: &[u8], value: &[u8]) {
-    dst.put_u32_le(key.len() as u32);
-    dst.put_u32_le(value.len() as u32);
-    dst.put_slice(key);
-    dst.put_slice(value);
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for Machine {
+    /// Writes every live key at the applied log id to `raft-snapshot` (temp name, fsync,
+    /// rename, fsync the dir), reading values on the ring and yielding between chunks, then
+    /// points the index at the copies of the keys no write has changed since.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let sm = &self.0;
-        let (last_log_id, last_membership) = (sm.applied.get(), sm.membership.borrow().clone());
-        let pairs: Vec<(Vec<u8>, Location)> = sm
+        let _writing = sm.snapshot_lock.lock().await;
+        let applied = sm.applied.get();
+        let current = sm.current_meta();
+        if let Some(meta) = current.filter(|meta| meta.last_log_id == applied) {
+            let path = snapshot::path(sm.log.dir());
+            let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
+            return Ok(Snapshot {
+                meta,
+                snapshot: Box::new(data),
+            });
+        }
+        let started = std::time::Instant::now();
+        // The index as it is at `applied`: taken at once, so the snapshot is exactly that state.
+        let pairs: Vec<(Box<[u8]>, Slot)> = sm
             .engine
             .borrow()
             .index_entries()
-            .map(|(key, slot)| (key.to_vec(), slot.location))
+            .map(|(key, slot)| (key.into(), slot))
             .collect();
-        let mut data = BytesMut::new();
-        for (key, location) in pairs {
-            let value = sm
-                .log
-                .file
-                .read_value(location)
-                .await
-                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-            put_pair(&mut data, &key, &value);
+        let meta = snapshot::Meta {
+            last_log_id: applied,
+            membership: sm.membership.borrow().clone(),
+            records: pairs.len() as u64,
+        };
+        let term = applied.map_or(0, |id| id.leader_id.term);
+        let dir = sm.log.dir().to_path_buf();
+        let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
+        let write_error = snapshot_error(ErrorVerb::Write);
+        let file = crate::runtime::File::create(&tmp)
+            .await
+            .map_err(&write_error)?;
+        let file_no = sm.log.file.reserve_file_no();
+        let mut targets: Vec<Location> = Vec::with_capacity(pairs.len());
+        let mut buf = snapshot::encode_head(&meta);
+        let mut written = 0u64;
+        for (key, slot) in &pairs {
+            let value = match sm.log.file.cached_value(slot.location) {
+                Some(value) => value,
+                None => sm
+                    .log
+                    .file
+                    .read_value(slot.location)
+                    .await
+                    .map_err(snapshot_error(ErrorVerb::Read))?,
+            };
+            let at = written + buf.len() as u64;
+            record::encode(
+                &mut buf,
+                &Record {
+                    seq: slot.seq,
+                    term,
+                    op: Op::Set,
+                    expires_at_ms: 0,
+                    key,
+                    value: &value,
+                },
+            );
+            let value_offset = at + (record::KEY_OFFSET + key.len()) as u64;
+            let value_offset = u32::try_from(value_offset + value.len() as u64)
+                .map(|_| value_offset as u32)
+                .map_err(|_| {
+                    write_error(std::io::Error::other(
+                        "the live data does not fit one snapshot file (4 GiB)",
+                    ))
+                })?;
+            targets.push(Location {
+                file: file_no,
+                value_offset,
+                value_len: slot.location.value_len,
+            });
+            if buf.len() >= snapshot::IO_BYTES {
+                let len = buf.len() as u64;
+                let (result, mut back) = file.write_all_at(buf, written).await;
+                result.map_err(&write_error)?;
+                written += len;
+                back.clear();
+                buf = back;
+            }
         }
-        sm.snapshot_count.set(sm.snapshot_count.get() + 1);
-        let snapshot_id = match last_log_id {
-            Some(id) => format!(
-                "{}-{}-{}",
-                id.leader_id.term,
-                id.index,
-                sm.snapshot_count.get()
-            ),
-            None => format!("--{}", sm.snapshot_count.get()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        let data = data.to_vec();
-        *sm.snapshot.borrow_mut() = Some((meta.clone(), data.clone()));
+        let (result, _) = file.write_all_at(buf, written).await;
+        result.map_err(&write_error)?;
+        file.sync_all().await.map_err(&write_error)?;
+        file.close().await.map_err(&write_error)?;
+        sm.crash_point("snapshot-build", "synced");
+        crate::runtime::rename(&tmp, &path)
+            .await
+            .map_err(&write_error)?;
+        crate::runtime::File::open(&dir)
+            .await
+            .map_err(&write_error)?
+            .sync_all()
+            .await
+            .map_err(&write_error)?;
+        sm.crash_point("snapshot-build", "renamed");
+        sm.log
+            .file
+            .open_extra(file_no, &path)
+            .map_err(snapshot_error(ErrorVerb::Read))?;
+        for (n, ((key, slot), to)) in pairs.iter().zip(&targets).enumerate() {
+            sm.engine.borrow_mut().relocate(key, slot.location, *to);
+            if n % RELOCATE_SLICE == RELOCATE_SLICE - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        sm.log.set_snapshot(applied);
+        if let Some((_, old)) = sm.snapshot.replace(Some((meta.clone(), file_no))) {
+            sm.log.retire(vec![old]);
+        }
+        sm.snapshots_built.set(sm.snapshots_built.get() + 1);
+        tracing::info!(
+            keys = meta.records,
+            last_seq = applied.as_ref().map_or(0, seq_of),
+            ms = started.elapsed().as_millis() as u64,
+            "built a raft snapshot"
+        );
+        let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: raft_meta(&meta),
+            snapshot: Box::new(data),
         })
     }
 }
+
+/// Keys pointed at their snapshot copies per turn of the loop.
+const RELOCATE_SLICE: usize = 4096;
 
 impl RaftStateMachine<TypeConfig> for Machine {
     type SnapshotBuilder = Machine;
@@ -197,44 +372,82 @@ impl RaftStateMachine<TypeConfig> for Machine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let path = self.0.log.dir().join(snapshot::RECEIVING);
+        let file = SnapshotFile::create(&path).map_err(snapshot_error(ErrorVerb::Write))?;
+        Ok(Box::new(file))
     }
 
+    /// Checks every record of the received snapshot while copying it to `raft-snapshot.tmp`,
+    /// fsyncs it, renames it over `raft-snapshot` and fsyncs the dir; only then is it the
+    /// state. A crash before the rename leaves the old state (the log it had is untouched:
+    /// purging follows the install); after it, the new one.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut data: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        if !data.is_empty() {
-            return Err(io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                std::io::Error::other(
-                    "installing a snapshot that holds keys is not supported yet: this member must catch up from the log (see docs/replication.md)",
-                ),
-            ));
-        }
         let sm = &self.0;
-        sm.applied.set(meta.last_log_id);
-        *sm.membership.borrow_mut() = meta.last_membership.clone();
-        if let Some(id) = meta.last_log_id {
-            sm.applied_seq.send_replace(seq_of(&id));
+        let _writing = sm.snapshot_lock.lock().await;
+        let started = std::time::Instant::now();
+        let dir = sm.log.dir().to_path_buf();
+        let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
+        let write_error = snapshot_error(ErrorVerb::Write);
+        let refuse = |why: String| {
+            io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                std::io::Error::other(why),
+            )
+        };
+        let mut out = std::fs::File::create(&tmp).map_err(&write_error)?;
+        let file_no = sm.log.file.reserve_file_no();
+        let mut engine = Engine::new(0);
+        let src = data.rewind().map_err(snapshot_error(ErrorVerb::Read))?;
+        let mut src = std::io::BufReader::with_capacity(snapshot::IO_BYTES, src);
+        let loaded = snapshot::load(&mut src, file_no, &mut engine, Some(&mut out))
+            .await
+            .map_err(|e| refuse(format!("the snapshot received is damaged: {e}")))?;
+        if loaded.last_log_id != meta.last_log_id || loaded.membership != meta.last_membership {
+            return Err(refuse(format!(
+                "the snapshot received holds {} where its sender said {}",
+                loaded.snapshot_id(),
+                meta.snapshot_id
+            )));
         }
-        *sm.snapshot.borrow_mut() = Some((meta.clone(), data));
+        out.sync_all().map_err(&write_error)?;
+        drop(out);
+        sm.crash_point("snapshot-install", "synced");
+        std::fs::rename(&tmp, &path).map_err(&write_error)?;
+        snapshot::sync_dir(&dir).map_err(&write_error)?;
+        sm.crash_point("snapshot-install", "renamed");
+        sm.log
+            .file
+            .open_extra(file_no, &path)
+            .map_err(snapshot_error(ErrorVerb::Read))?;
+        let _ = std::fs::remove_file(dir.join(snapshot::RECEIVING));
+        tracing::info!(
+            keys = loaded.records,
+            last_seq = loaded.last_log_id.as_ref().map_or(0, seq_of),
+            ms = started.elapsed().as_millis() as u64,
+            "installed a raft snapshot from the leader"
+        );
+        sm.take(engine, loaded, file_no);
+        sm.snapshots_installed.set(sm.snapshots_installed.get() + 1);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .0
-            .snapshot
-            .borrow()
-            .as_ref()
-            .map(|(meta, data)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(data.clone())),
-            }))
+        // The meta and the file it describes, never a new file under an old meta.
+        let _reading = self.0.snapshot_lock.lock().await;
+        let Some(meta) = self.0.current_meta() else {
+            return Ok(None);
+        };
+        let path = snapshot::path(self.0.log.dir());
+        let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        }))
     }
 }

@@ -114,6 +114,11 @@ pub struct RaftSettings {
     pub heartbeat_ms: u64,
     /// Tests only (`--raft-dial`): member address → the address dialled for it.
     pub dial: Vec<(String, String)>,
+    /// `--raft-snapshot-entries`: a snapshot is made once this many entries were applied
+    /// since the last one; the log before it is then deleted (0: only on `kvsctl compact`).
+    pub snapshot_entries: u64,
+    /// `--raft-keep-entries`: entries kept before a snapshot for members that lag a little.
+    pub keep_entries: u64,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod leader_stream;
 mod node;
 pub mod protected;
 pub mod pubsub;
+mod raft_compact;
 mod raft_node;
 mod ready;
 mod role;

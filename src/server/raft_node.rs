@@ -155,12 +155,21 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
         let file = log.file.clone();
         let engine = Rc::new(RefCell::new(Engine::new(0)));
         let sm = Rc::new(StateMachine::new(engine.clone(), log.clone()));
+        // Snapshots and purging (`raft::snapshot`, `super::raft_compact`).
+        *sm.crash_point.borrow_mut() = config.crash_point.clone();
+        sm.restore().await.map_err(io("loading raft-snapshot"))?;
+        let (snapshot_policy, snapshot_chunk_bytes) =
+            super::raft_compact::policy(&settings, config.frame_bytes_max);
         let raft_config = openraft::Config {
             cluster_name: "kvs".into(),
             election_timeout_min: settings.election_timeout_ms,
             election_timeout_max: settings.election_timeout_ms * 2,
             heartbeat_interval: settings.heartbeat_ms,
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            snapshot_policy,
+            max_in_snapshot_log_to_keep: settings.keep_entries,
+            purge_batch_size: super::raft_compact::PURGE_BATCH_ENTRIES,
+            snapshot_max_chunk_size: snapshot_chunk_bytes,
+            install_snapshot_timeout: super::raft_compact::INSTALL_TIMEOUT_MS,
             max_payload_entries: 1024,
             ..Default::default()
         }
@@ -507,10 +516,10 @@ async fn client(node: &RaftNode, frame: &Frame) -> Answer {
         }
         Request::Ping { payload } => ok(payload),
         Request::Stats => ok(stats(node)),
-        Request::Compact => Err(
-            "COMPACT: a Raft node does not compact its log in this version (docs/replication.md)"
-                .into(),
-        ),
+        Request::Compact => {
+            let text = super::raft_compact::compact(node).await?;
+            Ok((Status::Ok, 0, Bytes::from(text)))
+        }
         Request::Auth { .. } => ok(Bytes::new()),
         Request::Ext(_) => Err(
             "this op (expiry, counters, MGET/MSET, TXN, WATCH) is not served by a Raft node in this version; run kvsd without --bootstrap/--join for it".into(),
@@ -848,6 +857,7 @@ fn stats(node: &RaftNode) -> String {
         "members",
         &metrics.membership_config.membership().nodes().count(),
     );
+    super::raft_compact::stats(node, &mut line);
     line("uptime_s", &node.started.elapsed().as_secs());
     line("requests_total", &node.requests.get());
     line("fsync", &node.config.fsync);

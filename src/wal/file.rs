@@ -496,24 +496,23 @@ impl LogFile {
     }
 
     /// Raft: starts the log over at `first_seq` (after a snapshot, the entries before it are
-    /// gone): a new segment that begins there, then every older segment deleted.
+    /// gone): every segment's file deleted and the directory fsynced, then a new segment that
+    /// begins there. A crash between the two leaves no segment, and recovery starts a new log
+    /// (the snapshot holds the state); the other order could leave the old segments before one
+    /// that does not follow them, which recovery refuses as damage.
     pub async fn restart_at(&self, first_seq: u64) -> io::Result<()> {
-        self.rotate(first_seq).await?;
-        let active = self.active_id.get();
-        let older: Vec<Rc<Segment>> = self
-            .segments
-            .borrow()
-            .range(..active)
-            .map(|(_, s)| s.clone())
-            .collect();
+        let older: Vec<Rc<Segment>> = self.segments.borrow().values().cloned().collect();
         for segment in &older {
             crate::runtime::remove_file(&segment::path(&self.dir, segment.id)).await?;
+        }
+        File::open(&self.dir).await?.sync_all().await?;
+        self.rotate(first_seq).await?;
+        for segment in &older {
             self.segments.borrow_mut().remove(&segment.id);
             self.files.borrow_mut().remove(&segment.file_no);
             self.log_bytes
                 .set(self.log_bytes.get().saturating_sub(segment.bytes.get()));
         }
-        File::open(&self.dir).await?.sync_all().await?;
         Ok(())
     }
 
@@ -770,4 +769,58 @@ fn create_rw(path: &Path) -> io::Result<File> {
         .truncate(true)
         .open(path)?;
     Ok(File::from_std(file))
+}
+
+/// Raft (`raft::snapshot`): files outside the chain of segments that values may live in (the
+/// state machine's snapshot), and dropping the front of the log a snapshot covers.
+impl LogFile {
+    /// A file number for a file that `open_extra` will make readable.
+    pub fn reserve_file_no(&self) -> u32 {
+        let file_no = self.next_file_no.get();
+        self.next_file_no.set(file_no + 1);
+        file_no
+    }
+
+    /// Makes the file at `path` readable as `file_no` (from `reserve_file_no`): `Location`s may
+    /// name it until `forget`. It is not part of the log.
+    pub fn open_extra(&self, file_no: u32, path: &Path) -> io::Result<()> {
+        let std_file = std::fs::File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let bytes = std_file.metadata()?.len();
+        let segment = Rc::new(Segment {
+            id: u32::MAX,
+            file_no,
+            file: File::from_std(std_file),
+            first_seq: 0,
+            compacted: None,
+            bytes: Cell::new(bytes),
+        });
+        self.files.borrow_mut().insert(file_no, segment);
+        Ok(())
+    }
+
+    /// Deletes the sealed segments at the front of the log whose records all come before
+    /// `seq` (never the active one), then fsyncs the directory. Returns their file numbers:
+    /// they stay readable until `forget`.
+    pub async fn remove_before(&self, seq: u64) -> io::Result<Vec<u32>> {
+        let doomed: Vec<Rc<Segment>> = {
+            let segments = self.segments.borrow();
+            let list: Vec<&Rc<Segment>> = segments.values().collect();
+            list.windows(2)
+                .take_while(|pair| pair[1].first_seq <= seq)
+                .map(|pair| pair[0].clone())
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        for segment in &doomed {
+            crate::runtime::remove_file(&segment::path(&self.dir, segment.id)).await?;
+            self.segments.borrow_mut().remove(&segment.id);
+            self.log_bytes
+                .set(self.log_bytes.get().saturating_sub(segment.bytes.get()));
+        }
+        File::open(&self.dir).await?.sync_all().await?;
+        Ok(doomed.iter().map(|s| s.file_no).collect())
+    }
 }
