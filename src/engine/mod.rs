@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod counter;
+pub mod expire_rules;
 pub mod expiry;
 pub mod txn;
 pub mod write;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 pub use batch::Batch;
+pub use expire_rules::ExpireCondition;
 pub use write::{Condition, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome};
 
 use crate::int_hash::IntHasher;
