@@ -21,7 +21,30 @@ pub enum ExpireCondition {
     EarlierWithExpiry,
 }
 
+/// Redis's errors for options that exclude each other (without its `ERR ` prefix).
+pub const NX_WITH_OTHERS: &str = "NX and XX, GT or LT options at the same time are not compatible";
+pub const GT_WITH_LT: &str = "GT and LT options at the same time are not compatible";
+
 impl ExpireCondition {
+    /// The condition that NX, XX, GT and LT given together make, or Redis's error. XX with GT
+    /// is GT (a key without an expiry already fails GT); XX with LT needs an expiry.
+    pub fn from_flags(nx: bool, xx: bool, gt: bool, lt: bool) -> Result<Self, &'static str> {
+        if nx && (xx || gt || lt) {
+            return Err(NX_WITH_OTHERS);
+        }
+        if gt && lt {
+            return Err(GT_WITH_LT);
+        }
+        Ok(match (nx, xx, gt, lt) {
+            (true, ..) => ExpireCondition::NoExpiry,
+            (_, _, true, _) => ExpireCondition::Later,
+            (_, true, _, true) => ExpireCondition::EarlierWithExpiry,
+            (_, _, _, true) => ExpireCondition::Earlier,
+            (_, true, ..) => ExpireCondition::HasExpiry,
+            _ => ExpireCondition::Always,
+        })
+    }
+
     /// Whether an expiry at `new_ms` (unix ms; may be past or negative, as a client gave it)
     /// may replace `current_ms` (0: none).
     pub fn holds(self, current_ms: u64, new_ms: i64) -> bool {

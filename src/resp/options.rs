@@ -137,24 +137,7 @@ pub fn expire_condition(args: &[Bytes]) -> Result<ExpireCondition, String> {
             }
         }
     }
-    if nx && (xx || gt || lt) {
-        return Err(
-            "ERR NX and XX, GT or LT options at the same time are not compatible".to_string(),
-        );
-    }
-    if gt && lt {
-        return Err("ERR GT and LT options at the same time are not compatible".to_string());
-    }
-    // XX with GT or LT: the key must have an expiry, and GT/LT then decides (as Redis checks
-    // them one after the other; GT already fails on a key without an expiry).
-    Ok(match (nx, xx, gt, lt) {
-        (true, ..) => ExpireCondition::NoExpiry,
-        (_, _, true, _) => ExpireCondition::Later,
-        (_, true, _, true) => ExpireCondition::EarlierWithExpiry,
-        (_, _, _, true) => ExpireCondition::Earlier,
-        (_, true, ..) => ExpireCondition::HasExpiry,
-        _ => ExpireCondition::Always,
-    })
+    ExpireCondition::from_flags(nx, xx, gt, lt).map_err(|error| format!("ERR {error}"))
 }
 
 /// The unix time in ms of EXPIRE's (and its kin's) `number`, which may be negative or past
