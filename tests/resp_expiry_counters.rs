@@ -201,6 +201,13 @@ fn redis_rs_sets_with_options_expires_and_counts() {
     assert_eq!(query::<i64>(&mut con, &["SETRANGE", "z", "3", "x"]), 4);
     assert_eq!(query::<Vec<u8>>(&mut con, &["GET", "z"]), b"\0\0\0x");
 
+    // INFO counts the keys with an expiry ("c" has one).
+    let info: String = query(&mut con, &["INFO", "keyspace"]);
+    assert!(
+        info.contains(",expires=") && !info.contains(",expires=0,"),
+        "{info}"
+    );
+
     // COMMAND knows them all.
     let info: Vec<Value> = query(
         &mut con,
