@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use kvs::client::{stats_lines, Client, ClientError, Event, EventKind};
+use kvs::client::{stats_lines, Client, ClientError, Event, EventKind, Written};
 use kvs::protocol::ext::{Expiry, SetOptions, Txn, TxnWrite};
 
 fn connect(addr: &str) -> Client {
@@ -193,6 +193,122 @@ fn a_compacted_seq_is_refused_naming_the_horizon_and_state_survives_compaction()
         assert_eq!(
             client.meta(b"ttl").unwrap().unwrap().expires_at_ms,
             before.expires_at_ms
+        );
+    }
+}
+
+/// Waits until the node at `addr` has applied `seq` (a read with `min_seq`).
+fn applied(addr: &str, seq: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut client = connect(addr);
+    while let Err(error) = client.get_min_seq(b"any", seq) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never applied seq {seq}: {error}"
+        );
+        client = connect(addr);
+    }
+}
+
+#[test]
+fn a_watcher_on_a_follower_sees_the_leaders_changes_in_order_with_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = common::start(&dir.path().join("leader"), &[]);
+    let follower = common::start(
+        &dir.path().join("follower"),
+        &["--leader-addr", &leader.addr, "--node-id", "f1"],
+    );
+    let mut client = connect(&leader.addr);
+    // What the watcher must see, as the leader wrote it: (seq, kind, key).
+    let mut expected: Vec<(u64, EventKind, Vec<u8>)> = Vec::new();
+    let write_all = |client: &mut Client, round: usize, expected: &mut Vec<_>| {
+        for n in 0..20 {
+            let key = format!("w/{round}/{n}");
+            let seq = client.set(key.as_bytes(), b"v").unwrap();
+            expected.push((seq, EventKind::Set, key.into_bytes()));
+            client.set(b"other", b"not watched").unwrap();
+        }
+        let key = format!("w/{round}/0");
+        let seq = client.del(key.as_bytes()).unwrap().unwrap();
+        expected.push((seq, EventKind::Del, key.into_bytes()));
+        let key = format!("w/{round}/1");
+        let hour = Some(Expiry::InMs(3_600_000));
+        let Written::Ok(seq) = client.expire(key.as_bytes(), hour).unwrap().unwrap() else {
+            panic!("EXPIRE of an existing key");
+        };
+        expected.push((seq, EventKind::Expire, key.into_bytes()));
+        let key = format!("w/{round}/t");
+        let outcome = client
+            .txn(Txn {
+                compares: vec![],
+                success: vec![
+                    TxnWrite::Set {
+                        key: Bytes::from(key.clone()),
+                        value: Bytes::from("in a txn"),
+                        expiry: None,
+                    },
+                    TxnWrite::Set {
+                        key: Bytes::from("elsewhere"),
+                        value: Bytes::from("x"),
+                        expiry: None,
+                    },
+                ],
+                failure: vec![],
+            })
+            .unwrap();
+        expected.push((outcome.seq, EventKind::Set, key.into_bytes()));
+        // Stored already expired: the leader's active expiry removes it with a record of
+        // its own, which the follower applies like any other.
+        let key = format!("w/{round}/gone");
+        let past = SetOptions {
+            expiry: Some(Expiry::AtUnixMs(1)),
+            ..Default::default()
+        };
+        let Written::Ok(seq) = client.set_with(key.as_bytes(), b"v", past).unwrap() else {
+            panic!("an unconditional SETX");
+        };
+        expected.push((seq, EventKind::Set, key.into_bytes()));
+        seq
+    };
+    // Round 0 is in the follower's log before the watcher comes; round 1 arrives live.
+    let last = write_all(&mut client, 0, &mut expected);
+    applied(&follower.addr, last);
+    let mut watcher = watch(&follower.addr, "w/", 1);
+    let mut seen = Vec::new();
+    for _ in 0..expected.len() / 2 {
+        seen.push(next(&mut watcher));
+    }
+    write_all(&mut client, 1, &mut expected);
+    // Every write, plus the two expired records (one per round), whenever expiry wrote them.
+    while seen.len() < expected.len() + 2 {
+        seen.push(next(&mut watcher));
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, no duplicate: {seqs:?}"
+    );
+    let (expired, changes): (Vec<&Event>, Vec<&Event>) =
+        seen.iter().partition(|e| e.kind == EventKind::Expired);
+    let changes: Vec<(u64, EventKind, Vec<u8>)> = changes
+        .iter()
+        .map(|e| (e.seq, e.kind, e.key.to_vec()))
+        .collect();
+    assert_eq!(
+        changes, expected,
+        "every change of the leader's, none missing"
+    );
+    let expired: Vec<&[u8]> = expired.iter().map(|e| &e.key[..]).collect();
+    assert_eq!(expired, [&b"w/0/gone"[..], &b"w/1/gone"[..]]);
+    // A watcher that reconnects to the follower from where it stopped gets the rest.
+    let resume = seen[10].seq + 1;
+    drop(watcher);
+    let mut watcher = watch(&follower.addr, "w/", resume);
+    for event in &seen[11..] {
+        assert_eq!(
+            &next(&mut watcher),
+            event,
+            "the same events again, from {resume}"
         );
     }
 }

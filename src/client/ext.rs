@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{malformed, refusal, seq_of, Client, ClientError};
-use crate::protocol::ext::{Expiry, ExtRequest, SetOptions, Txn};
+use crate::protocol::ext::{ExpireFlags, Expiry, ExtRequest, SetOptions, Txn};
 use crate::protocol::request::Request;
 use crate::protocol::response::{Response, Status};
 
@@ -164,9 +164,21 @@ impl Client {
         key: &[u8],
         expiry: Option<Expiry>,
     ) -> Result<Option<Written>, ClientError> {
+        self.expire_if(key, expiry, ExpireFlags::default())
+    }
+
+    /// `expire` only if `condition` holds (Redis 7's NX, XX, GT, LT; a key without an expiry
+    /// counts as expiring never): `ConditionFailed` with the key's seq if it does not.
+    pub fn expire_if(
+        &mut self,
+        key: &[u8],
+        expiry: Option<Expiry>,
+        condition: ExpireFlags,
+    ) -> Result<Option<Written>, ClientError> {
         let response = self.call_ext(ExtRequest::Expire {
             key: Bytes::copy_from_slice(key),
             expiry,
+            condition,
         })?;
         match response.status {
             Status::NotFound => Ok(None),

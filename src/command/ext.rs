@@ -6,7 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{error, Pending};
 use crate::engine::write::{Cmp, IncrOutcome, Operand as EngineOperand};
 use crate::engine::{
-    Condition, Engine, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome, Values,
+    Condition, Engine, ExpireCondition, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp,
+    TxnOutcome, Values,
 };
 use crate::protocol::ext::{self, CompareOp, ExtRequest, Operand, Txn, TxnWrite};
 use crate::protocol::Status;
@@ -64,9 +65,17 @@ pub fn accept(
                 Err(failed) => error(failed.to_string()),
             }
         }
-        ExtRequest::Expire { key, expiry } => {
+        ExtRequest::Expire {
+            key,
+            expiry,
+            condition,
+        } => {
             let expires_at_ms = expiry.map_or(0, |expiry| expiry.at(now_ms));
-            match engine.expire_at(&key, expires_at_ms) {
+            // The decoder refused flags that exclude each other.
+            let condition =
+                ExpireCondition::from_flags(condition.nx, condition.xx, condition.gt, condition.lt)
+                    .unwrap_or_default();
+            match engine.expire_if(&key, expires_at_ms, condition) {
                 Ok(ExpireOutcome::Written { seq }) => Pending::Write { seq, body: None },
                 Ok(ExpireOutcome::NotFound { after_seq: observed }) => {
                     reply(Status::NotFound, Bytes::new(), observed.max(after_seq))

@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod counter;
+pub mod expire_rules;
 pub mod expiry;
 mod index;
 pub mod staging;
@@ -31,6 +32,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 pub use batch::Batch;
+pub use expire_rules::ExpireCondition;
 pub use write::{Condition, ExpireOutcome, SetOptions, SetOutcome, TxnCompare, TxnOp, TxnOutcome};
 
 use crate::int_hash::IntHasher;

@@ -5,7 +5,7 @@
 //! | op   | name   | flags                                   | body                                                |
 //! |------|--------|-----------------------------------------|-----------------------------------------------------|
 //! | 0x09 | SETX   | 0x01 NX, 0x02 XX, 0x04 IF_SEQ, 0x08 KEEP_TTL, 0x10 ABSOLUTE | `expiry_ms` u64, `if_seq` u64, `klen` u32, key, value |
-//! | 0x0a | EXPIRE | 0x01 PERSIST, 0x10 ABSOLUTE             | `expiry_ms` u64, key                                |
+//! | 0x0a | EXPIRE | 0x01 PERSIST, 0x10 ABSOLUTE, 0x02 NX, 0x04 XX, 0x08 GT, 0x20 LT | `expiry_ms` u64, key |
 //! | 0x0b | META   | none                                    | key                                                 |
 //! | 0x0c | INCRBY | none                                    | `delta` i64, key                                    |
 //! | 0x0d | MGET   | none                                    | `count` u32, then per key `klen` u32, key           |
@@ -48,6 +48,14 @@ pub mod flag {
     pub const ABSOLUTE: u8 = 0x10;
     /// EXPIRE: remove the key's expiry (`expiry_ms` must be 0).
     pub const PERSIST: u8 = 0x01;
+    /// EXPIRE: only if the key has no expiry (Redis 7's NX).
+    pub const EXPIRE_NX: u8 = 0x02;
+    /// EXPIRE: only if the key has an expiry (XX).
+    pub const EXPIRE_XX: u8 = 0x04;
+    /// EXPIRE: only if the new expiry is later than the key's (GT; none counts as never).
+    pub const EXPIRE_GT: u8 = 0x08;
+    /// EXPIRE: only if the new expiry is earlier than the key's (LT; none counts as never).
+    pub const EXPIRE_LT: u8 = 0x20;
     /// WATCH: the key is a prefix.
     pub const PREFIX: u8 = 0x01;
 }
@@ -83,6 +91,39 @@ impl Expiry {
             None => (0, 0),
             Some(Expiry::InMs(ms)) => (0, ms),
             Some(Expiry::AtUnixMs(at)) => (flag::ABSOLUTE, at),
+        }
+    }
+}
+
+/// EXPIRE's conditions, Redis 7's NX, XX, GT and LT (none: always). NX goes with no other,
+/// GT not with LT, and none with PERSIST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpireFlags {
+    pub nx: bool,
+    pub xx: bool,
+    pub gt: bool,
+    pub lt: bool,
+}
+
+impl ExpireFlags {
+    fn bits(self) -> u8 {
+        [
+            (self.nx, flag::EXPIRE_NX),
+            (self.xx, flag::EXPIRE_XX),
+            (self.gt, flag::EXPIRE_GT),
+            (self.lt, flag::EXPIRE_LT),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |bits, (_, bit)| bits | bit)
+    }
+
+    fn from_bits(bits: u8) -> ExpireFlags {
+        ExpireFlags {
+            nx: bits & flag::EXPIRE_NX != 0,
+            xx: bits & flag::EXPIRE_XX != 0,
+            gt: bits & flag::EXPIRE_GT != 0,
+            lt: bits & flag::EXPIRE_LT != 0,
         }
     }
 }
@@ -182,6 +223,7 @@ pub enum ExtRequest {
     Expire {
         key: Bytes,
         expiry: Option<Expiry>,
+        condition: ExpireFlags,
     },
     Meta {
         key: Bytes,
@@ -290,10 +332,22 @@ impl ExtRequest {
             }
             op::EXPIRE => {
                 at.name = "EXPIRE";
-                known_flags("EXPIRE", flags, flag::PERSIST | flag::ABSOLUTE)?;
+                let conditions =
+                    flag::EXPIRE_NX | flag::EXPIRE_XX | flag::EXPIRE_GT | flag::EXPIRE_LT;
+                known_flags("EXPIRE", flags, flag::PERSIST | flag::ABSOLUTE | conditions)?;
                 let expiry_ms = at.u64("expiry_ms needs 8 bytes")?;
                 let key = at.rest();
                 check_key(&key, limits)?;
+                let condition = ExpireFlags::from_bits(flags);
+                if condition.nx && (condition.xx || condition.gt || condition.lt) {
+                    return Err(invalid("EXPIRE's NX goes with none of XX, GT and LT"));
+                }
+                if condition.gt && condition.lt {
+                    return Err(invalid("EXPIRE takes GT or LT, not both"));
+                }
+                if flags & flag::PERSIST != 0 && flags & conditions != 0 {
+                    return Err(invalid("EXPIRE with PERSIST takes no NX, XX, GT or LT"));
+                }
                 let expiry = if flags & flag::PERSIST != 0 {
                     if expiry_ms != 0 || flags & flag::ABSOLUTE != 0 {
                         return Err(invalid("EXPIRE with PERSIST takes no expiry"));
@@ -304,7 +358,11 @@ impl ExtRequest {
                 } else {
                     Some(Expiry::InMs(expiry_ms))
                 };
-                ExtRequest::Expire { key, expiry }
+                ExtRequest::Expire {
+                    key,
+                    expiry,
+                    condition,
+                }
             }
             op::META => {
                 known_flags("META", flags, 0)?;
@@ -408,11 +466,16 @@ impl ExtRequest {
                     ],
                 )
             }
-            ExtRequest::Expire { key, expiry } => {
+            ExtRequest::Expire {
+                key,
+                expiry,
+                condition,
+            } => {
                 let (flags, expiry_ms) = match expiry {
                     None => (flag::PERSIST, 0),
                     Some(expiry) => Expiry::encode(Some(*expiry)),
                 };
+                let flags = flags | condition.bits();
                 frame::encode(
                     dst,
                     header(op::EXPIRE, flags),
@@ -803,10 +866,21 @@ mod tests {
             ExtRequest::Expire {
                 key: b("k"),
                 expiry: None,
+                condition: ExpireFlags::default(),
             },
             ExtRequest::Expire {
                 key: b("k"),
                 expiry: Some(Expiry::InMs(9)),
+                condition: ExpireFlags::default(),
+            },
+            ExtRequest::Expire {
+                key: b("k"),
+                expiry: Some(Expiry::AtUnixMs(9)),
+                condition: ExpireFlags {
+                    xx: true,
+                    lt: true,
+                    ..ExpireFlags::default()
+                },
             },
             ExtRequest::Meta { key: b("k") },
             ExtRequest::IncrBy {

@@ -9,10 +9,12 @@
 //! - `parse`: bytes to commands (RESP arrays and inline lines), bounded, never panics.
 //! - `reply`: replies to bytes, RESP2 and RESP3.
 //! - `glob`: Redis's patterns for KEYS and SCAN MATCH.
+//! - `options`: the options of SET, GETEX and EXPIRE, read as Redis reads them.
 //! - `table`: the commands kvs knows, their arity and flags (what COMMAND answers).
 
 pub mod glob;
 pub mod multi;
+pub mod options;
 pub mod parse;
 pub mod reply;
 pub mod table;

@@ -20,6 +20,29 @@ pub enum Name {
     DbSize,
     Get,
     Set,
+    // issue 13's, in `keyspace.rs`
+    SetNx,
+    SetEx,
+    PSetEx,
+    GetSet,
+    GetEx,
+    MSetNx,
+    Expire,
+    PExpire,
+    ExpireAt,
+    PExpireAt,
+    Ttl,
+    PTtl,
+    ExpireTime,
+    PExpireTime,
+    Persist,
+    Incr,
+    IncrBy,
+    Decr,
+    DecrBy,
+    Append,
+    GetRange,
+    SetRange,
     GetDel,
     Del,
     Unlink,
@@ -511,11 +534,21 @@ pub const COMMANDS: &[Spec] = &[
     },
 ];
 
+mod keyspace;
+
+/// Every command kvs serves: this file's, then the string and expiry commands of `keyspace`.
+pub fn all() -> impl Iterator<Item = &'static Spec> {
+    COMMANDS.iter().chain(keyspace::COMMANDS)
+}
+
+/// How many commands kvs serves (COMMAND COUNT).
+pub fn count() -> usize {
+    COMMANDS.len() + keyspace::COMMANDS.len()
+}
+
 /// The spec of a command name, any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.text.as_bytes().eq_ignore_ascii_case(name))
+    all().find(|spec| spec.text.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether `args` (the name included) has an arity `arity` allows.
@@ -586,8 +619,13 @@ mod tests {
         assert!(lookup(b"flushall").is_none());
         assert!(arity_ok(2, 2) && !arity_ok(2, 3));
         assert!(arity_ok(-2, 2) && arity_ok(-2, 9) && !arity_ok(-2, 1));
-        for spec in COMMANDS {
+        for spec in all() {
             assert_eq!(spec.text, spec.text.to_lowercase());
+            assert_eq!(
+                lookup(spec.text.as_bytes()).map(|s| s.name),
+                Some(spec.name)
+            );
         }
+        assert_eq!(all().count(), count());
     }
 }

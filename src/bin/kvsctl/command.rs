@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use kvs::client::{EventKind, Written};
-use kvs::protocol::ext::{Condition, Expiry, SetOptions};
+use kvs::protocol::ext::{Condition, ExpireFlags, Expiry, SetOptions};
 
 use crate::output::{self, Json};
 use crate::txn_spec;
@@ -97,7 +97,9 @@ pub enum Command {
     },
     /// Make a key expire after DURATION
     ///
-    /// Prints "OK (seq N)"; exit status 1 if the key does not exist.
+    /// Prints "OK (seq N)"; exit status 1 if the key does not exist. With --nx, --xx, --gt or
+    /// --lt (Redis 7's EXPIRE options; a key without an expiry counts as expiring never) an
+    /// expiry whose condition fails changes nothing, prints "NOT SET (key seq N)" and exits 3.
     #[command(verbatim_doc_comment)]
     Expire {
         #[arg(allow_hyphen_values = true)]
@@ -105,6 +107,18 @@ pub enum Command {
         /// 500ms, 30s, 10m, 2h, 1d; a bare number is seconds
         #[arg(value_parser = output::parse_duration_ms)]
         duration: u64,
+        /// Only if the key has no expiry
+        #[arg(long, conflicts_with_all = ["xx", "gt", "lt"])]
+        nx: bool,
+        /// Only if the key has an expiry
+        #[arg(long)]
+        xx: bool,
+        /// Only if the new expiry is later than the key's (never true without one)
+        #[arg(long, conflicts_with = "lt")]
+        gt: bool,
+        /// Only if the new expiry is earlier than the key's (always true without one)
+        #[arg(long)]
+        lt: bool,
     },
     /// Remove a key's expiry
     ///
@@ -367,9 +381,23 @@ pub fn execute(
                 }
             }
         }
-        Command::Expire { key, duration } => {
+        Command::Expire {
+            key,
+            duration,
+            nx,
+            xx,
+            gt,
+            lt,
+        } => {
             let key = bytes(key);
-            match session.run(|client| client.expire(&key, Some(Expiry::InMs(*duration))))? {
+            let condition = ExpireFlags {
+                nx: *nx,
+                xx: *xx,
+                gt: *gt,
+                lt: *lt,
+            };
+            let expiry = Some(Expiry::InMs(*duration));
+            match session.run(|client| client.expire_if(&key, expiry, condition))? {
                 Some(result) => written(out, style, result),
                 None => missing(out, style),
             }

@@ -267,7 +267,12 @@ pub fn info(node: &Node, sections: &[String]) -> String {
     if wanted("keyspace") {
         section(&mut text, "Keyspace");
         if engine.key_count() > 0 {
-            let value = format!("keys={},expires=0,avg_ttl=0", engine.key_count());
+            // Redis's avg_ttl is an estimate from its sampling; kvs does not keep one.
+            let value = format!(
+                "keys={},expires={},avg_ttl=0",
+                engine.key_count(),
+                engine.expiring_key_count()
+            );
             line(&mut text, "db0", &value);
         }
     }

@@ -347,7 +347,39 @@ impl<'a> ConnState<'a> {
             }
             Name::Keys => self.resp_keys(cost, &args[1], engine),
             Name::Scan => self.resp_scan(session, cost, args, engine),
-            Name::Set => return self.resp_set(cost, args, engine, rules, now, version),
+            Name::Set
+            | Name::SetNx
+            | Name::SetEx
+            | Name::PSetEx
+            | Name::GetSet
+            | Name::GetEx
+            | Name::MSetNx
+            | Name::Expire
+            | Name::PExpire
+            | Name::ExpireAt
+            | Name::PExpireAt
+            | Name::Ttl
+            | Name::PTtl
+            | Name::ExpireTime
+            | Name::PExpireTime
+            | Name::Persist
+            | Name::Incr
+            | Name::IncrBy
+            | Name::Decr
+            | Name::DecrBy
+            | Name::Append
+            | Name::GetRange
+            | Name::SetRange => {
+                let context = keyspace::Context {
+                    cost,
+                    engine,
+                    rules,
+                    now,
+                    version,
+                    values,
+                };
+                return self.resp_keyspace(spec.name, args, context);
+            }
             Name::MSet => return self.resp_mset(cost, args, engine, rules, now),
             Name::GetDel => {
                 let old = engine.current(&args[1]);
@@ -422,83 +454,6 @@ impl<'a> ConnState<'a> {
             after_seq,
         };
         self.push(0, pending, cost, deadline, Some(Shape::Raw));
-    }
-
-    fn resp_set(
-        &mut self,
-        cost: usize,
-        args: &[Bytes],
-        engine: &mut Engine,
-        rules: &Rules,
-        now: Instant,
-        version: Version,
-    ) -> bool {
-        // Parsed as Redis does (`t_string.c`, parseExtendedStringArgumentsOrReply), so that
-        // what Redis refuses as a syntax error is refused here too.
-        let (mut get, mut condition, mut expiry): (bool, Option<&str>, Option<&str>) =
-            (false, None, None);
-        let mut i = 3;
-        while i < args.len() {
-            let option = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-            let has_value = i + 1 < args.len();
-            match option.as_str() {
-                "GET" => get = true,
-                "NX" | "XX" if condition.is_none() => {
-                    condition = Some(if option == "NX" { "NX" } else { "XX" })
-                }
-                "KEEPTTL" if expiry.is_none() => expiry = Some("KEEPTTL"),
-                "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() && has_value => {
-                    expiry = Some(match option.as_str() {
-                        "EX" => "EX",
-                        "PX" => "PX",
-                        "EXAT" => "EXAT",
-                        _ => "PXAT",
-                    });
-                    match integer(&args[i + 1]) {
-                        None => return self.refuse(cost, NOT_AN_INTEGER),
-                        Some(n) if n <= 0 => {
-                            return self.refuse(cost, "ERR invalid expire time in 'set' command")
-                        }
-                        Some(_) => {}
-                    }
-                    i += 1;
-                }
-                _ => return self.refuse(cost, SYNTAX),
-            }
-            i += 1;
-        }
-        if let Some(option) = condition.or(expiry) {
-            let message = format!(
-                "ERR SET option '{option}' is not supported by kvs yet: key expiry and conditional writes are not built (kvs issue 13); SET key value [GET] works"
-            );
-            return self.refuse(cost, &message);
-        }
-        let (key, value) = (&args[1], &args[2]);
-        if let Err(error) = check_value(key, value, rules) {
-            return self.refuse(cost, &format!("ERR {error}"));
-        }
-        let old = get.then(|| engine.current(key));
-        let seq = match engine.set(key, value.clone()) {
-            Ok(seq) => seq,
-            Err(failed) => return self.refuse(cost, &format!("ERR {failed}")),
-        };
-        match old {
-            None => {
-                let ok = Bytes::from_static(b"+OK\r\n");
-                self.resp_write(cost, seq, Shape::Written(ok), rules, now);
-            }
-            Some(old) => {
-                self.last_write_seq = seq;
-                self.push(
-                    0,
-                    old_value(old, seq),
-                    cost,
-                    None,
-                    Some(Shape::Value(version)),
-                );
-            }
-        }
-        true
     }
 
     fn refuse(&mut self, cost: usize, text: &str) -> bool {
@@ -850,18 +805,16 @@ impl<'a> ConnState<'a> {
         let names = args.get(2..).unwrap_or_default();
         match sub.as_deref() {
             None => {
-                reply::array(&mut out, table::COMMANDS.len());
-                for spec in table::COMMANDS {
+                reply::array(&mut out, table::count());
+                for spec in table::all() {
                     table::encode_info(&mut out, spec, version);
                 }
             }
-            Some("count") if args.len() == 2 => {
-                reply::integer(&mut out, table::COMMANDS.len() as i64)
-            }
+            Some("count") if args.len() == 2 => reply::integer(&mut out, table::count() as i64),
             Some("count") => return self.resp_error(cost, &arity_error("command|count")),
             Some("info") if names.is_empty() => {
-                reply::array(&mut out, table::COMMANDS.len());
-                for spec in table::COMMANDS {
+                reply::array(&mut out, table::count());
+                for spec in table::all() {
                     table::encode_info(&mut out, spec, version);
                 }
             }
@@ -876,7 +829,7 @@ impl<'a> ConnState<'a> {
             }
             Some("docs") => {
                 let specs: Vec<_> = match names.is_empty() {
-                    true => table::COMMANDS.iter().collect(),
+                    true => table::all().collect(),
                     false => names
                         .iter()
                         .filter_map(|name| table::lookup(name))
@@ -998,6 +951,7 @@ pub(super) fn encode_failure(out: &mut BytesMut, code: &str, message: &[u8]) {
     reply::error(out, &text);
 }
 
+mod keyspace;
 mod multi;
 mod pubsub;
 
