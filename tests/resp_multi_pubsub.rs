@@ -440,3 +440,43 @@ fn a_follower_applies_a_transaction_as_one_record_and_its_watch_sees_replicated_
         "+OK\r\n-READONLY You can't write against a read only replica.\r\n-EXECABORT Transaction discarded because of previous errors.\r\n"
     );
 }
+
+#[test]
+fn the_idle_timeout_spares_a_subscriber_but_not_a_silent_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvsd = common::start(
+        dir.path(),
+        &["--resp-port", "0", "--idle-timeout-secs", "1"],
+    );
+    let addr = resp_addr(&kvsd);
+    let mut subscriber = TcpStream::connect(&addr).unwrap();
+    subscriber
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    subscriber.write_all(b"SUBSCRIBE news\r\n").unwrap();
+    read_until(&mut subscriber, b":1\r\n");
+    // A client that says nothing is closed after the timeout, with Redis-style text...
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut closed = Vec::new();
+    silent.read_to_end(&mut closed).unwrap();
+    assert!(
+        String::from_utf8_lossy(&closed).contains("--idle-timeout-secs"),
+        "{closed:?}"
+    );
+    // ...while the subscriber, silent for longer still, hears what is published.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut publisher = connect(&kvsd);
+    let receivers: i64 = publisher.publish("news", "hello").unwrap();
+    assert_eq!(receivers, 1);
+    let message = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n";
+    let mut got = vec![0; message.len()];
+    subscriber.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(message),
+        "the subscriber's next bytes"
+    );
+}

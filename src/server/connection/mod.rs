@@ -187,7 +187,9 @@ pub async fn serve(
         {
             break;
         }
-        watch.idle_reading.set(read.is_some() && state.is_idle());
+        watch
+            .idle_reading
+            .set(read.is_some() && state.is_idle() && !state.is_subscribed());
         tokio::select! {
             (result, returned) = poll(&mut read) => {
                 read = None;

@@ -43,6 +43,12 @@ impl<'a> ConnState<'a> {
         state
     }
 
+    /// Whether the connection is subscribed to a channel or pattern: it then waits for
+    /// messages, and silence is its normal state (Redis's `timeout` spares such clients too).
+    pub fn is_subscribed(&self) -> bool {
+        matches!(&self.protocol, Protocol::Resp(session) if session.subscriptions > 0)
+    }
+
     pub(super) fn parse_limits(&self, rules: &Rules) -> ParseLimits {
         let command_bytes_max = self.frame_bytes_max(rules) as usize + RESP_COMMAND_OVERHEAD_BYTES;
         ParseLimits {
