@@ -21,15 +21,15 @@ pub mod batch;
 pub mod counter;
 pub mod expire_rules;
 pub mod expiry;
-mod index;
 pub mod staging;
 pub mod txn;
 pub mod write;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 pub use batch::Batch;
 pub use expire_rules::ExpireCondition;
@@ -39,7 +39,10 @@ use crate::int_hash::IntHasher;
 use crate::wal::record::{self, Op, Record};
 use crate::wal::Location;
 
-use index::{Index, IndexKey};
+/// A key in the index: up to 16 bytes inline in the tree's node (24 bytes in all), longer ones
+/// on the heap. A search compares keys without a pointer chase (a cache miss per comparison
+/// at millions of keys) and a short key costs no allocation of its own.
+type IndexKey = SmallVec<[u8; 16]>;
 
 /// A durable key: where its value is, the seq of the last record that changed it (its SET,
 /// or a later EXPIRE), and when it expires (unix ms; 0: never).
@@ -156,7 +159,7 @@ pub struct WriteFailed(pub String);
 pub type Values<'a> = dyn FnMut(Location) -> Result<Bytes, String> + 'a;
 
 pub struct Engine {
-    index: Index,
+    index: BTreeMap<IndexKey, Slot>,
     /// The durable keys that have an expiry, by when: active expiry takes the earliest.
     deadlines: BTreeSet<(u64, IndexKey)>,
     /// Bytes of the records the index points at, per log file: the rest of a file is garbage
@@ -184,7 +187,7 @@ impl Engine {
     /// An engine whose log ends at `last_seq`, all of it durable.
     pub fn new(last_seq: u64) -> Engine {
         Engine {
-            index: Index::default(),
+            index: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             live_bytes: HashMap::default(),
             pending: HashMap::new(),
@@ -234,7 +237,13 @@ impl Engine {
                     seq,
                     expires_at_ms,
                 };
-                if let Some(old) = self.index.insert(key, new) {
+                // A live server mostly overwrites keys it has: found and changed in place,
+                // with no key built and dropped.
+                let old = match self.index.get_mut(key) {
+                    Some(slot) => Some(std::mem::replace(slot, new)),
+                    None => self.index.insert(IndexKey::from_slice(key), new),
+                };
+                if let Some(old) = old {
                     self.count_live(old.location, key.len(), false);
                     self.move_deadline(key, old.expires_at_ms, expires_at_ms);
                 } else {
@@ -275,10 +284,13 @@ impl Engine {
 
     /// Start-up from an index checkpoint: `entries` in key order (one pass, no searching).
     pub fn load_index<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], Slot)>) {
-        self.index = Index::from_sorted(entries);
+        self.index = entries
+            .into_iter()
+            .map(|(key, slot)| (IndexKey::from_slice(key), slot))
+            .collect();
         self.live_bytes.clear();
         self.deadlines.clear();
-        for (key, slot) in self.index.unordered() {
+        for (key, slot) in &self.index {
             *self.live_bytes.entry(slot.location.file).or_default() +=
                 record_bytes(key.len(), slot.location);
             if slot.expires_at_ms != 0 {
@@ -289,7 +301,7 @@ impl Engine {
 
     /// The index in key order, for a checkpoint.
     pub fn index_entries(&self) -> impl Iterator<Item = (&[u8], Slot)> {
-        self.index.iter().map(|(key, slot)| (key, *slot))
+        self.index.iter().map(|(key, slot)| (&key[..], *slot))
     }
 
     fn count_live(&mut self, location: Location, key_len: usize, add: bool) {
@@ -325,7 +337,7 @@ impl Engine {
 
     /// Whether `key` is in the index (expired or not).
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.index.contains(key)
+        self.index.contains_key(key)
     }
 
     /// Compaction copied `key`'s record from `from` to `to`: points the index there, unless a
@@ -401,10 +413,10 @@ impl Engine {
         };
         let now_ms = self.now_ms;
         self.index
-            .range_from(start)
+            .range::<[u8], _>((start, Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
             .filter(move |(_, slot)| !slot.expired(now_ms))
-            .map(|(key, _)| key)
+            .map(|(key, _)| &key[..])
     }
 
     /// Accepts a plain SET (no expiry, no condition) into the open batch; returns its seq.
