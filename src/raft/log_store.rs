@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
+use tokio::sync::watch;
 
 use super::codec;
 use super::vote::{self, HardState};
@@ -62,6 +63,8 @@ pub struct RaftLog {
     committed_written: Cell<Option<Instant>>,
     recent: RefCell<BTreeMap<u64, (Entry, usize)>>,
     recent_bytes: Cell<usize>,
+    /// Appends made durable so far: the leader's proposer paces its batches on it.
+    pub appends: watch::Sender<u64>,
 }
 
 impl RaftLog {
@@ -103,6 +106,7 @@ impl RaftLog {
             committed_written: Cell::new(None),
             recent: RefCell::default(),
             recent_bytes: Cell::new(0),
+            appends: watch::Sender::new(0),
         })
     }
 
@@ -395,6 +399,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             at += len as u64;
         }
         log.next_seq.set(first_seq + entries.len() as u64);
+        log.appends.send_modify(|n| *n += 1);
         callback.log_io_completed(Ok(()));
         Ok(())
     }

@@ -23,6 +23,7 @@ mod leader_stream;
 mod node;
 pub mod protected;
 mod raft_node;
+mod raft_proposer;
 mod ready;
 mod role;
 mod shard;

@@ -54,6 +54,8 @@ pub struct RaftNode {
     pub shutdown: watch::Sender<bool>,
     /// Requests answered, for STATS.
     pub requests: std::cell::Cell<u64>,
+    /// Client writes waiting to be proposed, many to an entry (the leader's group commit).
+    pub proposer: super::raft_proposer::Proposer,
 }
 
 impl RaftNode {
@@ -75,8 +77,9 @@ impl RaftNode {
     /// This node leads and has heard from a quorum within the election timeout: a leader cut off
     /// from the majority stops answering as one after that, even before openraft notices.
     fn leads(&self) -> bool {
-        let metrics = self.metrics();
         let timeout = self.election_timeout();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         metrics.state == ServerState::Leader
             && metrics
                 .millis_since_quorum_ack
@@ -191,7 +194,9 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
             started,
             shutdown: watch::Sender::new(false),
             requests: std::cell::Cell::new(0),
+            proposer: Default::default(),
         });
+        crate::runtime::spawn(super::raft_proposer::run(node.clone()));
         let preparer = file.clone();
         crate::runtime::spawn(async move { preparer.prepare_segments().await });
 
@@ -582,20 +587,21 @@ async fn read_value(node: &RaftNode, key: &[u8]) -> Answer {
 }
 
 async fn write(node: &RaftNode, command: Command, timeout: Duration) -> Answer {
+    use super::raft_proposer::Outcome;
     if !node.leads() {
         return not_leader(node);
     }
     let del = matches!(command, Command::Del { .. });
-    match tokio::time::timeout(timeout, node.raft.client_write(command)).await {
-        Ok(Ok(response)) => {
-            let seq = seq_of(&response.log_id);
-            if del && !response.data.existed {
+    match tokio::time::timeout(timeout, node.proposer.propose(command)).await {
+        Ok(Ok(Outcome::Applied { seq, existed })) => {
+            if del && !existed {
                 return Ok((Status::NotFound, 0, Bytes::new()));
             }
             ok(Bytes::copy_from_slice(&seq.to_le_bytes()))
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => not_leader(node),
-        Ok(Err(error)) => Err(format!("the write failed: {error}")),
+        Ok(Ok(Outcome::NotLeader)) => not_leader(node),
+        Ok(Ok(Outcome::Failed(message))) => Err(message),
+        Ok(Err(_)) => Err("the write was dropped: this node is shutting down".into()),
         Err(_) => Err(format!(
             "the write was not committed within {} ms (no majority reached): it may or may not be applied later",
             timeout.as_millis()
