@@ -32,7 +32,10 @@ fn batched_writes_answer_each_client_and_survive_kill9_of_every_member() {
                     let key = format!("w{w}-{i}");
                     client.set(key.as_bytes(), b"first").unwrap();
                     let deleted = client.del(key.as_bytes()).unwrap();
-                    assert!(deleted.is_some(), "{key}: a DEL of a key just set said NOT_FOUND");
+                    assert!(
+                        deleted.is_some(),
+                        "{key}: a DEL of a key just set said NOT_FOUND"
+                    );
                     let again = client.del(key.as_bytes()).unwrap();
                     assert!(again.is_none(), "{key}: a second DEL found the key");
                     // Every other key is set again; the rest stay deleted.
@@ -60,7 +63,9 @@ fn batched_writes_answer_each_client_and_survive_kill9_of_every_member() {
     for i in 0..3 {
         cluster.restart(i);
     }
-    wait_for("a leader after the restart", LEADER_WAIT, || cluster.leader());
+    wait_for("a leader after the restart", LEADER_WAIT, || {
+        cluster.leader()
+    });
     for node in 0..3 {
         let addr = cluster.addr(node);
         for w in 0..WRITERS {

@@ -95,7 +95,7 @@ impl RaftNode {
         Duration::from_millis(settings.election_timeout_ms)
     }
 
-    fn role(&self, metrics: &openraft::RaftMetrics<NodeId, Member>) -> &'static str {
+    pub fn role(&self, metrics: &openraft::RaftMetrics<NodeId, Member>) -> &'static str {
         match metrics.state {
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
@@ -117,7 +117,11 @@ impl RaftNode {
 }
 
 /// Serves a Raft node until SIGINT or SIGTERM.
-pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), ServerError> {
+pub fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<(), ServerError> {
     let settings = config.raft.clone().expect("raft::run is for raft nodes");
     let started = Instant::now();
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
@@ -245,7 +249,26 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
             recovery_ms = started.elapsed().as_millis() as u64,
             "kvsd ready (raft)"
         );
-        super::ready::announce(&node.config, addr.into(), recovered.last_seq)?;
+        let metrics_addr = match metrics {
+            Some(metrics) => {
+                let metrics_addr = metrics
+                    .local_addr()
+                    .map_err(io("local_addr of --metrics-addr"))?;
+                let site: Rc<dyn crate::metrics::Site> = node.clone();
+                crate::runtime::spawn(crate::metrics::serve::run(
+                    crate::runtime::TcpListener::from_std(metrics),
+                    site,
+                ));
+                Some(metrics_addr)
+            }
+            None => None,
+        };
+        let addrs = super::ready::Addrs {
+            addr,
+            metrics_addr,
+            resp_addr: None,
+        };
+        super::ready::announce(&node.config, addrs, recovered.last_seq)?;
         let reason = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
