@@ -45,12 +45,9 @@ pub fn apply(
                 changed.insert(key, true);
                 false
             }
-            Command::Del { key } => {
-                let existed = changed
-                    .insert(key, false)
-                    .unwrap_or_else(|| engine.contains(key));
-                existed
-            }
+            Command::Del { key } => changed
+                .insert(key, false)
+                .unwrap_or_else(|| engine.contains(key)),
             Command::Batch(_) => false,
         })
         .collect();
