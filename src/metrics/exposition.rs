@@ -138,11 +138,16 @@ impl Collector for Page {
         {
             let mut metric = e.encode_descriptor(
                 "kvs_role",
-                "1 for the role this node has now (leader or follower), 0 for the other.",
+                "1 for the role this node has now (leader or follower; on a Raft node also learner or candidate), 0 for the others.",
                 None,
                 Gauge,
             )?;
-            for role in ["leader", "follower"] {
+            // A Raft node may also be a learner or a candidate; a node outside Raft (term 0)
+            // never is, and its page keeps its two series.
+            for role in ["leader", "follower", "learner", "candidate"] {
+                if matches!(role, "learner" | "candidate") && s.term == 0 && s.role != role {
+                    continue;
+                }
                 metric
                     .encode_family(&[("role", role)])?
                     .encode_gauge(&u64::from(s.role == role))?;

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
+use tokio::sync::watch;
 
 use super::codec;
 use super::snapshot;
@@ -71,6 +72,8 @@ pub struct RaftLog {
     committed_written: Cell<Option<Instant>>,
     recent: RefCell<BTreeMap<u64, (Entry, usize)>>,
     recent_bytes: Cell<usize>,
+    /// Appends made durable so far: the leader's proposer paces its batches on it.
+    pub appends: watch::Sender<u64>,
 }
 
 impl RaftLog {
@@ -117,6 +120,7 @@ impl RaftLog {
             committed_written: Cell::new(None),
             recent: RefCell::default(),
             recent_bytes: Cell::new(0),
+            appends: watch::Sender::new(0),
         })
     }
 
@@ -437,6 +441,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             at += len as u64;
         }
         log.next_seq.set(first_seq + entries.len() as u64);
+        log.appends.send_modify(|n| *n += 1);
         callback.log_io_completed(Ok(()));
         Ok(())
     }

@@ -20,6 +20,7 @@
 // one return it as is rather than box it only to unbox it at the trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod batch;
 pub mod codec;
 pub mod log_store;
 pub mod network;
@@ -52,8 +53,17 @@ impl fmt::Display for Member {
 /// A client write, as an entry's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Set { key: Bytes, value: Bytes },
-    Del { key: Bytes },
+    Set {
+        key: Bytes,
+        value: Bytes,
+    },
+    Del {
+        key: Bytes,
+    },
+    /// Several clients' SETs and DELs (never a batch), proposed as one entry so that they share
+    /// one append and one fdatasync on every member: the leader's group commit
+    /// (`server::raft_node::Proposer`). Stored as one `Txn` record; applied in order.
+    Batch(Vec<Command>),
 }
 
 impl Default for Command {
@@ -69,6 +79,8 @@ impl Default for Command {
 pub struct Reply {
     /// DEL: the key existed when the delete was applied (else the client gets NOT_FOUND).
     pub existed: bool,
+    /// A batch: `existed` of each of its commands, in order (false for a SET).
+    pub existed_each: Vec<bool>,
 }
 
 openraft::declare_raft_types!(

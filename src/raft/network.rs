@@ -179,24 +179,27 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<Bytes, RpcError<E>> {
         let ttl = option.hard_ttl();
+        // The connection is taken out while a call is on it and put back only after a whole
+        // answer: openraft drops an AppendEntries after one heartbeat interval (its own
+        // timeout, around this one), and a connection left with an answer still to come would
+        // hand that answer to the next call (an id mismatch, so a second failed RPC).
+        let mut conn = self.conn.take();
         let result = tokio::time::timeout(ttl, async {
-            if self.conn.is_none() {
+            if conn.is_none() {
                 let secret = self.secret.as_deref().map(|s| s.as_slice());
-                self.conn = Some(Conn::open(&self.addr, secret, self.frame_bytes_max, ttl).await?);
+                conn = Some(Conn::open(&self.addr, secret, self.frame_bytes_max, ttl).await?);
             }
-            self.conn
-                .as_mut()
-                .expect("connected")
-                .call(kind, 0, body)
-                .await
+            conn.as_mut().expect("connected").call(kind, 0, body).await
         })
         .await;
         let error = match result {
-            Ok(Ok(body)) => return Ok(body),
+            Ok(Ok(body)) => {
+                self.conn = conn;
+                return Ok(body);
+            }
             Ok(Err(error)) => error,
             Err(_) => CallError::Wire(format!("no answer within {} ms", ttl.as_millis())),
         };
-        self.conn = None;
         tracing::debug!(target_node = self.target, addr = %self.addr, %error, "raft rpc failed");
         Err(match error {
             CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&error)),

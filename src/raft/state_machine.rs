@@ -199,7 +199,13 @@ impl Machine {
                 engine
                     .recover(&Record::del(seq, term, key), nowhere)
                     .map_err(|e| apply_error(entry, e))?;
-                Reply { existed }
+                Reply {
+                    existed,
+                    ..Reply::default()
+                }
+            }
+            EntryPayload::Normal(Command::Batch(commands)) => {
+                super::batch::apply(sm, entry, commands)?
             }
         };
         sm.applied.set(Some(entry.log_id));

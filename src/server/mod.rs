@@ -24,7 +24,9 @@ mod node;
 pub mod protected;
 pub mod pubsub;
 mod raft_compact;
+mod raft_metrics;
 mod raft_node;
+mod raft_proposer;
 mod ready;
 mod role;
 mod shard;
@@ -93,13 +95,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Some(listener) => listener,
         None => bind(config.listen)?,
     };
-    if config.raft.is_some() {
-        if config.metrics_addr.is_some() || config.resp_listen.is_some() {
-            return Err(ServerError::Config(
-                "--metrics-addr and --resp-port are not served by a Raft node yet (--bootstrap, --join); drop them or run without Raft".into(),
-            ));
-        }
-        return raft_node::run(config, listener);
+    if config.raft.is_some() && config.resp_listen.is_some() {
+        return Err(ServerError::Config(
+            "--resp-port is not served by a Raft node yet (--bootstrap, --join); drop it or run without Raft".into(),
+        ));
     }
     let inherited_metrics = inherited_listener(METRICS_FD_ENV);
     let metrics = match (config.metrics_addr, inherited_metrics) {
@@ -112,6 +111,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             error => error,
         })?),
     };
+    if config.raft.is_some() {
+        return raft_node::run(config, listener, metrics);
+    }
     // The Redis protocol's port, bound before recovery as the native one.
     let resp = match (config.resp_listen, inherited_listener(RESP_FD_ENV)) {
         (None, _) => None,

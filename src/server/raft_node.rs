@@ -54,6 +54,8 @@ pub struct RaftNode {
     pub shutdown: watch::Sender<bool>,
     /// Requests answered, for STATS.
     pub requests: std::cell::Cell<u64>,
+    /// Client writes waiting to be proposed, many to an entry (the leader's group commit).
+    pub proposer: super::raft_proposer::Proposer,
 }
 
 impl RaftNode {
@@ -75,8 +77,9 @@ impl RaftNode {
     /// This node leads and has heard from a quorum within the election timeout: a leader cut off
     /// from the majority stops answering as one after that, even before openraft notices.
     fn leads(&self) -> bool {
-        let metrics = self.metrics();
         let timeout = self.election_timeout();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         metrics.state == ServerState::Leader
             && metrics
                 .millis_since_quorum_ack
@@ -92,7 +95,7 @@ impl RaftNode {
         Duration::from_millis(settings.election_timeout_ms)
     }
 
-    fn role(&self, metrics: &openraft::RaftMetrics<NodeId, Member>) -> &'static str {
+    pub fn role(&self, metrics: &openraft::RaftMetrics<NodeId, Member>) -> &'static str {
         match metrics.state {
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
@@ -114,7 +117,11 @@ impl RaftNode {
 }
 
 /// Serves a Raft node until SIGINT or SIGTERM.
-pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), ServerError> {
+pub fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<(), ServerError> {
     let settings = config.raft.clone().expect("raft::run is for raft nodes");
     let started = Instant::now();
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
@@ -200,7 +207,9 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
             started,
             shutdown: watch::Sender::new(false),
             requests: std::cell::Cell::new(0),
+            proposer: Default::default(),
         });
+        crate::runtime::spawn(super::raft_proposer::run(node.clone()));
         let preparer = file.clone();
         crate::runtime::spawn(async move { preparer.prepare_segments().await });
 
@@ -249,7 +258,26 @@ pub fn run(config: Config, listener: std::net::TcpListener) -> Result<(), Server
             recovery_ms = started.elapsed().as_millis() as u64,
             "kvsd ready (raft)"
         );
-        super::ready::announce(&node.config, addr.into(), recovered.last_seq)?;
+        let metrics_addr = match metrics {
+            Some(metrics) => {
+                let metrics_addr = metrics
+                    .local_addr()
+                    .map_err(io("local_addr of --metrics-addr"))?;
+                let site: Rc<dyn crate::metrics::Site> = node.clone();
+                crate::runtime::spawn(crate::metrics::serve::run(
+                    crate::runtime::TcpListener::from_std(metrics),
+                    site,
+                ));
+                Some(metrics_addr)
+            }
+            None => None,
+        };
+        let addrs = super::ready::Addrs {
+            addr,
+            metrics_addr,
+            resp_addr: None,
+        };
+        super::ready::announce(&node.config, addrs, recovered.last_seq)?;
         let reason = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -591,20 +619,21 @@ async fn read_value(node: &RaftNode, key: &[u8]) -> Answer {
 }
 
 async fn write(node: &RaftNode, command: Command, timeout: Duration) -> Answer {
+    use super::raft_proposer::Outcome;
     if !node.leads() {
         return not_leader(node);
     }
     let del = matches!(command, Command::Del { .. });
-    match tokio::time::timeout(timeout, node.raft.client_write(command)).await {
-        Ok(Ok(response)) => {
-            let seq = seq_of(&response.log_id);
-            if del && !response.data.existed {
+    match tokio::time::timeout(timeout, node.proposer.propose(command)).await {
+        Ok(Ok(Outcome::Applied { seq, existed })) => {
+            if del && !existed {
                 return Ok((Status::NotFound, 0, Bytes::new()));
             }
             ok(Bytes::copy_from_slice(&seq.to_le_bytes()))
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => not_leader(node),
-        Ok(Err(error)) => Err(format!("the write failed: {error}")),
+        Ok(Ok(Outcome::NotLeader)) => not_leader(node),
+        Ok(Ok(Outcome::Failed(message))) => Err(message),
+        Ok(Err(_)) => Err("the write was dropped: this node is shutting down".into()),
         Err(_) => Err(format!(
             "the write was not committed within {} ms (no majority reached): it may or may not be applied later",
             timeout.as_millis()
