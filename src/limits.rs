@@ -69,8 +69,9 @@ pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
 /// larger than this still goes, alone).
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Active expiry: at most this many keys removed per slice (one slice per flush)...
-pub const EXPIRE_KEYS_PER_TURN: usize = 1024;
+/// Active expiry: at most this many keys removed per slice (one slice per flush); 1,024 let
+/// a mass expiry raise the client load's p99 to 2.5-3.8x of quiet, 256 keeps it under 2x...
+pub const EXPIRE_KEYS_PER_TURN: usize = 256;
 /// ... and how often it looks for due keys when none were due.
 pub const EXPIRE_IDLE_MS: u64 = 50;
 
