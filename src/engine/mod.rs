@@ -78,6 +78,41 @@ enum PendingState {
     },
 }
 
+impl PendingState {
+    /// The key's state as reads and writes observe it, left by the pending record `seq` (the
+    /// key's seq, and what a reply based on it waits for); expired is absent.
+    fn current(&self, seq: u64, now_ms: u64) -> Current {
+        let after_seq = seq;
+        match self {
+            PendingState::Absent => Current::Absent { after_seq },
+            PendingState::Value { expires_at_ms, .. }
+            | PendingState::Durable { expires_at_ms, .. }
+                if is_expired(*expires_at_ms, now_ms) =>
+            {
+                Current::Absent { after_seq }
+            }
+            PendingState::Value {
+                value,
+                expires_at_ms,
+            } => Current::Value {
+                value: value.clone(),
+                seq,
+                expires_at_ms: *expires_at_ms,
+                after_seq,
+            },
+            PendingState::Durable {
+                location,
+                expires_at_ms,
+            } => Current::Stored {
+                location: *location,
+                seq,
+                expires_at_ms: *expires_at_ms,
+                after_seq,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingWrite {
     seq: u64,
@@ -430,36 +465,7 @@ impl Engine {
             return current;
         }
         match self.pending.get(key) {
-            Some(pending) => {
-                let after_seq = pending.seq;
-                match &pending.state {
-                    PendingState::Absent => Current::Absent { after_seq },
-                    PendingState::Value { expires_at_ms, .. }
-                    | PendingState::Durable { expires_at_ms, .. }
-                        if is_expired(*expires_at_ms, self.now_ms) =>
-                    {
-                        Current::Absent { after_seq }
-                    }
-                    PendingState::Value {
-                        value,
-                        expires_at_ms,
-                    } => Current::Value {
-                        value: value.clone(),
-                        seq: pending.seq,
-                        expires_at_ms: *expires_at_ms,
-                        after_seq,
-                    },
-                    PendingState::Durable {
-                        location,
-                        expires_at_ms,
-                    } => Current::Stored {
-                        location: *location,
-                        seq: pending.seq,
-                        expires_at_ms: *expires_at_ms,
-                        after_seq,
-                    },
-                }
-            }
+            Some(pending) => pending.state.current(pending.seq, self.now_ms),
             None => match self.slot(key) {
                 Some(slot) => Current::Stored {
                     location: slot.location,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{is_expired, txn, Current, Engine, PendingState, WriteFailed};
+use super::{txn, Current, Engine, PendingState, WriteFailed};
 use crate::limits::RECORD_LEN_MAX;
 use crate::wal::record::{self, Op};
 
@@ -83,34 +83,7 @@ impl Engine {
     pub(super) fn current_staged(&self, key: &[u8]) -> Option<Current> {
         let staged = self.staged.as_ref()?;
         let state = staged.overlay.get(key)?;
-        let (seq, after_seq) = (staged.seq, staged.seq);
-        Some(match state {
-            PendingState::Absent => Current::Absent { after_seq },
-            PendingState::Value { expires_at_ms, .. }
-            | PendingState::Durable { expires_at_ms, .. }
-                if is_expired(*expires_at_ms, self.now_ms) =>
-            {
-                Current::Absent { after_seq }
-            }
-            PendingState::Value {
-                value,
-                expires_at_ms,
-            } => Current::Value {
-                value: value.clone(),
-                seq,
-                expires_at_ms: *expires_at_ms,
-                after_seq,
-            },
-            PendingState::Durable {
-                location,
-                expires_at_ms,
-            } => Current::Stored {
-                location: *location,
-                seq,
-                expires_at_ms: *expires_at_ms,
-                after_seq,
-            },
-        })
+        Some(state.current(staged.seq, self.now_ms))
     }
 
     /// Stages one write (or each op of a `Txn`); returns the staged seq. Called by `write`.
