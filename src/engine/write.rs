@@ -153,6 +153,11 @@ impl Engine {
         options: SetOptions,
     ) -> Result<SetOutcome, WriteFailed> {
         self.check_writable()?;
+        if options.condition == Condition::Always && !options.keep_ttl {
+            // A plain SET: nothing to judge, so no lookup (RESP's SET comes this way).
+            let seq = self.write(Op::Set, key, value, options.expires_at_ms)?;
+            return Ok(SetOutcome::Written { seq });
+        }
         let current = self.current(key);
         let holds = match options.condition {
             Condition::Always => true,
