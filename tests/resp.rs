@@ -6,37 +6,14 @@ mod common;
 
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Kvsd;
+use common::resp::{addr as resp_addr, connect, error_text, redis_cli, start};
 use redis::{Commands, Value};
 
-fn start(data_dir: &Path, extra: &[&str]) -> Kvsd {
-    let mut args = vec!["--resp-port", "0"];
-    args.extend_from_slice(extra);
-    common::start(data_dir, &args)
-}
-
-fn resp_addr(kvsd: &Kvsd) -> String {
-    kvsd.resp_addr
-        .clone()
-        .expect("the ready file names resp_addr")
-}
-
-fn connect(kvsd: &Kvsd) -> redis::Connection {
-    let url = format!("redis://{}/", resp_addr(kvsd));
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
-
 fn server_error(result: redis::RedisResult<Value>) -> String {
-    let error = result.expect_err("an error reply");
-    // redis-rs splits the code from the text; put them back as the wire had them.
-    match (error.code(), error.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        _ => error.to_string(),
-    }
+    error_text(&result.expect_err("an error reply"))
 }
 
 #[test]
@@ -347,18 +324,6 @@ fn hostile_input_gets_redis_protocol_errors_and_a_close_never_a_crash() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
     drop(half);
-}
-
-/// redis-cli, as a person or a script would use it against kvsd.
-fn redis_cli(addr: &str, args: &[&str]) -> String {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let output = Command::new("redis-cli")
-        .args(["-h", host, "-p", port])
-        .args(args)
-        .output()
-        .expect("redis-cli runs (tools/install-peers installs it)");
-    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

@@ -8,23 +8,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Kvsd;
+use common::resp::{connect, error_text, redis_cli, start};
 use redis::Value;
-
-fn start(data_dir: &Path, extra: &[&str]) -> Kvsd {
-    let mut args = vec!["--resp-port", "0"];
-    args.extend_from_slice(extra);
-    common::start(data_dir, &args)
-}
-
-fn connect(kvsd: &Kvsd) -> redis::Connection {
-    let url = format!("redis://{}/", kvsd.resp_addr.as_deref().expect("resp_addr"));
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
 
 fn query<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
     let mut command = redis::cmd(args[0]);
@@ -41,11 +28,7 @@ fn server_error(con: &mut redis::Connection, args: &[&str]) -> String {
     for arg in &args[1..] {
         command.arg(*arg);
     }
-    let error = command.query::<Value>(con).expect_err("an error reply");
-    match (error.code(), error.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        _ => error.to_string(),
-    }
+    error_text(&command.query::<Value>(con).expect_err("an error reply"))
 }
 
 fn now_ms() -> u64 {
@@ -342,17 +325,6 @@ fn acknowledged_counters_and_expiries_survive_kill_9() {
         "the absolute expiry came back: {ttl}"
     );
     assert_eq!(query::<i64>(&mut con, &["EXISTS", "gone", "m1", "m2"]), 2);
-}
-
-fn redis_cli(addr: &str, args: &[&str]) -> String {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let output = Command::new("redis-cli")
-        .args(["-h", host, "-p", port])
-        .args(args)
-        .output()
-        .expect("redis-cli runs (tools/install-peers installs it)");
-    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

@@ -9,16 +9,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::resp::start;
 use common::Kvsd;
-
-fn start(data_dir: &Path, extra: &[&str]) -> Kvsd {
-    let mut args = vec!["--resp-port", "0"];
-    args.extend_from_slice(extra);
-    common::start(data_dir, &args)
-}
 
 fn connect(kvsd: &Kvsd) -> TcpStream {
     let stream = TcpStream::connect(kvsd.resp_addr.as_deref().expect("resp_addr")).unwrap();

@@ -9,34 +9,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Kvsd;
+use common::resp::{addr as resp_addr, connect, start};
 use redis::{Commands, Value};
-
-fn start(data_dir: &Path) -> Kvsd {
-    common::start(data_dir, &["--resp-port", "0"])
-}
-
-fn resp_addr(kvsd: &Kvsd) -> String {
-    kvsd.resp_addr
-        .clone()
-        .expect("the ready file names resp_addr")
-}
-
-fn connect(kvsd: &Kvsd) -> redis::Connection {
-    let url = format!("redis://{}/", resp_addr(kvsd));
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
 
 #[test]
 fn an_atomic_pipeline_is_one_transaction_and_reads_its_own_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let mut con = connect(&kvsd);
     let () = con.set("a", "old").unwrap();
     let (old, new, gone, count): (String, String, Option<String>, usize) = redis::pipe()
@@ -71,7 +55,7 @@ fn an_atomic_pipeline_is_one_transaction_and_reads_its_own_writes() {
 #[test]
 fn watch_makes_a_compare_and_set_loop_that_loses_no_increment() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let mut con = connect(&kvsd);
     let () = con.set("counter", 0).unwrap();
     let (threads, each) = (3, 40);
@@ -99,7 +83,7 @@ fn watch_makes_a_compare_and_set_loop_that_loses_no_increment() {
 #[test]
 fn a_write_through_the_native_protocol_aborts_a_watching_exec() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let mut con = connect(&kvsd);
     let () = con.set("k", "1").unwrap();
     let () = redis::cmd("WATCH").arg("k").query(&mut con).unwrap();
@@ -124,7 +108,7 @@ fn a_write_through_the_native_protocol_aborts_a_watching_exec() {
 #[test]
 fn kill_9_during_a_stream_of_transactions_tears_none_and_loses_none_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..2)
         .map(|writer| {
@@ -165,7 +149,7 @@ fn kill_9_during_a_stream_of_transactions_tears_none_and_loses_none_acknowledged
     kvsd.kill9();
     stop.store(true, Ordering::Relaxed);
     let acknowledged: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let mut con = connect(&kvsd);
     for (writer, acknowledged) in acknowledged.into_iter().enumerate() {
         let keys: Vec<String> = ["a", "b", "c"]
@@ -188,7 +172,7 @@ fn kill_9_during_a_stream_of_transactions_tears_none_and_loses_none_acknowledged
 #[test]
 fn redis_rs_pubsub_gets_channel_and_pattern_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let mut sub_con = connect(&kvsd);
     let mut publisher = connect(&kvsd);
     let mut pubsub = sub_con.as_pubsub();
@@ -250,7 +234,7 @@ fn read_until(stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
 #[test]
 fn a_subscriber_that_stops_reading_is_cut_off_while_publish_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let addr = resp_addr(&kvsd);
     // The slow one: subscribes, then reads nothing.
     let mut slow = TcpStream::connect(&addr).unwrap();
@@ -332,7 +316,7 @@ fn a_subscriber_that_stops_reading_is_cut_off_while_publish_goes_on() {
 #[test]
 fn redis_cli_runs_a_transaction_and_a_subscriber_hears_it() {
     let dir = tempfile::tempdir().unwrap();
-    let kvsd = start(dir.path());
+    let kvsd = start(dir.path(), &[]);
     let addr = resp_addr(&kvsd);
     let (host, port) = addr.rsplit_once(':').unwrap();
     let mut child = Command::new("redis-cli")

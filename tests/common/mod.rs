@@ -9,6 +9,7 @@ pub mod http;
 pub mod proxy;
 pub mod raft;
 pub mod raw;
+pub mod resp;
 
 use std::ffi::OsStr;
 use std::path::Path;
