@@ -30,6 +30,7 @@ use common::raw::{
     frame, min_seq_body, parse_stats, read_reply, set_body, Conn, DEL, ERROR, GET, GET_MIN_SEQ,
     NOT_FOUND, OK, SET, STATS,
 };
+use common::rng::Rng;
 use common::Kvsd;
 
 const WRITERS: usize = 4;
@@ -44,43 +45,7 @@ const CYCLES_DEFAULT_REPLICATED: usize = 6;
 /// How long a follower may take to converge after restarts before the drill fails.
 const CONVERGE: Duration = Duration::from_secs(60);
 
-// ---------------------------------------------------------------------------------------------
-// Randomness: a small seeded generator, so a failing run can be replayed.
-// ---------------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("KVS_DRILL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        Rng(seed | 1)
-    }
-
-    fn seed(&self) -> u64 {
-        self.0
-    }
-
-    /// xorshift64*.
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
+/// Drill cycles: `KVS_DRILL_CYCLES`, else `default` (the seed is `KVS_DRILL_SEED`).
 fn cycles(default: usize) -> usize {
     std::env::var("KVS_DRILL_CYCLES")
         .ok()
@@ -540,7 +505,7 @@ fn snapshot(addr: &str) -> Vec<Option<Vec<u8>>> {
 #[test]
 fn crash_drill_single_node() {
     let cycles = cycles(CYCLES_DEFAULT_SINGLE);
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("KVS_DRILL_SEED");
     let seed = rng.seed();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -596,7 +561,7 @@ enum Victim {
 #[test]
 fn crash_drill_leader_and_follower() {
     let cycles = cycles(CYCLES_DEFAULT_REPLICATED);
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("KVS_DRILL_SEED");
     let seed = rng.seed();
     let started = Instant::now();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();

@@ -12,6 +12,8 @@
 //! linearizable, so it provably fails them), come first.
 
 mod common;
+
+use common::rng::Rng;
 #[path = "common/linearizability.rs"]
 mod linearizability;
 
@@ -171,21 +173,6 @@ fn checker_lets_an_unanswered_write_happen_late_or_never() {
 }
 
 /// A tiny deterministic generator (xorshift64*), so runs need no crate and can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Histories made by running a real register with random overlapping intervals around each
 /// instant of effect: always linearizable. Corrupting one read makes them not.
 #[test]

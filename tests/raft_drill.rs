@@ -18,26 +18,12 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Mode;
 use common::raft::{free_port, stats, wait_for, Cluster, Mesh, LEADER_WAIT};
+use common::rng::Rng;
 use kvs::client::{Client, ClientError, ClientOptions};
 use linearizability::{check, excerpt, Op, Operation, Verdict};
 
 const KEYS: usize = 4;
 const CLIENTS: usize = 5;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 #[derive(Default)]
 struct Totals {

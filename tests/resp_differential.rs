@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::rng::Rng;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -67,25 +69,6 @@ fn read_reply(reader: &mut impl BufRead) -> Reply {
 }
 
 /// xorshift64*: small, seeded, the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 /// One command of a sequence.
 #[derive(Debug, Clone)]
 enum Step {
@@ -98,14 +81,14 @@ enum Step {
 }
 
 fn key(rng: &mut Rng) -> Vec<u8> {
-    format!("key:{}", rng.below(8)).into_bytes()
+    format!("key:{}", rng.index(8)).into_bytes()
 }
 
 fn value(rng: &mut Rng) -> Vec<u8> {
-    match rng.below(8) {
+    match rng.index(8) {
         0 => Vec::new(),
         1 => b"with space and\r\nCRLF".to_vec(),
-        2 => (0..rng.below(300)).map(|i| (i % 251) as u8).collect(),
+        2 => (0..rng.index(300)).map(|i| (i % 251) as u8).collect(),
         // Integers for INCR and its kin, the edges of a 64-bit one, and what only looks like one.
         3 => rng
             .pick(&[
@@ -120,7 +103,7 @@ fn value(rng: &mut Rng) -> Vec<u8> {
             ])
             .as_bytes()
             .to_vec(),
-        _ => format!("v{}", rng.below(1000)).into_bytes(),
+        _ => format!("v{}", rng.index(1000)).into_bytes(),
     }
 }
 
@@ -129,16 +112,16 @@ fn value(rng: &mut Rng) -> Vec<u8> {
 /// judge them the same way on both servers however long a batch takes; none is short enough
 /// to run out during a sequence. `past` adds absolute times long gone.
 fn expiry(rng: &mut Rng, base_ms: u64, past: bool) -> Vec<Vec<u8>> {
-    let relative_s = [100u64, 300, 700][rng.below(3)];
-    let absolute_s = [200u64, 500, 900][rng.below(3)];
-    let (option, number) = match rng.below(if past { 5 } else { 4 }) {
+    let relative_s = [100u64, 300, 700][rng.index(3)];
+    let absolute_s = [200u64, 500, 900][rng.index(3)];
+    let (option, number) = match rng.index(if past { 5 } else { 4 }) {
         0 => ("EX", relative_s.to_string()),
         1 => ("PX", (relative_s * 1000).to_string()),
         2 => ("EXAT", (base_ms / 1000 + absolute_s).to_string()),
         3 => ("PXAT", (base_ms + absolute_s * 1000).to_string()),
         _ => (rng.pick(&["EXAT", "PXAT"]), "1".to_string()),
     };
-    let option = match rng.below(2) {
+    let option = match rng.index(2) {
         0 => option.to_lowercase(),
         _ => option.to_string(),
     };
@@ -146,7 +129,7 @@ fn expiry(rng: &mut Rng, base_ms: u64, past: bool) -> Vec<Vec<u8>> {
 }
 
 fn integer_arg(rng: &mut Rng) -> Vec<u8> {
-    match rng.below(8) {
+    match rng.index(8) {
         0 => rng
             .pick(&[
                 "9223372036854775807",
@@ -157,7 +140,7 @@ fn integer_arg(rng: &mut Rng) -> Vec<u8> {
             ])
             .as_bytes()
             .to_vec(),
-        _ => (rng.below(21) as i64 - 10).to_string().into_bytes(),
+        _ => (rng.index(21) as i64 - 10).to_string().into_bytes(),
     }
 }
 
@@ -165,12 +148,12 @@ fn integer_arg(rng: &mut Rng) -> Vec<u8> {
 /// long past (the key is deleted at once, on both servers) or minutes away.
 fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
     let name = |name: &str| name.as_bytes().to_vec();
-    match rng.below(16) {
+    match rng.index(16) {
         0 | 1 => {
             // SET with options in any order: valid combinations and Redis's syntax errors.
             let mut all = vec![name("SET"), key(rng), value(rng)];
-            for _ in 0..rng.below(4) {
-                match rng.below(6) {
+            for _ in 0..rng.index(4) {
+                match rng.index(6) {
                     0 => all.push(name(rng.pick(&["NX", "nx"]))),
                     1 => all.push(name(rng.pick(&["XX", "xx"]))),
                     2 => all.push(name(rng.pick(&["GET", "get"]))),
@@ -182,8 +165,8 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
         }
         2 => vec![name("SETNX"), key(rng), value(rng)],
         3 => {
-            let seconds = [100u64, 300, 700][rng.below(3)];
-            match rng.below(5) {
+            let seconds = [100u64, 300, 700][rng.index(3)];
+            match rng.index(5) {
                 0 => vec![name("SETEX"), key(rng), integer_arg(rng), value(rng)],
                 1 => vec![
                     name("PSETEX"),
@@ -202,7 +185,7 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
         4 => vec![name("GETSET"), key(rng), value(rng)],
         5 => {
             let mut all = vec![name("GETEX"), key(rng)];
-            match rng.below(5) {
+            match rng.index(5) {
                 0 => {}
                 1 => all.push(name("PERSIST")),
                 2 => all.extend([name("PERSIST"), name("EX"), name("100")]),
@@ -213,7 +196,7 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
         }
         6 => {
             let mut all = vec![name("MSETNX")];
-            for _ in 0..1 + rng.below(3) {
+            for _ in 0..1 + rng.index(3) {
                 all.push(key(rng));
                 all.push(value(rng));
             }
@@ -222,11 +205,11 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
         7 | 8 => {
             // Relative times with NX and XX; GT and LT only with absolute ones, which never
             // name the instant a relative one does.
-            let absolute = rng.below(2) == 0;
+            let absolute = rng.index(2) == 0;
             let mut all = match absolute {
                 true => {
-                    let s = [200u64, 500, 900][rng.below(3)];
-                    match rng.below(4) {
+                    let s = [200u64, 500, 900][rng.index(3)];
+                    match rng.index(4) {
                         0 => vec![
                             name("PEXPIREAT"),
                             key(rng),
@@ -245,8 +228,8 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
                     }
                 }
                 false => {
-                    let s = [100i64, 300, 700, 0, -1][rng.below(5)];
-                    match rng.below(3) {
+                    let s = [100i64, 300, 700, 0, -1][rng.index(5)];
+                    match rng.index(3) {
                         0 => vec![
                             name("PEXPIRE"),
                             key(rng),
@@ -261,7 +244,7 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
                 true => &["NX", "XX", "GT", "LT", "gt", "BOGUS"],
                 false => &["NX", "xx"],
             };
-            for _ in 0..rng.below(3) {
+            for _ in 0..rng.index(3) {
                 all.push(name(rng.pick(flags)));
             }
             all
@@ -271,7 +254,7 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
             key(rng),
         ],
         10 => vec![name("PERSIST"), key(rng)],
-        11 | 12 => match rng.below(4) {
+        11 | 12 => match rng.index(4) {
             0 => vec![name("INCR"), key(rng)],
             1 => vec![name("DECR"), key(rng)],
             2 => vec![name("INCRBY"), key(rng), integer_arg(rng)],
@@ -286,9 +269,9 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
         ],
         _ => {
             // No offset past kvs's --max-value-bytes: kvs names its own limit in that error.
-            let offset = match rng.below(4) {
+            let offset = match rng.index(4) {
                 0 => rng.pick(&["-1", "x", ""]).as_bytes().to_vec(),
-                _ => rng.below(12).to_string().into_bytes(),
+                _ => rng.index(12).to_string().into_bytes(),
             };
             let patch = rng.pick(&["", "x", "abc"]).as_bytes().to_vec();
             vec![name("SETRANGE"), key(rng), offset, patch]
@@ -297,7 +280,7 @@ fn keyspace_step(rng: &mut Rng, base_ms: u64) -> Vec<Vec<u8>> {
 }
 
 fn keys(rng: &mut Rng, min: usize) -> Vec<Vec<u8>> {
-    (0..min + rng.below(4)).map(|_| key(rng)).collect()
+    (0..min + rng.index(4)).map(|_| key(rng)).collect()
 }
 
 fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
@@ -310,7 +293,7 @@ fn step(rng: &mut Rng, base_ms: u64) -> Step {
         all.extend(rest);
         Step::Array(all)
     };
-    match rng.below(36) {
+    match rng.index(36) {
         24..=35 => Step::Array(keyspace_step(rng, base_ms)),
         0..=3 => {
             let (k, v) = (key(rng), value(rng));
@@ -343,7 +326,7 @@ fn step(rng: &mut Rng, base_ms: u64) -> Step {
         }
         12 => {
             let mut pairs = Vec::new();
-            for _ in 0..1 + rng.below(3) {
+            for _ in 0..1 + rng.index(3) {
                 pairs.push(key(rng));
                 pairs.push(value(rng));
             }
@@ -360,9 +343,9 @@ fn step(rng: &mut Rng, base_ms: u64) -> Step {
         }
         16 => Step::Scan {
             pattern: rng.pick(&["*", "key:*", "key:[2-5]"]).to_string(),
-            count: 1 + rng.below(5),
+            count: 1 + rng.index(5),
         },
-        17 => match rng.below(3) {
+        17 => match rng.index(3) {
             0 => with("PING", vec![]),
             1 => with("PING", vec![b"hello".to_vec()]),
             _ => with("ECHO", vec![value(rng)]),
@@ -377,13 +360,13 @@ fn step(rng: &mut Rng, base_ms: u64) -> Step {
             ])
             .to_string(),
         ),
-        19 => Step::Array(args(match rng.below(4) {
+        19 => Step::Array(args(match rng.index(4) {
             0 => &[b"NOSUCHCOMMAND", b"a", b"b"],
             1 => &[b"flushall-typo"],
             2 => &[b"FOO", b"with space", b"x"],
             _ => &[b"hgetallx", b"key:1"],
         })),
-        20 => Step::Array(args(match rng.below(6) {
+        20 => Step::Array(args(match rng.index(6) {
             0 => &[b"GET"],
             1 => &[b"SET", b"key:1"],
             2 => &[b"MSET", b"key:1"],
@@ -391,19 +374,19 @@ fn step(rng: &mut Rng, base_ms: u64) -> Step {
             4 => &[b"PING", b"a", b"b"],
             _ => &[b"GETDEL"],
         })),
-        21 => Step::Array(args(match rng.below(5) {
+        21 => Step::Array(args(match rng.index(5) {
             0 => &[b"SET", b"key:1", b"v", b"BOGUS"],
             1 => &[b"SET", b"key:1", b"v", b"NX", b"XX"],
             2 => &[b"SET", b"key:1", b"v", b"EX", b"notanumber"],
             3 => &[b"SET", b"key:1", b"v", b"EX", b"0"],
             _ => &[b"SET", b"key:1", b"v", b"PX"],
         })),
-        22 => Step::Array(args(match rng.below(3) {
+        22 => Step::Array(args(match rng.index(3) {
             0 => &[b"SELECT", b"0"],
             1 => &[b"SELECT", b"x"],
             _ => &[b"WAIT", b"0", b"0"],
         })),
-        _ => Step::Array(args(match rng.below(3) {
+        _ => Step::Array(args(match rng.index(3) {
             0 => &[b"SCAN", b"x"],
             1 => &[b"SCAN", b"0", b"COUNT", b"0"],
             _ => &[b"SCAN", b"0", b"BOGUS", b"1"],
@@ -450,28 +433,28 @@ fn transaction(rng: &mut Rng, base_ms: u64) -> Vec<Step> {
         Step::Array(all)
     };
     let mut steps = Vec::new();
-    if rng.below(10) == 0 {
+    if rng.index(10) == 0 {
         steps.push(with(rng.pick(&["EXEC", "DISCARD", "UNWATCH"]), vec![]));
         return steps;
     }
-    if rng.below(2) == 0 {
+    if rng.index(2) == 0 {
         let watched = keys(rng, 1);
         steps.push(with("WATCH", watched.clone()));
-        if rng.below(3) == 0 {
+        if rng.index(3) == 0 {
             let (k, v) = (watched[0].clone(), value(rng));
             steps.push(with("SET", vec![k, v]));
         }
     }
     steps.push(with("MULTI", vec![]));
-    for _ in 0..rng.below(7) {
-        match rng.below(20) {
+    for _ in 0..rng.index(7) {
+        match rng.index(20) {
             0 => steps.push(with("MULTI", vec![])),
             1 => steps.push(with("WATCH", keys(rng, 1))),
             _ => steps.push(queued_step(rng, base_ms)),
         }
     }
     steps.push(with(
-        if rng.below(5) == 0 { "DISCARD" } else { "EXEC" },
+        if rng.index(5) == 0 { "DISCARD" } else { "EXEC" },
         vec![],
     ));
     steps
@@ -656,10 +639,10 @@ fn run_sequence(seed: u64) {
     let mut sent = Vec::new();
     while sent.len() < COMMANDS {
         let mut batch = Vec::new();
-        if rng.below(6) == 0 {
+        if rng.index(6) == 0 {
             batch.extend(transaction(&mut rng, base_ms));
         }
-        for _ in 0..1 + rng.below(16) {
+        for _ in 0..1 + rng.index(16) {
             let step = step(&mut rng, base_ms);
             let scan = matches!(step, Step::Scan { .. });
             batch.push(step);

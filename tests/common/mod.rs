@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod raft;
 pub mod raw;
 pub mod resp;
+pub mod rng;
 
 use std::ffi::OsStr;
 use std::path::Path;
