@@ -117,6 +117,9 @@ impl PendingState {
 struct PendingWrite {
     seq: u64,
     state: PendingState,
+    /// The value was made here (a counter, an append) and will be read again soon: once
+    /// durable, its copy goes to the value cache rather than being read back from the log.
+    keep_cached: bool,
 }
 
 /// A key's newest state, pending writes included, as writes decide against it and reads
@@ -216,6 +219,9 @@ pub struct Engine {
     now_ms: u64,
     /// Writes gathered for one Txn record (MULTI/EXEC), while staging (`staging.rs`).
     staged: Option<staging::Staged>,
+    /// Values made durable that the value cache should hold (`keep_cached`), for the
+    /// committer to hand to the log's cache.
+    to_cache: Vec<(Location, Bytes)>,
 }
 
 impl Engine {
@@ -234,6 +240,7 @@ impl Engine {
             write_failed: None,
             now_ms: 0,
             staged: None,
+            to_cache: Vec::new(),
         }
     }
 
@@ -459,6 +466,20 @@ impl Engine {
         self.write(Op::Set, key, value, 0)
     }
 
+    /// The write of `key` at `seq` made its value here (a counter, an append): once durable, the
+    /// value goes to the value cache (`take_to_cache`), so the next such write of the key does
+    /// not read it back from the log.
+    pub fn keep_cached(&mut self, key: &[u8], seq: u64) {
+        if let Some(pending) = self.pending.get_mut(key).filter(|p| p.seq == seq) {
+            pending.keep_cached = true;
+        }
+    }
+
+    /// The durable values `keep_cached` asked for since the last call, with where they are.
+    pub fn take_to_cache(&mut self) -> Vec<(Location, Bytes)> {
+        std::mem::take(&mut self.to_cache)
+    }
+
     /// The newest state of `key`, pending writes included; an expired key is absent.
     pub fn current(&self, key: &[u8]) -> Current {
         if let Some(current) = self.current_staged(key) {
@@ -626,7 +647,11 @@ impl Engine {
                 },
                 _ => continue,
             };
-            let write = PendingWrite { seq, state };
+            let write = PendingWrite {
+                seq,
+                state,
+                keep_cached: false,
+            };
             match self.pending.get_mut(key) {
                 Some(pending) => *pending = write,
                 None => {
@@ -676,17 +701,22 @@ impl Engine {
     pub fn apply_durable(&mut self, batch: &Batch, file: u32, offset: u64) {
         for entry in batch.entries() {
             let key = batch.key(entry);
-            if let Some(pending) = self.pending.get(key) {
-                if pending.seq == entry.seq {
-                    self.pending.remove(key);
-                }
-            }
             let location = Location {
                 file,
                 value_offset: u32::try_from(offset + entry.value_offset as u64)
                     .expect("segment offsets fit u32"),
                 value_len: entry.value_len,
             };
+            if let Some(pending) = self.pending.get(key) {
+                if pending.seq == entry.seq {
+                    let pending = self.pending.remove(key).expect("just found");
+                    if let (true, PendingState::Value { value, .. }) =
+                        (pending.keep_cached, pending.state)
+                    {
+                        self.to_cache.push((location, value));
+                    }
+                }
+            }
             self.apply(entry.op, key, entry.seq, entry.expires_at_ms, location);
         }
         if let Some(last) = batch.last_seq() {

@@ -606,3 +606,21 @@ fn staged_writes_become_one_txn_record_and_reads_see_them_first() {
     assert_eq!(engine.commit_staged(), Ok(0));
     assert_eq!(engine.last_seq(), 3);
 }
+
+#[test]
+fn a_counter_made_durable_is_handed_to_the_value_cache_and_a_plain_set_is_not() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    let nothing: &mut Values<'_> = &mut |_| panic!("nothing is read from the log");
+    engine.set(b"plain", Bytes::from_static(b"v")).unwrap();
+    engine.incr_by(b"n", 41, nothing).unwrap();
+    engine.incr_by(b"n", 1, nothing).unwrap();
+    disk.commit(&mut engine);
+    // The newest counter only (the first INCR was overwritten while pending), with where it is.
+    let cached = engine.take_to_cache();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let (location, value) = &cached[0];
+    assert_eq!(&value[..], b"42");
+    assert_eq!(disk.value(*location), b"42");
+    assert!(engine.take_to_cache().is_empty());
+}

@@ -234,6 +234,7 @@ impl Engine {
             Bytes::from(new.to_string()),
             current.expires_at_ms(),
         )?;
+        self.keep_cached(key, seq);
         Ok(IncrOutcome::Written { value: new, seq })
     }
 

@@ -166,6 +166,9 @@ fn applied(node: &Node, batches: &[Written], started: Instant, synced: bool) {
         for written in batches {
             engine.apply_durable(&written.batch, written.file, written.offset);
         }
+        for (location, value) in engine.take_to_cache() {
+            shard.log.cache_value(location, value);
+        }
     }
     let records = batches.iter().map(|w| w.batch.len()).sum();
     node.stats.count_batch(

@@ -570,6 +570,12 @@ impl LogFile {
         Ok(value)
     }
 
+    /// Puts a value just made durable at `location` into the cache (it must be the bytes
+    /// there).
+    pub fn cache_value(&self, location: Location, value: Bytes) {
+        self.cache.borrow_mut().insert(location, value);
+    }
+
     /// The value at `location` if the cache holds it: no I/O.
     pub fn cached_value(&self, location: Location) -> Option<Bytes> {
         self.cache.borrow_mut().get(location)

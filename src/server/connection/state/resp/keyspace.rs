@@ -437,7 +437,10 @@ impl ConnState<'_> {
             ..SetOptions::default()
         };
         match cx.engine.set_with(key, new, options) {
-            Ok(SetOutcome::Written { seq }) => self.written(&cx, seq, integer_reply(len)),
+            Ok(SetOutcome::Written { seq }) => {
+                cx.engine.keep_cached(key, seq);
+                self.written(&cx, seq, integer_reply(len))
+            }
             Ok(SetOutcome::ConditionFailed { .. }) => unreachable!("an unconditional SET"),
             Err(failed) => self.refuse(cx.cost, &format!("ERR {failed}")),
         }
