@@ -367,3 +367,29 @@ fn redis_cli_works_against_kvsd() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\nyes\n3\n");
 }
+
+#[test]
+fn mset_is_one_log_record_so_a_crash_keeps_all_of_its_pairs_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvsd = start(dir.path(), &[]);
+    let mut con = connect(&kvsd);
+    let mut native = common::raw::Conn::connect(&kvsd.addr);
+    let last_seq =
+        |native: &mut common::raw::Conn| -> u64 { native.stats()["last_seq"].parse().unwrap() };
+    let before = last_seq(&mut native);
+    let () = redis::cmd("MSET")
+        .arg(&["a", "1", "b", "2", "c", "3", "a", "4"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        last_seq(&mut native),
+        before + 1,
+        "one record for every pair"
+    );
+    let got: Vec<Option<String>> = con.mget(&["a", "b", "c"]).unwrap();
+    assert_eq!(got, [Some("4".into()), Some("2".into()), Some("3".into())]);
+    // Still all or nothing with a pair that cannot be written.
+    let error = server_error(redis::cmd("MSET").arg(&["d", "1", "", "2"]).query(&mut con));
+    assert!(error.starts_with("ERR"), "{error}");
+    assert_eq!(con.exists::<_, bool>("d").unwrap(), false);
+}

@@ -13,12 +13,13 @@ use smallvec::SmallVec;
 
 use super::*;
 use crate::auth::Verdict;
-use crate::engine::{Current, Deleted, Values};
+use crate::engine::{Current, Deleted, TxnOp, TxnOutcome, Values};
 use crate::limits::{RESP_ARRAY_LEN_MAX, RESP_COMMAND_OVERHEAD_BYTES, RESP_KEYS_REPLY_BYTES_MAX};
 use crate::protocol::request::{check_key, op, RequestError};
 use crate::resp::parse::{self, integer, ParseLimits};
 use crate::resp::table::{self, Name};
 use crate::resp::{glob, reply, valid_name, NodeRead, Session, Shape, Version};
+use crate::wal::record::Op;
 
 /// Which protocol a connection speaks.
 #[derive(Debug)]
@@ -386,7 +387,7 @@ impl<'a> ConnState<'a> {
                 };
                 return self.resp_keyspace(spec.name, args, context);
             }
-            Name::MSet => return self.resp_mset(cost, args, engine, rules, now),
+            Name::MSet => return self.resp_mset(cost, args, engine, rules, now, values),
             Name::GetDel => {
                 let old = engine.current(&args[1]);
                 let (seq, wrote) = match engine.del(&args[1]) {
@@ -474,29 +475,36 @@ impl<'a> ConnState<'a> {
         engine: &mut Engine,
         rules: &Rules,
         now: Instant,
+        values: &mut Values<'_>,
     ) -> bool {
         if args.len().is_multiple_of(2) {
             return self.refuse(cost, &arity_error("mset"));
         }
-        // All checked before any is written: either every pair joins the batch or none.
         for pair in args[1..].chunks(2) {
             if let Err(error) = check_value(&pair[0], &pair[1], rules) {
                 return self.refuse(cost, &format!("ERR {error}"));
             }
         }
-        let mut last = 0;
-        for pair in args[1..].chunks(2) {
-            match engine.set(&pair[0], pair[1].clone()) {
-                Ok(seq) => last = seq,
-                Err(failed) => {
-                    self.resp_error(cost, &format!("ERR {failed}"));
-                    return last > 0;
-                }
+        // One transaction record, as Redis applies MSET at once: a crash keeps all or none of
+        // the pairs, and a follower applies them together.
+        let sets: Vec<TxnOp> = args[1..]
+            .chunks(2)
+            .map(|pair| TxnOp {
+                op: Op::Set,
+                key: pair[0].clone(),
+                value: pair[1].clone(),
+                expires_at_ms: 0,
+            })
+            .collect();
+        match engine.txn(&[], &sets, &[], values) {
+            Ok(TxnOutcome::Done { seq, .. }) => {
+                let ok = Bytes::from_static(b"+OK\r\n");
+                self.resp_write(cost, seq, Shape::Written(ok), rules, now);
+                true
             }
+            Ok(TxnOutcome::Refused { message, .. }) => self.refuse(cost, &format!("ERR {message}")),
+            Err(failed) => self.refuse(cost, &format!("ERR {failed}")),
         }
-        let ok = Bytes::from_static(b"+OK\r\n");
-        self.resp_write(cost, last, Shape::Written(ok), rules, now);
-        true
     }
 
     fn resp_keys(&mut self, cost: usize, pattern: &[u8], engine: &Engine) {
