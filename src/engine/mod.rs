@@ -421,6 +421,23 @@ impl Engine {
         self.index.len()
     }
 
+    /// Keys in the newest state (pending writes included, staged ones not), expired ones not
+    /// yet removed included: the index's count corrected by the pending writes, so O(pending
+    /// keys), not a walk over every key.
+    pub fn key_count_newest(&self) -> usize {
+        let mut count = self.index.len();
+        for (key, write) in &self.pending {
+            let durable = self.index.contains_key(key.as_ref());
+            let newest = !matches!(write.state, PendingState::Absent);
+            match (durable, newest) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        count
+    }
+
     /// Keys with an expiry, in the index.
     pub fn expiring_key_count(&self) -> usize {
         self.deadlines.len()

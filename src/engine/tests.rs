@@ -624,3 +624,31 @@ fn a_counter_made_durable_is_handed_to_the_value_cache_and_a_plain_set_is_not() 
     assert_eq!(disk.value(*location), b"42");
     assert!(engine.take_to_cache().is_empty());
 }
+
+#[test]
+fn the_newest_key_count_follows_pending_creations_and_deletions() {
+    let mut engine = Engine::new(0);
+    let mut disk = Disk { bytes: Vec::new() };
+    let walk = |engine: &Engine| {
+        let mut keys = 0;
+        engine.keys_newest(b"", None, |_| {
+            keys += 1;
+            true
+        });
+        keys
+    };
+    engine.set(b"a", Bytes::from_static(b"1")).unwrap();
+    engine.set(b"b", Bytes::from_static(b"1")).unwrap();
+    assert_eq!(engine.key_count_newest(), 2);
+    disk.commit(&mut engine);
+    engine.del(b"a").unwrap();
+    engine.set(b"b", Bytes::from_static(b"2")).unwrap();
+    engine.set(b"c", Bytes::from_static(b"1")).unwrap();
+    engine.set(b"d", Bytes::from_static(b"1")).unwrap();
+    engine.del(b"d").unwrap();
+    assert_eq!(engine.key_count_newest(), 2);
+    assert_eq!(engine.key_count_newest(), walk(&engine));
+    disk.commit(&mut engine);
+    assert_eq!(engine.key_count_newest(), engine.key_count());
+    assert_eq!(engine.key_count(), 2);
+}

@@ -271,12 +271,11 @@ impl<'a> ConnState<'a> {
                 }
             }
             Name::DbSize => {
-                // Counted now, as of this command's place in the pipeline: the durable index's
-                // size when nothing is pending, else a walk over the newest keys (O(keys);
-                // an engine count of pending creations and deletions would make it O(1)).
-                let keys = match engine.last_seq() == engine.durable_seq() && !engine.staging() {
-                    true => engine.key_count(),
-                    false => {
+                // Counted now, as of this command's place in the pipeline, pending writes
+                // included; inside EXEC (staged writes) by a walk over the newest keys.
+                let keys = match engine.staging() {
+                    false => engine.key_count_newest(),
+                    true => {
                         let mut keys = 0;
                         engine.keys_newest(b"", None, |_| {
                             keys += 1;
