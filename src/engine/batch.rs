@@ -1,9 +1,9 @@
 //! A batch: records encoded back to back, ready to be written with one write, and the key
 //! changes they make, each with where its key and value sit inside the batch.
 //!
-//! Most records change one key; a `Txn` record changes several (each op's key and value sit
-//! inside the record's value), and a `Blank` or `Membership` record none. `changes` says which.
+//! Which keys a record changes, and where, is `change::changes`.
 
+use super::change::changes;
 use crate::wal::record::{self, Op, Record};
 
 /// One key changed by a record of the batch.
@@ -18,51 +18,6 @@ pub struct Entry {
     pub key_len: u32,
     pub value_offset: u32,
     pub value_len: u32,
-}
-
-/// One key change of a record, located inside the record: the key is the record's key, or
-/// (`in_value`) at `key_offset` in its value; the change's value is at `value_offset` in the
-/// record's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
-    pub op: Op,
-    pub expires_at_ms: u64,
-    pub in_value: bool,
-    pub key_offset: u32,
-    pub key_len: u32,
-    pub value_offset: u32,
-    pub value_len: u32,
-}
-
-impl Change {
-    /// The key this change is to, inside `record`.
-    pub fn key<'a>(&self, record: &Record<'a>) -> &'a [u8] {
-        if self.in_value {
-            let start = self.key_offset as usize;
-            &record.value[start..start + self.key_len as usize]
-        } else {
-            record.key
-        }
-    }
-}
-
-/// The key changes `record` makes, in order.
-pub fn changes<'r>(record: &Record<'r>) -> impl Iterator<Item = Change> + 'r {
-    let single = match record.op {
-        Op::Set | Op::Del | Op::Expired | Op::ExpireAt => Some(Change {
-            op: record.op,
-            expires_at_ms: record.expires_at_ms,
-            in_value: false,
-            key_offset: 0,
-            key_len: record.key.len() as u32,
-            value_offset: 0,
-            value_len: record.value.len() as u32,
-        }),
-        _ => None,
-    };
-    let value: &'r [u8] = record.value;
-    let txn = (record.op == Op::Txn).then(|| super::txn::changes(value));
-    single.into_iter().chain(txn.into_iter().flatten())
 }
 
 #[derive(Debug, Default)]

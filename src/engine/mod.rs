@@ -18,6 +18,7 @@
 //! reader the caller passes in.
 
 pub mod batch;
+pub mod change;
 pub mod counter;
 pub mod expire_rules;
 pub mod expiry;
@@ -258,7 +259,7 @@ impl Engine {
     /// where the record's value is. Every kind of record format 2 applies (Raft's `Blank` and
     /// `Membership` change no key); the `Result` is for kinds a newer kvsd may add.
     pub fn recover(&mut self, record: &Record<'_>, location: Location) -> Result<(), String> {
-        for change in batch::changes(record) {
+        for change in change::changes(record) {
             let at = Location {
                 file: location.file,
                 value_offset: location.value_offset + change.value_offset,
@@ -639,7 +640,7 @@ impl Engine {
     /// pending values that come from it).
     fn push(&mut self, record: &Record<'_>, value: Bytes) {
         let seq = record.seq;
-        for change in batch::changes(record) {
+        for change in change::changes(record) {
             let key = change.key(record);
             let change_value = || {
                 let start = change.value_offset as usize;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{txn, Current, Engine, PendingState, WriteFailed};
+use super::{change, txn, Current, Engine, PendingState, WriteFailed};
 use crate::limits::RECORD_LEN_MAX;
 use crate::wal::record::{self, Op};
 
@@ -89,7 +89,7 @@ impl Engine {
     /// Stages one write (or each op of a `Txn`); returns the staged seq. Called by `write`.
     pub(super) fn stage(&mut self, op: Op, key: &[u8], value: &Bytes, expires_at_ms: u64) -> u64 {
         if op == Op::Txn {
-            for change in txn::changes(value) {
+            for change in change::txn_changes(value) {
                 let at = |offset: u32, len: u32| offset as usize..(offset + len) as usize;
                 let key = &value[at(change.key_offset, change.key_len)];
                 let op_value = value.slice(at(change.value_offset, change.value_len));

@@ -1,7 +1,6 @@
-//! A `Txn` record's ops (`wal::record::txn_ops` reads them, `encode_txn_op` writes them) as the
-//! key changes the engine applies, located inside the record's value.
+//! A `Txn` record's ops: `put_op` writes one (`wal::record::txn_ops` reads them back, and
+//! `change::txn_changes` turns them into the key changes the engine applies).
 
-use super::batch::Change;
 use crate::wal::record::{self, Op};
 
 /// Appends one op to a Txn record's value.
@@ -10,27 +9,10 @@ pub fn put_op(dst: &mut Vec<u8>, op: Op, expires_at_ms: u64, key: &[u8], value: 
     record::encode_txn_op(dst, op, expires_at_ms, key, value);
 }
 
-/// The key changes of a Txn record whose value is `value`, offsets relative to it. The log's
-/// decoder has checked every op of a record it accepted; should one not parse all the same,
-/// the changes stop before it (no input makes this panic).
-pub fn changes(value: &[u8]) -> impl Iterator<Item = Change> + '_ {
-    record::txn_ops(value).map_while(|op| op.ok()).map(|op| {
-        let value_offset = op.value_offset as u32;
-        Change {
-            op: op.op,
-            expires_at_ms: op.expires_at_ms,
-            in_value: true,
-            key_offset: value_offset - op.key.len() as u32,
-            key_len: op.key.len() as u32,
-            value_offset,
-            value_len: op.value.len() as u32,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::change::{txn_changes, Change};
 
     #[test]
     fn ops_read_back_as_written() {
@@ -38,7 +20,7 @@ mod tests {
         put_op(&mut value, Op::Set, 9, b"a", b"one");
         put_op(&mut value, Op::Del, 0, b"bb", b"");
         put_op(&mut value, Op::ExpireAt, 5, b"c", b"");
-        let changes: Vec<Change> = changes(&value).collect();
+        let changes: Vec<Change> = txn_changes(&value).collect();
         assert_eq!(changes.len(), 3);
         let (set, del, expire) = (changes[0], changes[1], changes[2]);
         assert_eq!((set.op, set.expires_at_ms), (Op::Set, 9));
@@ -49,7 +31,7 @@ mod tests {
         assert_eq!((expire.op, expire.expires_at_ms), (Op::ExpireAt, 5));
         // Cut anywhere: no panic, only the whole ops before the cut.
         for cut in 0..value.len() {
-            assert!(super::changes(&value[..cut]).count() < 3);
+            assert!(txn_changes(&value[..cut]).count() < 3);
         }
     }
 }

@@ -20,7 +20,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::engine::batch;
+use crate::engine::change;
 use crate::limits::{
     COMPACTION_CHECK_MS, COMPACTION_IO_BYTES, COMPACTION_RETIRE_MS, COMPACTION_SWITCH_SLICE,
     COMPACTION_SYNC_BYTES,
@@ -257,7 +257,7 @@ async fn compact_run(
                 let mut live_sets: Vec<(&[u8], Location, u32)> = Vec::new();
                 {
                     let engine = node.shard.engine.borrow();
-                    for change in batch::changes(&record) {
+                    for change in change::changes(&record) {
                         let change_key = change.key(&record);
                         let change_location = Location {
                             file: location.file,
