@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
-use crate::protocol::request::{flag as request_flag, put_key_entry, RequestLimits};
+use crate::protocol::request::{flag as request_flag, put_key_entry};
+use crate::protocol::RequestLimits;
 
 const LIMITS: RequestLimits = RequestLimits {
     key_bytes_max: limits::KEY_BYTES_MAX_CEILING,

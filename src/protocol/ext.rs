@@ -21,8 +21,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::bounds::{check_key, check_value, RequestError, RequestLimits};
 use super::frame::{self, Header};
-use super::request::{RequestError, RequestLimits};
 
 pub mod op {
     pub const SETX: u8 = 0x09;
@@ -784,31 +784,6 @@ fn invalid(message: &'static str) -> RequestError {
 
 fn invalid_owned(message: String) -> RequestError {
     RequestError::Invalid(message)
-}
-
-fn check_key(key: &[u8], limits: RequestLimits) -> Result<(), RequestError> {
-    if key.is_empty() {
-        return Err(RequestError::KeyEmpty {
-            max: limits.key_bytes_max,
-        });
-    }
-    if key.len() > limits.key_bytes_max as usize {
-        return Err(RequestError::KeyTooLong {
-            len: key.len(),
-            max: limits.key_bytes_max,
-        });
-    }
-    Ok(())
-}
-
-fn check_value(value: &[u8], limits: RequestLimits) -> Result<(), RequestError> {
-    if value.len() > limits.value_bytes_max as usize {
-        return Err(RequestError::ValueTooLong {
-            len: value.len(),
-            max: limits.value_bytes_max,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ use crate::limits::{
 use crate::metrics::RequestMetrics;
 use crate::protocol::ext::{self, ExtRequest};
 use crate::protocol::frame::{self, Frame, FrameError, BODY_OFFSET, KIND_OFFSET};
-use crate::protocol::request::RequestLimits;
 use crate::protocol::response::{self, encode_error};
+use crate::protocol::RequestLimits;
 use crate::protocol::{Request, Status};
 use crate::replication::messages;
 use crate::resp::{NodeRead, Shape};
