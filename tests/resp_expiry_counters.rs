@@ -360,7 +360,13 @@ fn a_follower_serves_ttls_and_refuses_counters() {
     let leader = start(&dir.path().join("leader"), &[]);
     let follower = start(
         &dir.path().join("follower"),
-        &["--leader-addr", &leader.addr, "--node-id", "f1"],
+        &[
+            "--async-replication",
+            "--leader-addr",
+            &leader.addr,
+            "--node-id",
+            "f1",
+        ],
     );
     let mut on_leader = connect(&leader);
     let _: () = query(&mut on_leader, &["SET", "k", "v", "EX", "500"]);

@@ -358,6 +358,7 @@ fn a_follower_applies_a_transaction_as_one_record_and_its_watch_sees_replicated_
         &[
             "--resp-port",
             "0",
+            "--async-replication",
             "--leader-addr",
             &leader.addr,
             "--node-id",

@@ -216,7 +216,13 @@ fn a_watcher_on_a_follower_sees_the_leaders_changes_in_order_with_no_gap() {
     let leader = common::start(&dir.path().join("leader"), &[]);
     let follower = common::start(
         &dir.path().join("follower"),
-        &["--leader-addr", &leader.addr, "--node-id", "f1"],
+        &[
+            "--async-replication",
+            "--leader-addr",
+            &leader.addr,
+            "--node-id",
+            "f1",
+        ],
     );
     let mut client = connect(&leader.addr);
     // What the watcher must see, as the leader wrote it: (seq, kind, key).
