@@ -234,6 +234,16 @@ struct Args {
     /// Tests only: abort at a named point, as kill -9 would (e.g. compaction:renamed).
     #[arg(long, env = "KVS_CRASH_POINT", hide = true)]
     crash_point: Option<String>,
+
+    /// Tests only: flip one bit in each of the first N reads of a Raft snapshot this node
+    /// sends (past its first byte), so that members must refuse it (docs/replication.md).
+    #[arg(
+        long,
+        env = "KVS_DAMAGE_SNAPSHOT_SENDS",
+        hide = true,
+        default_value_t = 0
+    )]
+    damage_snapshot_sends: u32,
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
@@ -313,6 +323,7 @@ fn main() -> ExitCode {
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
         compact_garbage_ratio: args.compact_garbage_ratio,
         crash_point: args.crash_point,
+        damage_snapshot_sends: args.damage_snapshot_sends,
         resync: args.resync,
         auth,
         idle_timeout: (args.idle_timeout_secs > 0)
