@@ -150,7 +150,9 @@ struct Args {
 
     /// Raft: make a snapshot (every live key, in raft-snapshot) once this many log entries were
     /// applied since the last one, then delete the log before it, so disk stays bounded by
-    /// the live data plus about this many entries. 0: only on `kvsctl compact`.
+    /// the live data plus about this many entries. 0: only on `kvsctl compact`. A snapshot
+    /// holds at most 4 GiB (37 bytes + key + value per live key): a node whose live data
+    /// outgrows that stops at its next snapshot, saying so (docs/replication.md).
     #[arg(long, default_value_t = 100_000)]
     raft_snapshot_entries: u64,
 

@@ -45,6 +45,8 @@ pub const RECEIVING: &str = "raft-snapshot.recv";
 const MAGIC: &[u8; 8] = b"KVSRSNAP";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 24;
+/// The largest snapshot file: the index's value offsets are u32, as in a segment.
+pub const FILE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Bytes per read and write when making, checking or copying a snapshot.
 pub const IO_BYTES: usize = 1 << 20;
 /// A meta larger than this is damage (a membership of a few members is a few hundred bytes).

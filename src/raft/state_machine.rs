@@ -261,6 +261,17 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
             membership: sm.membership.borrow().clone(),
             records: pairs.len() as u64,
         };
+        // Refused before anything is written: the index's value offsets are 32-bit.
+        let head_bytes = snapshot::encode_head(&meta).len() as u64;
+        let record_bytes = pairs.iter().fold(head_bytes, |sum, (key, slot)| {
+            sum + (record::KEY_OFFSET + key.len()) as u64 + u64::from(slot.location.value_len)
+        });
+        if record_bytes > snapshot::FILE_BYTES_MAX {
+            return Err(snapshot_error(ErrorVerb::Write)(std::io::Error::other(format!(
+                "the live data ({record_bytes} bytes as records) does not fit one raft snapshot file ({} bytes, 4 GiB); keep a Raft node's live data under that (docs/replication.md)",
+                snapshot::FILE_BYTES_MAX
+            ))));
+        }
         let term = applied.map_or(0, |id| id.leader_id.term);
         let dir = sm.log.dir().to_path_buf();
         let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
