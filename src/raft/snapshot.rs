@@ -315,6 +315,7 @@ type PendingRead = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 /// A received snapshot: its file (written, not yet fsynced), its meta, and the engine that
 /// points into it as file `file_no`.
 pub struct Received {
+    pub path: PathBuf,
     pub file: File,
     pub meta: Meta,
     pub engine: Engine,
@@ -339,16 +340,35 @@ impl SnapshotFile {
     }
 
     /// A snapshot received in full, for `install_snapshot`.
-    pub fn received(path: &Path, received: Received) -> SnapshotFile {
+    pub fn received(received: Received) -> SnapshotFile {
+        SnapshotFile {
+            path: received.path.clone(),
+            received: Some(received),
+            ..SnapshotFile::empty()
+        }
+    }
+
+    /// Nothing yet: what openraft's `begin_receiving_snapshot` gets (kvsd does not receive
+    /// through it; openraft's storage suite puts a sent snapshot in its place).
+    pub fn empty() -> SnapshotFile {
         SnapshotFile {
             file: None,
             len: 0,
             position: 0,
             reading: None,
             damage: None,
-            path: path.to_path_buf(),
-            received: Some(received),
+            path: PathBuf::new(),
+            received: None,
         }
+    }
+
+    /// Up to `len` bytes of the file from `at` (empty at its end), on the ring.
+    pub async fn read_at(&self, at: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = self.file.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Unsupported, "no snapshot file to read")
+        })?;
+        let (read, data) = file.read_at(Vec::with_capacity(len), at).await;
+        read.map(|_| data)
     }
 }
 

@@ -124,7 +124,7 @@ pub async fn receive(
         last_seq = meta.last_log_id.as_ref().map_or(0, seq_of),
         "received a whole snapshot from the leader and checked it"
     );
-    let data = SnapshotFile::received(&path, received);
+    let data = SnapshotFile::received(received);
     let answer = raft
         .install_full_snapshot(
             sender_vote,
@@ -238,16 +238,51 @@ fn same_snapshot(
 
 /// After the last chunk: the whole snapshot, checked, ready to install.
 fn finish(receiving: Receiving, named: &SnapshotMeta<NodeId, Member>) -> Result<Received, String> {
-    let Receiving { file, loader, .. } = receiving;
+    let Receiving {
+        file, loader, path, ..
+    } = receiving;
     let file_no = loader.file_no();
     let (meta, engine) = loader.finish().map_err(|e| e.to_string())?;
     same_snapshot(&meta, named)?;
     Ok(Received {
+        path,
         file,
         meta,
         engine,
         file_no,
     })
+}
+
+/// A whole snapshot handed to the state machine directly rather than received here (openraft's
+/// storage suite installs a leader's snapshot file on a follower's state machine this way):
+/// copied to `raft-snapshot.recv` with the same checks. Not for use while a receive is under
+/// way (they share the file).
+pub async fn copy_whole(
+    sm: &StateMachine,
+    meta: &SnapshotMeta<NodeId, Member>,
+    source: &SnapshotFile,
+) -> Result<Received, String> {
+    let mut receiving = begin(sm, &meta.snapshot_id)
+        .await
+        .map_err(|e| format!("creating {}: {e}", snapshot::RECEIVING))?;
+    let mut offset = 0u64;
+    loop {
+        let data = match source.read_at(offset, snapshot::IO_BYTES).await {
+            Ok(data) if data.is_empty() => break,
+            Ok(data) => data,
+            Err(e) => {
+                drop_receive(receiving).await;
+                return Err(format!("reading {}: {e}", source.path.display()));
+            }
+        };
+        let len = data.len() as u64;
+        if let Err(why) = take_chunk(&mut receiving, &Chunk { meta, offset }, data).await {
+            drop_receive(receiving).await;
+            return Err(why);
+        }
+        offset += len;
+    }
+    finish(receiving, meta)
 }
 
 /// Abandons a receive: its file goes (the state and the log never depended on it).
