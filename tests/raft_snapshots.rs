@@ -311,3 +311,142 @@ fn a_member_killed_during_snapshot_install_restarts_consistent() {
         assert_holds(&addr, &expected, newest, &format!("{name} restarted"));
     }
 }
+
+/// The value `addr` holds for `key` by its own applied state (GET_LOCAL: no leader asked).
+fn get_local(addr: &str, key: &str) -> Option<String> {
+    let (status, body) = kvs::client::cluster::admin(
+        addr,
+        kvs::raft::op::GET_LOCAL,
+        key.as_bytes(),
+        options(),
+        None,
+    )
+    .ok()?;
+    (status == kvs::protocol::Status::Ok).then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether process `pid` is running (not gone, not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with(|c| c != 'Z')))
+        .unwrap_or(false)
+}
+
+/// Sets every key of `values` on the member at `addr` (the leader); returns the newest seq.
+fn set_all(addr: &str, values: &BTreeMap<String, String>) -> u64 {
+    let addrs = [addr.to_string()];
+    let mut client = None;
+    values
+        .iter()
+        .map(|(key, value)| set_on_leader(&addrs, &mut client, key, value))
+        .max()
+        .unwrap_or(0)
+}
+
+fn values(round: &str, keys: usize) -> BTreeMap<String, String> {
+    (0..keys)
+        .map(|k| {
+            let key = format!("k{k:04}");
+            let mut value = format!("{round}-{key}-");
+            value.extend(std::iter::repeat_n('x', VALUE_BYTES - value.len()));
+            (key, value)
+        })
+        .collect()
+}
+
+/// (e): a snapshot damaged on its way (the leader's `--damage-snapshot-sends` test knob flips a
+/// bit in every chunk it sends after the first) is refused by the member that receives it, which keeps running
+/// on its old state and never installs it; once the leader sends a clean copy, the member
+/// installs that and holds every key.
+#[test]
+fn a_damaged_snapshot_is_refused_and_the_member_catches_up_from_a_clean_copy() {
+    let (leader_dir, learner_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader_port, learner_port) = (free_port(), free_port());
+    let leader_addr = format!("127.0.0.1:{leader_port}");
+    let learner_addr = format!("127.0.0.1:{learner_port}");
+    let mut leader_args = vec!["--node-id".to_string(), "n1".into(), "--bootstrap".into()];
+    leader_args.extend(flags(0));
+    let leader_args: Vec<&str> = leader_args.iter().map(String::as_str).collect();
+    let start_leader = |extra: &[&str]| {
+        let mut args = leader_args.clone();
+        args.extend(extra);
+        try_start_on(leader_port, leader_dir.path(), &args).unwrap()
+    };
+    let mut learner_args = vec![
+        "--node-id".to_string(),
+        "l1".into(),
+        "--join".into(),
+        leader_addr.clone(),
+        "--learner".into(),
+    ];
+    learner_args.extend(flags(0));
+    let learner_args: Vec<&str> = learner_args.iter().map(String::as_str).collect();
+    let start_learner = || try_start_on(learner_port, learner_dir.path(), &learner_args).unwrap();
+
+    // Every snapshot read this leader sends is damaged.
+    let leader = start_leader(&["--damage-snapshot-sends", "1000000000"]);
+    let old = values("old", 20);
+    let old_seq = set_all(&leader_addr, &old);
+    let learner = start_learner();
+    assert_holds(&learner_addr, &old, old_seq, "l1");
+    learner.kill9();
+
+    // While l1 is down: new values, and the log l1 would need is purged.
+    let new = values("new", 20);
+    let new_seq = set_all(&leader_addr, &new);
+    let mut client = Client::connect_with(&leader_addr, options()).unwrap();
+    assert!(client.compact().unwrap().contains("snapshot_seq:"));
+    wait_for("the leader to purge past l1", LEADER_WAIT, || {
+        (stat(&leader_addr, "purged_seq") > old_seq).then_some(())
+    });
+
+    let learner = start_learner();
+    wait_for("l1 to refuse damaged snapshots", LEADER_WAIT, || {
+        (stat(&learner_addr, "snapshots_rejected") >= 3).then_some(())
+    });
+    assert!(running(learner.pid), "l1 stopped on a damaged snapshot");
+    let stats = wait_for("STATS", LEADER_WAIT, || stats(&learner_addr));
+    assert_eq!(stats["role"], "learner");
+    assert_eq!(
+        stats["snapshots_installed"], "0",
+        "a damaged snapshot was installed"
+    );
+    assert!(!learner_dir.path().join("raft-snapshot").exists());
+    for (key, value) in &old {
+        assert_eq!(
+            get_local(&learner_addr, key).as_deref(),
+            Some(value.as_str()),
+            "l1: {key}"
+        );
+    }
+
+    // The same leader without the knob: its snapshot goes through clean.
+    leader.kill9();
+    let leader = start_leader(&[]);
+    // A lone voter that restarts resumes leading its term without a new entry, and openraft
+    // starts replicating to the learner at the next write.
+    let after = BTreeMap::from([("after".to_string(), "restart".to_string())]);
+    let after_seq = set_all(&leader_addr, &after);
+    let caught_up = std::panic::catch_unwind(|| {
+        assert_holds(
+            &learner_addr,
+            &new,
+            new_seq.max(after_seq),
+            "l1 after a clean copy",
+        )
+    });
+    if let Err(failure) = caught_up {
+        for (who, node) in [("l1", &learner), ("n1", &leader)] {
+            for line in node.drain_log(Duration::ZERO) {
+                eprintln!("{who}: {line}");
+            }
+        }
+        std::panic::resume_unwind(failure);
+    }
+    assert!(running(learner.pid), "l1 was restarted");
+    assert!(stat(&learner_addr, "snapshots_installed") >= 1);
+    assert!(learner_dir.path().join("raft-snapshot").exists());
+    let log = learner.drain_log(Duration::ZERO).join("\n");
+    assert!(log.contains("refused the snapshot"), "{log}");
+}

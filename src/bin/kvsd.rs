@@ -150,7 +150,9 @@ struct Args {
 
     /// Raft: make a snapshot (every live key, in raft-snapshot) once this many log entries were
     /// applied since the last one, then delete the log before it, so disk stays bounded by
-    /// the live data plus about this many entries. 0: only on `kvsctl compact`.
+    /// the live data plus about this many entries. 0: only on `kvsctl compact`. A snapshot
+    /// holds at most 4 GiB (37 bytes + key + value per live key): a node whose live data
+    /// outgrows that stops at its next snapshot, saying so (docs/replication.md).
     #[arg(long, default_value_t = 100_000)]
     raft_snapshot_entries: u64,
 
@@ -234,6 +236,16 @@ struct Args {
     /// Tests only: abort at a named point, as kill -9 would (e.g. compaction:renamed).
     #[arg(long, env = "KVS_CRASH_POINT", hide = true)]
     crash_point: Option<String>,
+
+    /// Tests only: flip one bit in each of the first N reads of a Raft snapshot this node
+    /// sends (past its first byte), so that members must refuse it (docs/replication.md).
+    #[arg(
+        long,
+        env = "KVS_DAMAGE_SNAPSHOT_SENDS",
+        hide = true,
+        default_value_t = 0
+    )]
+    damage_snapshot_sends: u32,
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
@@ -313,6 +325,7 @@ fn main() -> ExitCode {
         ack_timeout: Duration::from_millis(args.ack_timeout_ms),
         compact_garbage_ratio: args.compact_garbage_ratio,
         crash_point: args.crash_point,
+        damage_snapshot_sends: args.damage_snapshot_sends,
         resync: args.resync,
         auth,
         idle_timeout: (args.idle_timeout_secs > 0)

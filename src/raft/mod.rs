@@ -9,6 +9,8 @@
 //!   ever reaches it), builds and installs snapshots.
 //! - `snapshot`: the state machine's snapshot file, `raft-snapshot`, and openraft's snapshot
 //!   data on it.
+//! - `snapshot_receive`: a snapshot from the leader, chunk by chunk, checked as it arrives; a
+//!   damaged one is refused to its sender, never fatal here.
 //! - `network`: the client side of the Raft RPCs, as frames on the members' client ports.
 //!
 //! The serving side (the Raft node's loop, connections, admin ops) is `server::raft_node`.
@@ -26,6 +28,7 @@ pub mod log_store;
 pub mod network;
 pub mod seed;
 pub mod snapshot;
+pub mod snapshot_receive;
 pub mod state_machine;
 pub mod vote;
 

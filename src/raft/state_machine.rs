@@ -7,9 +7,10 @@
 //!
 //! Snapshots (`raft::snapshot`): `build_snapshot` writes every live key at the applied log id
 //! into `raft-snapshot` and points the index at the copies, so the log before that id holds
-//! nothing the index reads and openraft's purge deletes it. `install_snapshot` checks a
-//! received snapshot record by record while writing it, makes it durable, and only then swaps
-//! it in as the whole state. At start-up `restore` loads the snapshot before openraft applies
+//! nothing the index reads and openraft's purge deletes it. A snapshot from the leader is
+//! received and checked record by record by `snapshot_receive` (which refuses a damaged one to
+//! its sender); `install_snapshot` makes it durable and only then swaps it in as the whole
+//! state. At start-up `restore` loads the snapshot before openraft applies
 //! the log after it.
 
 use std::cell::{Cell, RefCell};
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 use super::log_store::RaftLog;
 use super::snapshot::{self, SnapshotFile};
+use super::snapshot_receive;
 use super::{
     io_error, seq_of, Command, Entry, LogId, Member, NodeId, Reply, StorageError, StoredMembership,
     TypeConfig,
@@ -42,6 +44,12 @@ pub struct StateMachine {
     /// Snapshots built and installed since start, for STATS.
     pub snapshots_built: Cell<u64>,
     pub snapshots_installed: Cell<u64>,
+    /// Snapshots received from a leader and refused as damaged since start, for STATS.
+    pub snapshots_rejected: Cell<u64>,
+    /// The snapshot being received from the leader, chunk by chunk (`snapshot_receive`).
+    pub receiving: tokio::sync::Mutex<Option<snapshot_receive::Receiving>>,
+    /// `--damage-snapshot-sends` (tests): snapshot reads left to send with one bit flipped.
+    pub damage_sends: Rc<Cell<u32>>,
     /// The seq of the newest applied entry: what `min_seq` reads wait for.
     pub applied_seq: watch::Sender<u64>,
     /// `--crash-point` (tests): `snapshot-build:renamed`, `snapshot-install:synced`, ….
@@ -59,6 +67,9 @@ impl StateMachine {
             snapshot_lock: tokio::sync::Mutex::new(()),
             snapshots_built: Cell::new(0),
             snapshots_installed: Cell::new(0),
+            snapshots_rejected: Cell::new(0),
+            receiving: tokio::sync::Mutex::new(None),
+            damage_sends: Rc::default(),
             applied_seq: watch::Sender::new(0),
             crash_point: RefCell::default(),
         }
@@ -69,20 +80,17 @@ impl StateMachine {
     pub async fn restore(&self) -> std::io::Result<()> {
         let dir = self.log.dir().to_path_buf();
         for leftover in [snapshot::TMP, snapshot::RECEIVING] {
-            match std::fs::remove_file(dir.join(leftover)) {
+            match crate::runtime::remove_file(&dir.join(leftover)).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
         let path = snapshot::path(&dir);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => std::io::BufReader::with_capacity(snapshot::IO_BYTES, file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        if !path.exists() {
+            return Ok(());
+        }
         let file_no = self.log.file.reserve_file_no();
-        let mut engine = Engine::new(0);
-        let meta = snapshot::load(&mut file, file_no, &mut engine, None)
+        let (meta, engine) = snapshot::load_file(&path, file_no)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         self.log.file.open_extra(file_no, &path)?;
@@ -96,7 +104,7 @@ impl StateMachine {
     }
 
     /// Makes `engine` (the state of snapshot `meta`, its values in file `file_no`) the state.
-    fn take(&self, engine: Engine, meta: snapshot::Meta, file_no: u32) {
+    pub(super) fn take(&self, engine: Engine, meta: snapshot::Meta, file_no: u32) {
         *self.engine.borrow_mut() = engine;
         self.applied.set(meta.last_log_id);
         *self.membership.borrow_mut() = meta.membership.clone();
@@ -129,7 +137,7 @@ impl StateMachine {
         (seq, bytes)
     }
 
-    fn crash_point(&self, what: &str, step: &str) {
+    pub(super) fn crash_point(&self, what: &str, step: &str) {
         if let Some(point) = self.crash_point.borrow().as_deref() {
             if point.split_once(':') == Some((what, step)) {
                 tracing::warn!(what, step, "KVS_CRASH_POINT: aborting the process here");
@@ -232,7 +240,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
         let current = sm.current_meta();
         if let Some(meta) = current.filter(|meta| meta.last_log_id == applied) {
             let path = snapshot::path(sm.log.dir());
-            let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
+            let data = SnapshotFile::open(&path, Some(sm.damage_sends.clone()))
+                .await
+                .map_err(snapshot_error(ErrorVerb::Read))?;
             return Ok(Snapshot {
                 meta,
                 snapshot: Box::new(data),
@@ -251,6 +261,17 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
             membership: sm.membership.borrow().clone(),
             records: pairs.len() as u64,
         };
+        // Refused before anything is written: the index's value offsets are 32-bit.
+        let head_bytes = snapshot::encode_head(&meta).len() as u64;
+        let record_bytes = pairs.iter().fold(head_bytes, |sum, (key, slot)| {
+            sum + (record::KEY_OFFSET + key.len()) as u64 + u64::from(slot.location.value_len)
+        });
+        if record_bytes > snapshot::FILE_BYTES_MAX {
+            return Err(snapshot_error(ErrorVerb::Write)(std::io::Error::other(format!(
+                "the live data ({record_bytes} bytes as records) does not fit one raft snapshot file ({} bytes, 4 GiB); keep a Raft node's live data under that (docs/replication.md)",
+                snapshot::FILE_BYTES_MAX
+            ))));
+        }
         let term = applied.map_or(0, |id| id.leader_id.term);
         let dir = sm.log.dir().to_path_buf();
         let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
@@ -314,12 +335,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
         crate::runtime::rename(&tmp, &path)
             .await
             .map_err(&write_error)?;
-        crate::runtime::File::open(&dir)
-            .await
-            .map_err(&write_error)?
-            .sync_all()
-            .await
-            .map_err(&write_error)?;
+        snapshot::sync_dir(&dir).await.map_err(&write_error)?;
         sm.crash_point("snapshot-build", "renamed");
         sm.log
             .file
@@ -342,7 +358,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
             ms = started.elapsed().as_millis() as u64,
             "built a raft snapshot"
         );
-        let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
+        let data = SnapshotFile::open(&path, Some(sm.damage_sends.clone()))
+            .await
+            .map_err(snapshot_error(ErrorVerb::Read))?;
         Ok(Snapshot {
             meta: raft_meta(&meta),
             snapshot: Box::new(data),
@@ -378,16 +396,18 @@ impl RaftStateMachine<TypeConfig> for Machine {
         self.clone()
     }
 
+    /// Not how kvsd receives a snapshot from a leader: `snapshot_receive` takes the chunks,
+    /// so that a damaged one is refused to its sender instead of stopping this member. An
+    /// empty placeholder, for a caller that puts a whole snapshot in it (openraft's suite).
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
-        let path = self.0.log.dir().join(snapshot::RECEIVING);
-        let file = SnapshotFile::create(&path).map_err(snapshot_error(ErrorVerb::Write))?;
-        Ok(Box::new(file))
+        Ok(Box::new(SnapshotFile::empty()))
     }
 
-    /// Checks every record of the received snapshot while copying it to `raft-snapshot.tmp`,
-    /// fsyncs it, renames it over `raft-snapshot` and fsyncs the dir; only then is it the
-    /// state. A crash before the rename leaves the old state (the log it had is untouched:
-    /// purging follows the install); after it, the new one.
+    /// Makes a snapshot that `snapshot_receive` has received whole, checked record by record
+    /// and written to `raft-snapshot.recv`, the state: fsyncs it, renames it over
+    /// `raft-snapshot`, fsyncs the dir, and only then swaps the index. A crash before the rename
+    /// leaves the old state (the log it had is untouched: purging follows the install); after
+    /// it, the new one. An error here is this member's own disk failing, which stops it.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
@@ -397,41 +417,41 @@ impl RaftStateMachine<TypeConfig> for Machine {
         let _writing = sm.snapshot_lock.lock().await;
         let started = std::time::Instant::now();
         let dir = sm.log.dir().to_path_buf();
-        let (tmp, path) = (dir.join(snapshot::TMP), snapshot::path(&dir));
+        let path = snapshot::path(&dir);
         let write_error = snapshot_error(ErrorVerb::Write);
-        let refuse = |why: String| {
-            io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                std::io::Error::other(why),
-            )
+        let received = match data.received.take() {
+            Some(received) => received,
+            // A whole snapshot file handed over directly: copied and checked the same way.
+            None => snapshot_receive::copy_whole(sm, meta, &data)
+                .await
+                .map_err(|why| write_error(std::io::Error::other(why)))?,
         };
-        let mut out = std::fs::File::create(&tmp).map_err(&write_error)?;
-        let file_no = sm.log.file.reserve_file_no();
-        let mut engine = Engine::new(0);
-        let src = data.rewind().map_err(snapshot_error(ErrorVerb::Read))?;
-        let mut src = std::io::BufReader::with_capacity(snapshot::IO_BYTES, src);
-        let loaded = snapshot::load(&mut src, file_no, &mut engine, Some(&mut out))
-            .await
-            .map_err(|e| refuse(format!("the snapshot received is damaged: {e}")))?;
+        let snapshot::Received {
+            path: received_path,
+            file,
+            meta: loaded,
+            engine,
+            file_no,
+        } = received;
         if loaded.last_log_id != meta.last_log_id || loaded.membership != meta.last_membership {
-            return Err(refuse(format!(
+            return Err(write_error(std::io::Error::other(format!(
                 "the snapshot received holds {} where its sender said {}",
                 loaded.snapshot_id(),
                 meta.snapshot_id
-            )));
+            ))));
         }
-        out.sync_all().map_err(&write_error)?;
-        drop(out);
+        file.sync_all().await.map_err(&write_error)?;
+        file.close().await.map_err(&write_error)?;
         sm.crash_point("snapshot-install", "synced");
-        std::fs::rename(&tmp, &path).map_err(&write_error)?;
-        snapshot::sync_dir(&dir).map_err(&write_error)?;
+        crate::runtime::rename(&received_path, &path)
+            .await
+            .map_err(&write_error)?;
+        snapshot::sync_dir(&dir).await.map_err(&write_error)?;
         sm.crash_point("snapshot-install", "renamed");
         sm.log
             .file
             .open_extra(file_no, &path)
             .map_err(snapshot_error(ErrorVerb::Read))?;
-        let _ = std::fs::remove_file(dir.join(snapshot::RECEIVING));
         tracing::info!(
             keys = loaded.records,
             last_seq = loaded.last_log_id.as_ref().map_or(0, seq_of),
@@ -450,7 +470,9 @@ impl RaftStateMachine<TypeConfig> for Machine {
             return Ok(None);
         };
         let path = snapshot::path(self.0.log.dir());
-        let data = SnapshotFile::open(&path).map_err(snapshot_error(ErrorVerb::Read))?;
+        let data = SnapshotFile::open(&path, Some(self.0.damage_sends.clone()))
+            .await
+            .map_err(snapshot_error(ErrorVerb::Read))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(data),

@@ -75,6 +75,9 @@ pub struct Config {
     pub compact_garbage_ratio: f64,
     /// Tests only: abort the process at this named point (`KVS_CRASH_POINT`).
     pub crash_point: Option<String>,
+    /// Tests only: this many reads of a Raft snapshot being sent get one bit flipped
+    /// (`--damage-snapshot-sends`, `KVS_DAMAGE_SNAPSHOT_SENDS`); 0: none.
+    pub damage_snapshot_sends: u32,
     /// Follower: replace this node's data with a snapshot of the leader's when it holds
     /// another history, rather than be refused.
     pub resync: bool,

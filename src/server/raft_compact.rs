@@ -72,7 +72,8 @@ pub async fn compact(node: &RaftNode) -> Result<String, String> {
     Ok(text)
 }
 
-/// STATS lines: the snapshot's seq and bytes, the purged seq, snapshots made and installed.
+/// STATS lines: the snapshot's seq and bytes, the purged seq, snapshots made, installed and
+/// refused as damaged.
 pub fn stats(node: &RaftNode, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
     let (snapshot_seq, snapshot_bytes) = node.sm.snapshot_stats();
     line("snapshot_seq", &snapshot_seq);
@@ -80,4 +81,5 @@ pub fn stats(node: &RaftNode, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)
     line("purged_seq", &node.log.purged().as_ref().map_or(0, seq_of));
     line("snapshots_built", &node.sm.snapshots_built.get());
     line("snapshots_installed", &node.sm.snapshots_installed.get());
+    line("snapshots_rejected", &node.sm.snapshots_rejected.get());
 }

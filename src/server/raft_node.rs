@@ -164,6 +164,7 @@ pub fn run(
         let sm = Rc::new(StateMachine::new(engine.clone(), log.clone()));
         // Snapshots and purging (`raft::snapshot`, `super::raft_compact`).
         *sm.crash_point.borrow_mut() = config.crash_point.clone();
+        sm.damage_sends.set(config.damage_snapshot_sends);
         sm.restore().await.map_err(io("loading raft-snapshot"))?;
         let (snapshot_policy, snapshot_chunk_bytes) =
             super::raft_compact::policy(&settings, config.frame_bytes_max);
@@ -500,11 +501,8 @@ async fn raft_rpc(node: &RaftNode, frame: &Frame) -> Answer {
         }
         _ => {
             let rpc = codec::decode_snapshot_request(&frame.body).map_err(|e| e.to_string())?;
-            let response = node
-                .raft
-                .install_snapshot(rpc)
-                .await
-                .map_err(|e| e.to_string())?;
+            let response =
+                crate::raft::snapshot_receive::receive(&node.raft, &node.sm, rpc).await?;
             codec::encode_snapshot_response(&mut body, &response);
         }
     }
