@@ -21,6 +21,7 @@ pub mod batch;
 pub mod counter;
 pub mod expire_rules;
 pub mod expiry;
+pub mod raft;
 pub mod staging;
 pub mod txn;
 pub mod write;
@@ -216,6 +217,9 @@ pub struct Engine {
     now_ms: u64,
     /// Writes gathered for one Txn record (MULTI/EXEC), while staging (`staging.rs`).
     staged: Option<staging::Staged>,
+    /// A Raft node's side of the engine (`raft.rs`): whether it leads, the seq its open batch
+    /// will have, and the points where its pending writes were abandoned.
+    raft: raft::RaftState,
 }
 
 impl Engine {
@@ -234,6 +238,7 @@ impl Engine {
             write_failed: None,
             now_ms: 0,
             staged: None,
+            raft: Default::default(),
         }
     }
 
@@ -563,7 +568,7 @@ impl Engine {
         if self.staged.is_some() {
             return Ok(self.stage(op, key, &value, expires_at_ms));
         }
-        let seq = self.last_seq + 1;
+        let seq = self.next_seq();
         let term = self.term;
         self.push(
             &Record {
@@ -669,6 +674,7 @@ impl Engine {
         if self.open.is_empty() {
             return Err(spare);
         }
+        self.raft.batch_taken();
         Ok(std::mem::replace(&mut self.open, spare))
     }
 

@@ -160,11 +160,11 @@ impl Machine {
         let sm = &self.0;
         let seq = seq_of(&entry.log_id);
         let reply = match &entry.payload {
-            EntryPayload::Blank => Reply::default(),
+            EntryPayload::Blank => Reply,
             EntryPayload::Membership(membership) => {
                 *sm.membership.borrow_mut() =
                     StoredMembership::new(Some(entry.log_id), membership.clone());
-                Reply::default()
+                Reply
             }
             EntryPayload::Normal(Command::Set { key, value }) => {
                 let slot = sm.log.slot(seq).ok_or_else(|| {
@@ -185,11 +185,10 @@ impl Machine {
                     .borrow_mut()
                     .recover(&Record::set(seq, term, key, value), location)
                     .map_err(|e| apply_error(entry, e))?;
-                Reply::default()
+                Reply
             }
             EntryPayload::Normal(Command::Del { key }) => {
                 let mut engine = sm.engine.borrow_mut();
-                let existed = engine.contains(key);
                 let nowhere = Location {
                     file: 0,
                     value_offset: 0,
@@ -199,14 +198,9 @@ impl Machine {
                 engine
                     .recover(&Record::del(seq, term, key), nowhere)
                     .map_err(|e| apply_error(entry, e))?;
-                Reply {
-                    existed,
-                    ..Reply::default()
-                }
+                Reply
             }
-            EntryPayload::Normal(Command::Batch(commands)) => {
-                super::batch::apply(sm, entry, commands)?
-            }
+            EntryPayload::Normal(Command::Ops(ops)) => super::batch::apply(sm, entry, ops)?,
         };
         sm.applied.set(Some(entry.log_id));
         Ok(reply)

@@ -22,6 +22,7 @@ fn rules() -> Rules<'static> {
         min_acks: 0,
         ack_timeout: Duration::from_secs(5),
         min_seq_wait: Duration::from_secs(5),
+        raft: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn replies(state: &mut ConnState, engine: &Engine) -> (Vec<Response>, Next) {
     let progress = Progress {
         durable: engine.durable_seq(),
         replicated: u64::MAX,
+        confirmed: None,
     };
     let next = state.replies(
         engine,
@@ -237,6 +239,7 @@ fn a_write_waits_for_followers_then_times_out_with_error() {
     let progress = Progress {
         durable: 1,
         replicated: 0,
+        confirmed: None,
     };
     let mut out = BytesMut::new();
     let next = state.replies(&engine, &rules, progress, &no_cache, start, &mut out);
@@ -385,6 +388,7 @@ fn a_follower_answers_writes_not_leader() {
     let progress = Progress {
         durable: 0,
         replicated: u64::MAX,
+        confirmed: None,
     };
     state.replies(
         &engine,
