@@ -495,14 +495,23 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
     let mut shutdown = node.shutdown.subscribe();
     // The term this node took writes in, while it does.
     let mut led_term: Option<u64> = None;
+    // When this node was elected, and in which term.
+    let mut elected_at: Option<(u64, Instant)> = None;
     loop {
         let m = metrics.borrow_and_update().clone();
         let applied_seq = *applied.borrow_and_update();
-        let leading = m.state == ServerState::Leader && m.current_leader == Some(raft.id);
-        *raft.view.leader_addr.borrow_mut() = match leading {
-            true => raft.addr.clone(),
-            false => raft.leader_addr().unwrap_or_default(),
-        };
+        // A leader that has not heard from a quorum within the election timeout stops taking
+        // writes and reads at once, before openraft notices it was cut off.
+        let lease = raft.election_timeout().as_millis() as u64;
+        let leading = m.state == ServerState::Leader
+            && m.current_leader == Some(raft.id)
+            && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
+        // What NOT_LEADER names: never this node itself (a leader not taking writes yet, or
+        // no more, names none: the client retries).
+        *raft.view.leader_addr.borrow_mut() = raft
+            .leader_addr()
+            .filter(|addr| *addr != raft.addr)
+            .unwrap_or_default();
         let mut abandoned = false;
         {
             let mut engine = node.shard.engine.borrow_mut();
@@ -528,6 +537,20 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
                 led_term = Some(m.current_term);
             }
         }
+        // Elected, with a fresh lease, not taking requests yet: connections hold theirs.
+        // (Or during a membership change.) Woken at each turn while so, and when it ends.
+        // A leader just elected has no quorum's answer yet: it holds them for a while too.
+        let elected = m.state == ServerState::Leader && m.current_leader == Some(raft.id);
+        if !elected {
+            elected_at = None;
+        } else if elected_at.is_none_or(|(term, _)| term != m.current_term) {
+            elected_at = Some((m.current_term, Instant::now()));
+        }
+        let new = elected_at.is_some_and(|(_, at)| at.elapsed() < raft.election_timeout() * 2);
+        let becoming = (leading || new) && !node.shard.engine.borrow().takes_writes();
+        if raft.view.becoming_leader.replace(becoming) || becoming {
+            node.shard.batch_taken.notify_waiters();
+        }
         if abandoned {
             node.shard.wake_all();
         }
@@ -537,6 +560,8 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
             _ = applied.changed() => {}
             _ = raft.kick.notified() => {}
             _ = shutdown.changed() => {}
+            // The quorum's last answer ages without a change of the metrics.
+            _ = tokio::time::sleep(Duration::from_millis(lease / 4 + 1)) => {}
         }
     }
 }
@@ -566,7 +591,7 @@ async fn confirm_reads(raft: Rc<RaftNode>) {
 }
 
 /// A membership change on the leader: the writes already taken are applied first and none
-/// is taken meanwhile (answered NOT_LEADER naming this node, so clients come back), because
+/// is taken meanwhile (answered NOT_LEADER naming no leader, so clients retry), because
 /// the change's entries take seqs the open batch would otherwise have been promised.
 async fn changing_membership<F: std::future::Future<Output = Result<(), String>>>(
     node: &Node,

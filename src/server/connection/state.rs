@@ -62,9 +62,22 @@ pub struct Rules<'a> {
 #[derive(Debug, Default)]
 pub struct RaftView {
     pub leader_addr: std::cell::RefCell<String>,
+    /// This node was elected and is applying its log before it takes requests: connections
+    /// hold their requests meanwhile (a wait bounded by its lease) rather than refuse them.
+    pub becoming_leader: std::cell::Cell<bool>,
 }
 
 impl Rules<'_> {
+    /// When a write's OK stops waiting: on followers (`--min-acks`), or for a Raft majority.
+    pub fn write_deadline(&self, now: Instant) -> Option<Instant> {
+        (self.min_acks > 0 || self.raft.is_some()).then(|| now + self.ack_timeout)
+    }
+
+    /// Whether requests wait now: a new Raft leader is applying its log.
+    pub fn holding(&self) -> bool {
+        self.raft.is_some_and(|view| view.becoming_leader.get())
+    }
+
     /// The leader's address if this node does not take writes now.
     pub fn write_refusal(&self, engine: &Engine) -> Option<String> {
         if let Some(leader) = self.leader_addr {
@@ -393,9 +406,20 @@ impl<'a> ConnState<'a> {
         }
         let mut intake = Intake::default();
         while self.open() && !self.full() {
+            let whole = || {
+                frame::check(buf, self.frame_bytes_max(rules)).is_ok_and(|whole| whole.is_some())
+            };
             if engine.open_batch_full() {
-                intake.batch_full = frame::check(buf, self.frame_bytes_max(rules))
-                    .is_ok_and(|whole| whole.is_some());
+                intake.batch_full = whole();
+                break;
+            }
+            // A new Raft leader applying its log: the client's requests wait (not the Raft
+            // RPCs and admin ops, which the election itself may need).
+            let raft_op = buf
+                .get(KIND_OFFSET)
+                .is_some_and(|kind| crate::raft::op::is_raft_node_op(*kind));
+            if rules.holding() && !raft_op {
+                intake.batch_full = whole();
                 break;
             }
             let frame = match frame::decode(buf, self.frame_bytes_max(rules)) {
@@ -512,8 +536,8 @@ impl<'a> ConnState<'a> {
                 not_leader(rules.read_refusal(engine, false).unwrap_or_default())
             }
             Ok(request) => {
-                if request.is_write() && rules.min_acks > 0 {
-                    deadline = Some(now + rules.ack_timeout);
+                if request.is_write() {
+                    deadline = rules.write_deadline(now);
                 }
                 if let Request::Get {
                     min_seq: Some(_), ..
@@ -569,7 +593,10 @@ impl<'a> ConnState<'a> {
                 let unconfirmed = head.confirm
                     && progress.confirmed.is_none_or(|at| at < head.arrived)
                     && seq <= progress.durable;
-                if lost || (unconfirmed && expired) {
+                let uncommitted = matches!(head.pending, Pending::Write { .. })
+                    && expired
+                    && seq > progress.durable;
+                if lost || (unconfirmed && expired) || uncommitted {
                     let head = self.queue.pop_front().expect("head exists");
                     self.answer_unknown(head, rules, lost, out, now);
                     continue;
@@ -728,7 +755,11 @@ impl ConnState<'_> {
             self.writes_queued -= 1;
         }
         let message = match (write, lost) {
-            (true, _) => format!(
+            (true, false) => format!(
+                "the write was not committed within {} ms (--ack-timeout-ms; no majority reached): it may or may not be applied later",
+                rules.ack_timeout.as_millis()
+            ),
+            (true, true) => format!(
                 "the outcome of this write is unknown: this node stopped leading before it was committed; the new leader may or may not have applied it (leader: {})",
                 if leader.is_empty() { "not known yet" } else { &leader }
             ),

@@ -74,7 +74,7 @@ impl<'a> ConnState<'a> {
     ) -> Intake {
         let mut intake = Intake::default();
         while self.open() && !self.full() {
-            if engine.open_batch_full() {
+            if engine.open_batch_full() || rules.holding() {
                 intake.batch_full = self.resp_has_command(buf, rules);
                 break;
             }
@@ -451,7 +451,7 @@ impl<'a> ConnState<'a> {
     /// Queues a write's reply: it goes once `seq` is durable (and on `--min-acks` followers).
     fn resp_write(&mut self, cost: usize, seq: u64, shape: Shape, rules: &Rules, now: Instant) {
         self.last_write_seq = seq;
-        let deadline = (rules.min_acks > 0).then(|| now + rules.ack_timeout);
+        let deadline = rules.write_deadline(now);
         self.push(
             0,
             Pending::Write { seq, body: None },
