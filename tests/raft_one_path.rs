@@ -70,7 +70,11 @@ fn ext_ops_answered_by_a_raft_leader_survive_its_kill9() {
         .collect();
     seen.sort_unstable();
     let total = (WRITERS * INCRS_PER_WRITER) as i64;
-    assert_eq!(seen, (1..=total).collect::<Vec<i64>>(), "each INCRBY saw its own value");
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<i64>>(),
+        "each INCRBY saw its own value"
+    );
 
     let mut c = client(&cluster, leader);
     let nx = SetOptions {
@@ -158,10 +162,7 @@ fn ext_ops_answered_by_a_raft_leader_survive_its_kill9() {
     assert_eq!(got[1].as_deref(), Some(&b"two"[..]));
     assert_eq!(c.get(b"t").unwrap().as_deref(), Some(&b"yes"[..]));
     let meta = c.meta(b"long").unwrap().expect("long is kept");
-    assert!(
-        meta.ttl_ms().is_some_and(|ttl| ttl > 3_000_000),
-        "{meta:?}"
-    );
+    assert!(meta.ttl_ms().is_some_and(|ttl| ttl > 3_000_000), "{meta:?}");
     assert_eq!(c.get(b"short").unwrap(), None);
     // The new leader takes the same ops.
     assert_eq!(c.incr_by(b"counter", 5).unwrap().0, total + 5);
@@ -193,7 +194,11 @@ fn resp_and_watch_on_raft_members() {
     let mut watch = client(&cluster, follower).watch(b"w/", true, 0).unwrap();
 
     let mut con = redis(&resp_addr(leader));
-    let _: () = redis::cmd("SET").arg("w/a").arg("1").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("w/a")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
     let got: String = redis::cmd("GET").arg("w/a").query(&mut con).unwrap();
     assert_eq!(got, "1");
     let n: i64 = redis::cmd("INCR").arg("n").query(&mut con).unwrap();

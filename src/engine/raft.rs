@@ -139,7 +139,9 @@ impl Engine {
     /// This node stopped leading (or its entries did not get the seqs it gave them): every
     /// pending write is dropped, and replies waiting past what is applied are lost.
     pub fn abandon(&mut self) {
-        self.raft.abandoned.push_back((self.raft.epoch, self.durable_seq));
+        self.raft
+            .abandoned
+            .push_back((self.raft.epoch, self.durable_seq));
         if self.raft.abandoned.len() > ABANDON_POINTS_MAX {
             self.raft.abandoned.pop_front();
         }
@@ -163,7 +165,12 @@ impl Engine {
         if epoch == self.raft.epoch {
             return false;
         }
-        match self.raft.abandoned.iter().find(|(ended, _)| *ended == epoch) {
+        match self
+            .raft
+            .abandoned
+            .iter()
+            .find(|(ended, _)| *ended == epoch)
+        {
             Some((_, durable)) => seq > *durable,
             None => true,
         }

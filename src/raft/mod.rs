@@ -54,14 +54,9 @@ impl fmt::Display for Member {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// A SET as kvsd before the one request path proposed it; read back from older logs.
-    Set {
-        key: Bytes,
-        value: Bytes,
-    },
+    Set { key: Bytes, value: Bytes },
     /// A DEL, likewise.
-    Del {
-        key: Bytes,
-    },
+    Del { key: Bytes },
     /// The changes the leader's engine decided for one batch of client writes (SETs with
     /// their expiry, DELs, EXPIREs, expiry removals as DELs: `engine::txn` ops back to back),
     /// stored as one `Txn` record and applied as recorded: the log carries results, never

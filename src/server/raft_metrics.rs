@@ -51,4 +51,3 @@ pub fn snapshot(server: &Node, node: &RaftNode) -> Snapshot {
         ..Snapshot::default()
     }
 }
-

@@ -518,21 +518,28 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
             engine.applied_through(applied_seq);
             if let Some(term) = led_term {
                 if !leading || m.current_term != term {
-                    tracing::info!(term, "stopped leading: abandoning the writes not yet applied");
+                    tracing::info!(
+                        term,
+                        "stopped leading: abandoning the writes not yet applied"
+                    );
                     engine.abandon();
                     led_term = None;
                     abandoned = true;
                 }
             }
             let log_seq = m.last_log_index.map_or(0, |index| index + 1);
-            let applied_all = m.last_applied.is_some_and(|id| {
-                seq_of(&id) == log_seq && id.leader_id.term == m.current_term
-            });
+            let applied_all = m
+                .last_applied
+                .is_some_and(|id| seq_of(&id) == log_seq && id.leader_id.term == m.current_term);
             let resume = led_term.is_none() || engine.is_paused();
             if leading && resume && !raft.paused.get() && applied_all && engine.settled() {
                 engine.lead(log_seq);
                 if led_term.is_none() {
-                    tracing::info!(term = m.current_term, seq = log_seq, "leading: taking writes");
+                    tracing::info!(
+                        term = m.current_term,
+                        seq = log_seq,
+                        "leading: taking writes"
+                    );
                 }
                 led_term = Some(m.current_term);
             }
@@ -572,11 +579,9 @@ async fn confirm_reads(raft: Rc<RaftNode>) {
     loop {
         raft.confirm_wake.notified().await;
         let began = Instant::now();
-        let round = tokio::time::timeout(
-            raft.election_timeout() * 2,
-            raft.raft.ensure_linearizable(),
-        )
-        .await;
+        let round =
+            tokio::time::timeout(raft.election_timeout() * 2, raft.raft.ensure_linearizable())
+                .await;
         match round {
             Ok(Ok(_)) => {
                 raft.confirmed.send_replace(Some(began));

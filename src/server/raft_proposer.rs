@@ -59,13 +59,7 @@ fn ops_of(batch: &Batch) -> Bytes {
             Op::Set => at(entry.value_offset, entry.value_len),
             _ => &[],
         };
-        crate::engine::txn::put_op(
-            &mut ops,
-            op,
-            entry.expires_at_ms,
-            batch.key(entry),
-            value,
-        );
+        crate::engine::txn::put_op(&mut ops, op, entry.expires_at_ms, batch.key(entry), value);
     }
     Bytes::from(ops)
 }

@@ -96,7 +96,11 @@ fn role(node: &Node, out: &mut BytesMut, _version: Version) {
             }
             let leader = raft.view.leader_addr.borrow().clone();
             let (host, port) = split_addr(&leader);
-            let state = if leader.is_empty() { "connecting" } else { "connected" };
+            let state = if leader.is_empty() {
+                "connecting"
+            } else {
+                "connected"
+            };
             reply::array(out, 5);
             reply::bulk(out, b"slave");
             reply::bulk(out, host.as_bytes());
@@ -254,7 +258,11 @@ pub fn info(node: &Node, sections: &[String]) -> String {
                     line(&mut text, "slave_repl_offset", &durable);
                     line(&mut text, "slave_read_only", &1);
                 }
-                line(&mut text, "kvs_raft_term", &raft.raft.metrics().borrow().current_term);
+                line(
+                    &mut text,
+                    "kvs_raft_term",
+                    &raft.raft.metrics().borrow().current_term,
+                );
             }
         }
         line(&mut text, "master_repl_offset", &durable);

@@ -26,8 +26,8 @@ use crate::auth::{Gate, Verdict};
 use crate::command::{self, Later, Pending};
 use crate::engine::{Engine, Values};
 use crate::limits::{
-    AUTH_FRAME_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
+    AUTH_FRAME_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_REQUESTS_IN_FLIGHT_MAX,
+    CONNECTION_WRITE_BYTES_MAX,
 };
 use crate::metrics::RequestMetrics;
 use crate::protocol::ext::{self, ExtRequest};
@@ -532,7 +532,11 @@ impl<'a> ConnState<'a> {
             Ok(request) if request.is_write() && rules.write_refusal(engine).is_some() => {
                 not_leader(rules.write_refusal(engine).unwrap_or_default())
             }
-            Ok(request) if rules.read_refusal(engine, served_by_any(&request)).is_some() => {
+            Ok(request)
+                if rules
+                    .read_refusal(engine, served_by_any(&request))
+                    .is_some() =>
+            {
                 not_leader(rules.read_refusal(engine, false).unwrap_or_default())
             }
             Ok(request) => {
@@ -772,7 +776,9 @@ impl ConnState<'_> {
         let start = out.len();
         match (&head.shape, write || !lost) {
             (None, true) => encode_error(out, head.id, &message),
-            (None, false) => response::encode(out, Status::NotLeader, 0, head.id, &[leader.as_bytes()]),
+            (None, false) => {
+                response::encode(out, Status::NotLeader, 0, head.id, &[leader.as_bytes()])
+            }
             (Some(_), _) => resp::encode_failure(out, "ERR", message.as_bytes()),
         }
         let status = match head.shape {

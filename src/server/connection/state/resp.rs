@@ -185,14 +185,12 @@ impl<'a> ConnState<'a> {
                 // A Raft member names the leader after Redis's text, as its clients read it.
                 match rules.raft {
                     None => self.resp_error(cost, READONLY),
-                    Some(_) if leader.is_empty() => self.resp_error(
-                        cost,
-                        &format!("{READONLY} No leader is known yet: retry"),
-                    ),
-                    Some(_) => self.resp_error(
-                        cost,
-                        &format!("{READONLY} The leader is at {leader}"),
-                    ),
+                    Some(_) if leader.is_empty() => {
+                        self.resp_error(cost, &format!("{READONLY} No leader is known yet: retry"))
+                    }
+                    Some(_) => {
+                        self.resp_error(cost, &format!("{READONLY} The leader is at {leader}"))
+                    }
                 }
                 return false;
             }
