@@ -154,6 +154,18 @@ impl Engine {
         self.last_seq = self.durable_seq;
     }
 
+    /// A snapshot's state (`other`, built from it) becomes this engine's: its index, with
+    /// this engine's Raft side, clock and progress kept (a snapshot is installed on a member
+    /// that does not lead, so nothing is pending here).
+    pub fn install_state(&mut self, mut other: Engine) {
+        other.raft = std::mem::take(&mut self.raft);
+        other.now_ms = other.now_ms.max(self.now_ms);
+        other.durable_seq = other.durable_seq.max(self.durable_seq);
+        other.last_seq = other.last_seq.max(self.last_seq);
+        other.write_failed = self.write_failed.take();
+        *self = other;
+    }
+
     /// The current epoch: a reply records it when its request is taken.
     pub fn epoch(&self) -> u64 {
         self.raft.epoch

@@ -97,7 +97,8 @@ impl StateMachine {
 
     /// Makes `engine` (the state of snapshot `meta`, its values in file `file_no`) the state.
     fn take(&self, engine: Engine, meta: snapshot::Meta, file_no: u32) {
-        *self.engine.borrow_mut() = engine;
+        // Kept: the engine's Raft side (whether it leads, its epoch), which the snapshot lacks.
+        self.engine.borrow_mut().install_state(engine);
         self.applied.set(meta.last_log_id);
         *self.membership.borrow_mut() = meta.membership.clone();
         if let Some(id) = meta.last_log_id {
