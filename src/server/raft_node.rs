@@ -47,6 +47,8 @@ use crate::raft::network::{Conn, Network};
 use crate::raft::state_machine::{Machine, StateMachine};
 use crate::raft::{node_id_of, op, seq_of, Member, NodeId, Raft};
 
+/// A failed leadership confirmation is tried again this many times.
+const CONFIRM_RETRIES: u32 = 3;
 /// How long JOIN waits between tries.
 const JOIN_RETRY_MS: u64 = 300;
 
@@ -560,6 +562,8 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
         }
         if abandoned {
             node.shard.wake_all();
+            // The reads waiting for a confirmation: they are answered NOT_LEADER now.
+            raft.confirmed.send_modify(|_| {});
         }
         node.progressed();
         tokio::select! {
@@ -576,21 +580,32 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
 /// Confirms for the connections that this leader still leads (openraft's ReadIndex,
 /// `ensure_linearizable`), one round for every read that arrived before it began.
 async fn confirm_reads(raft: Rc<RaftNode>) {
+    // Rounds failed in a row: a failed round is tried again a few times for the reads that
+    // wait (they give up at their deadline; a leader that lost its place abandons them).
+    let mut failed = 0;
     loop {
-        raft.confirm_wake.notified().await;
+        if failed == 0 || failed > CONFIRM_RETRIES {
+            failed = 0;
+            raft.confirm_wake.notified().await;
+        }
         let began = Instant::now();
         let round =
             tokio::time::timeout(raft.election_timeout() * 2, raft.raft.ensure_linearizable())
                 .await;
         match round {
             Ok(Ok(_)) => {
+                failed = 0;
                 raft.confirmed.send_replace(Some(began));
             }
             Ok(Err(error)) => {
+                failed += 1;
                 tracing::debug!(%error, "a read's leadership confirmation failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(_) => tracing::debug!("no quorum confirmed this leader in time"),
+            Err(_) => {
+                failed += 1;
+                tracing::debug!("no quorum confirmed this leader in time");
+            }
         }
     }
 }

@@ -103,6 +103,7 @@ async fn propose(node: Rc<Node>, raft: Rc<RaftNode>, batch: Batch, epoch: u64) {
     };
     if abandoned {
         node.shard.wake_all();
+        raft.confirmed.send_modify(|_| {});
     }
     node.progressed();
 }

@@ -175,10 +175,9 @@ pub async fn serve(
                         raft.confirm_wake.notify_one();
                     }
                 }
-                // An abandon wakes every waiter: listed like a write's wait.
-                node.shard.wait_for(u64::MAX, false, &wait);
+                // Woken by the round's success, or by an abandon (`raft_node::follow`).
                 confirming = true;
-                (deadline, true)
+                (deadline, false)
             }
             _ => (None, false),
         };
