@@ -49,6 +49,8 @@ use crate::raft::{node_id_of, op, seq_of, Member, NodeId, Raft};
 
 /// A failed leadership confirmation is tried again this many times.
 const CONFIRM_RETRIES: u32 = 3;
+/// How long JOIN waits for a new member to catch up before making it a voter.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(600);
 /// How long JOIN waits between tries.
 const JOIN_RETRY_MS: u64 = 300;
 
@@ -611,7 +613,7 @@ async fn confirm_reads(raft: Rc<RaftNode>) {
 }
 
 /// A membership change on the leader: the writes already taken are applied first and none
-/// is taken meanwhile (answered NOT_LEADER naming no leader, so clients retry), because
+/// is taken meanwhile (connections hold them, as while a new leader applies its log), because
 /// the change's entries take seqs the open batch would otherwise have been promised.
 async fn changing_membership<F: std::future::Future<Output = Result<(), String>>>(
     node: &Node,
@@ -698,18 +700,32 @@ async fn admin(server: &Node, node: &RaftNode, frame: &Frame) -> Answer {
                     ));
                 }
             }
-            let changes = async {
-                if known.is_none() {
-                    tracing::info!(%name, %addr, "adding a learner");
-                    let member = Member {
-                        name: name.clone(),
-                        addr,
-                    };
+            // Writes wait only while a membership entry is appended and applied, not while
+            // the new member catches up (a snapshot may take a while).
+            if known.is_none() {
+                tracing::info!(%name, %addr, "adding a learner");
+                let member = Member {
+                    name: name.clone(),
+                    addr,
+                };
+                let added = async {
                     node.raft
-                        .add_learner(id, member, true)
+                        .add_learner(id, member, false)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map(|response| response.log_id)
+                        .map_err(|e| e.to_string())
+                };
+                let mut log_id = None;
+                changing_membership(server, node, async {
+                    log_id = Some(added.await?);
+                    Ok(())
+                })
+                .await?;
+                if let Some(log_id) = log_id {
+                    caught_up(node, id, log_id).await?;
                 }
+            }
+            let changes = async {
                 if !learner && !voter {
                     tracing::info!(%name, "promoting to voter");
                     change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
@@ -771,6 +787,25 @@ async fn admin(server: &Node, node: &RaftNode, frame: &Frame) -> Answer {
         }
         _ => Err(format!("unknown op 0x{kind:02x}")),
     }
+}
+
+/// Waits until the member `id` holds the log up to `log_id` (what openraft's blocking
+/// `add_learner` waits for), or says where it stands.
+async fn caught_up(node: &RaftNode, id: NodeId, log_id: crate::raft::LogId) -> Result<(), String> {
+    node.raft
+        .wait(Some(LEARNER_CATCH_UP))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .is_some_and(|matched| matched.is_some_and(|m| m.index >= log_id.index))
+            },
+            "the new member to catch up",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the new member has not caught up yet ({e}): it was added as a learner; join again to go on"))
 }
 
 /// `kvsctl cluster transfer`: with this leader's heartbeats paused, waits out the leases on it,
