@@ -244,3 +244,54 @@ fn resp_and_watch_on_raft_members() {
     });
     assert_eq!(n, 2);
 }
+
+/// A member joins while a client writes: the leader's writes pause only while the membership
+/// entries go in (their seqs are not the batch's), so every INCR is answered and counted once,
+/// and the new member ends with the same count.
+#[test]
+fn writes_go_on_while_a_member_joins() {
+    let ports = [free_port(), free_port(), free_port()];
+    let cluster = Cluster::start(ports, flags);
+    let leader = wait_for("a leader", LEADER_WAIT, || cluster.leader());
+    let addr = cluster.addr(leader);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Client::connect_with(&addr, options()).unwrap();
+            let (mut acked, mut failed) = (0i64, 0i64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.incr_by(b"joined", 1) {
+                    Ok(_) => acked += 1,
+                    Err(error) => {
+                        eprintln!("an INCR during the join: {error}");
+                        failed += 1;
+                        client = Client::connect_with(&addr, options()).unwrap();
+                    }
+                }
+            }
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--node-id", "n4", "--join", &addr];
+    let extra = flags(3);
+    args.extend(extra.iter().map(String::as_str));
+    let n4 = common::try_start_on(0, &dir.path().join("n4"), &args).unwrap();
+    cluster.wait_voters(4);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = writer.join().unwrap();
+    assert!(acked > 0);
+    let (count, seq) = client(&cluster, leader).incr_by(b"joined", 0).unwrap();
+    assert!(
+        (acked..=acked + failed).contains(&count),
+        "{acked} acknowledged and {failed} failed INCRs made the count {count}"
+    );
+    let mut on_n4 = Client::connect_with(&n4.addr, options()).unwrap();
+    let got = wait_for("n4 to apply the count", LEADER_WAIT, || {
+        on_n4.get_min_seq(b"joined", seq).ok()
+    });
+    assert_eq!(got.as_deref(), Some(count.to_string().as_bytes()));
+}
