@@ -151,9 +151,22 @@ fn ext_ops_answered_by_a_raft_leader_survive_its_kill9() {
     }
 
     cluster.kill(leader);
-    let new = wait_for("a new leader", LEADER_WAIT, || {
-        cluster.leader().filter(|&i| i != leader)
-    });
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    let new = loop {
+        if let Some(new) = cluster.leader().filter(|&i| i != leader) {
+            break new;
+        }
+        if std::time::Instant::now() > deadline {
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                if let Some(node) = node {
+                    let log = node.drain_log(Duration::from_millis(100));
+                    eprintln!("n{} log:\n{}", i + 1, log.join("\n"));
+                }
+            }
+            panic!("no new leader within {LEADER_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
     let mut c = client(&cluster, new);
     assert_eq!(c.incr_by(b"counter", 0).unwrap().0, total);
     assert_eq!(c.get(b"nx").unwrap().as_deref(), Some(&b"first"[..]));
