@@ -69,6 +69,8 @@ pub enum Later {
     Compact,
     /// RESP's INFO, ROLE and WAIT: answered from the node by the connection's task.
     Node(crate::resp::NodeRead),
+    /// A Raft RPC or cluster admin op (ops 0x20–0x26, 0x45–0x47): the Raft node answers it.
+    Raft(crate::protocol::frame::Frame),
 }
 
 /// Takes `request` into the engine and says what its reply waits for. Writes join the open

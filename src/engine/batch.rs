@@ -88,6 +88,11 @@ impl Batch {
         self.last_seq
     }
 
+    /// The encoded records (what `Entry`'s offsets point into).
+    pub fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Lends the encoded bytes out for a write (io_uring owns the buffer meanwhile).
     pub fn take_buf(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)

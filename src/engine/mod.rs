@@ -22,6 +22,7 @@ pub mod change;
 pub mod counter;
 pub mod expire_rules;
 pub mod expiry;
+pub mod raft;
 pub mod staging;
 pub mod txn;
 pub mod write;
@@ -223,6 +224,9 @@ pub struct Engine {
     /// Values made durable that the value cache should hold (`keep_cached`), for the
     /// committer to hand to the log's cache.
     to_cache: Vec<(Location, Bytes)>,
+    /// A Raft node's side of the engine (`raft.rs`): whether it leads, the seq its open batch
+    /// will have, and the points where its pending writes were abandoned.
+    raft: raft::RaftState,
 }
 
 impl Engine {
@@ -242,6 +246,7 @@ impl Engine {
             now_ms: 0,
             staged: None,
             to_cache: Vec::new(),
+            raft: Default::default(),
         }
     }
 
@@ -602,7 +607,7 @@ impl Engine {
         if self.staged.is_some() {
             return Ok(self.stage(op, key, &value, expires_at_ms));
         }
-        let seq = self.last_seq + 1;
+        let seq = self.next_seq();
         let term = self.term;
         self.push(
             &Record {
@@ -712,6 +717,7 @@ impl Engine {
         if self.open.is_empty() {
             return Err(spare);
         }
+        self.raft.batch_taken();
         Ok(std::mem::replace(&mut self.open, spare))
     }
 

@@ -42,7 +42,7 @@ impl Engine {
     pub fn begin_staging(&mut self) {
         debug_assert!(self.staged.is_none(), "staging does not nest");
         self.staged = Some(Staged {
-            seq: self.last_seq + 1,
+            seq: self.next_seq(),
             body: Vec::new(),
             overlay: HashMap::new(),
         });

@@ -241,14 +241,10 @@ pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
     let seq = seq_of(&entry.log_id);
     let term = entry.log_id.leader_id.term;
     let membership;
-    let ops;
     let (op, key, value): (Op, &[u8], &[u8]) = match &entry.payload {
         EntryPayload::Normal(Command::Set { key, value }) => (Op::Set, key, value),
         EntryPayload::Normal(Command::Del { key }) => (Op::Del, key, &[]),
-        EntryPayload::Normal(Command::Batch(commands)) => {
-            ops = encode_batch(commands);
-            (Op::Txn, &[], &ops)
-        }
+        EntryPayload::Normal(Command::Ops(ops)) => (Op::Txn, &[], ops),
         EntryPayload::Blank => (Op::Blank, &[], &[]),
         EntryPayload::Membership(m) => {
             membership = encode_membership(m);
@@ -268,60 +264,17 @@ pub fn encode_entry(dst: &mut Vec<u8>, entry: &Entry) {
     );
 }
 
-/// A batch's commands as a `Txn` record's value: a SET or DEL op each, no expiry.
-pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(batch_bytes(commands));
-    for command in commands {
-        match command {
-            Command::Set { key, value: v } => {
-                record::encode_txn_op(&mut value, Op::Set, 0, key, v);
-            }
-            Command::Del { key } => record::encode_txn_op(&mut value, Op::Del, 0, key, &[]),
-            // The proposer never nests batches; a nested one would not survive the record.
-            Command::Batch(_) => unreachable!("a batch holds no batch"),
-        }
-    }
-    value
-}
-
-/// The bytes `command` takes in a batch's record value.
-pub fn batch_op_bytes(command: &Command) -> usize {
-    match command {
-        Command::Set { key, value } => record::TXN_OP_HEADER_BYTES + key.len() + value.len(),
-        Command::Del { key } => record::TXN_OP_HEADER_BYTES + key.len(),
-        Command::Batch(commands) => batch_bytes(commands),
-    }
-}
-
-fn batch_bytes(commands: &[Command]) -> usize {
-    commands.iter().map(batch_op_bytes).sum()
-}
-
-/// A `Txn` record's value as a batch (a kvsd Raft log holds only batches' SETs and DELs).
-fn decode_batch(value: &[u8]) -> Result<Command, DecodeError> {
-    let mut commands = Vec::new();
+/// A `Txn` record's value as the ops of an entry; every op must read back.
+fn decode_ops(value: &[u8]) -> Result<Command, DecodeError> {
+    let mut count = 0;
     for op in record::txn_ops(value) {
-        let op = op.map_err(|why| bad(format!("a batch op: {why}")))?;
-        commands.push(match op.op {
-            Op::Set if op.expires_at_ms == 0 => Command::Set {
-                key: Bytes::copy_from_slice(op.key),
-                value: Bytes::copy_from_slice(op.value),
-            },
-            Op::Del => Command::Del {
-                key: Bytes::copy_from_slice(op.key),
-            },
-            other => {
-                return Err(bad(format!(
-                    "a batch op {other:?} with expiry {} is not one this kvsd's Raft log holds",
-                    op.expires_at_ms
-                )))
-            }
-        });
+        op.map_err(|why| bad(format!("an entry's op: {why}")))?;
+        count += 1;
     }
-    if commands.is_empty() {
-        return Err(bad("an empty batch"));
+    if count == 0 {
+        return Err(bad("an entry with no ops"));
     }
-    Ok(Command::Batch(commands))
+    Ok(Command::Ops(Bytes::copy_from_slice(value)))
 }
 
 /// The entry a decoded log record holds.
@@ -336,7 +289,7 @@ pub fn entry_of(record: &Record<'_>) -> Result<Entry, DecodeError> {
         }),
         Op::Blank => EntryPayload::Blank,
         Op::Membership => EntryPayload::Membership(decode_membership(record.value)?),
-        Op::Txn => EntryPayload::Normal(decode_batch(record.value)?),
+        Op::Txn => EntryPayload::Normal(decode_ops(record.value)?),
         other => {
             return Err(bad(format!(
                 "record kind {other:?} is not an entry this kvsd's Raft log holds"
@@ -562,19 +515,13 @@ mod tests {
             },
             Entry {
                 log_id: log_id(3, 5),
-                payload: EntryPayload::Normal(Command::Batch(vec![
-                    Command::Set {
-                        key: Bytes::from("a"),
-                        value: Bytes::from("1"),
-                    },
-                    Command::Del {
-                        key: Bytes::from("b"),
-                    },
-                    Command::Set {
-                        key: Bytes::from("a"),
-                        value: Bytes::new(),
-                    },
-                ])),
+                payload: EntryPayload::Normal(Command::Ops({
+                    let mut ops = Vec::new();
+                    record::encode_txn_op(&mut ops, Op::Set, 9, b"a", b"1");
+                    record::encode_txn_op(&mut ops, Op::Del, 0, b"b", b"");
+                    record::encode_txn_op(&mut ops, Op::ExpireAt, 5, b"a", b"");
+                    Bytes::from(ops)
+                })),
             },
         ];
         let rpc = AppendEntriesRequest::<TypeConfig> {

@@ -56,17 +56,15 @@ impl fmt::Display for Member {
 /// A client write, as an entry's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Set {
-        key: Bytes,
-        value: Bytes,
-    },
-    Del {
-        key: Bytes,
-    },
-    /// Several clients' SETs and DELs (never a batch), proposed as one entry so that they share
-    /// one append and one fdatasync on every member: the leader's group commit
-    /// (`server::raft_node::Proposer`). Stored as one `Txn` record; applied in order.
-    Batch(Vec<Command>),
+    /// A SET as kvsd before the one request path proposed it; read back from older logs.
+    Set { key: Bytes, value: Bytes },
+    /// A DEL, likewise.
+    Del { key: Bytes },
+    /// The changes the leader's engine decided for one batch of client writes (SETs with
+    /// their expiry, DELs, EXPIREs, expiry removals as DELs: `engine::txn` ops back to back),
+    /// stored as one `Txn` record and applied as recorded: the log carries results, never
+    /// commands, so members only install them (`server::raft_proposer`).
+    Ops(Bytes),
 }
 
 impl Default for Command {
@@ -77,14 +75,10 @@ impl Default for Command {
     }
 }
 
-/// What applying an entry answers its client.
+/// What applying an entry answers its proposer: nothing. The leader's engine decided every
+/// write's answer when it took it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reply {
-    /// DEL: the key existed when the delete was applied (else the client gets NOT_FOUND).
-    pub existed: bool,
-    /// A batch: `existed` of each of its commands, in order (false for a SET).
-    pub existed_each: Vec<bool>,
-}
+pub struct Reply;
 
 openraft::declare_raft_types!(
     /// kvsd's Raft types.
@@ -157,4 +151,10 @@ pub mod op {
     pub const RAFT_VOTE: u8 = 0x46;
     /// Raft InstallSnapshot, one chunk (`codec::encode_snapshot_request`).
     pub const RAFT_SNAPSHOT: u8 = 0x47;
+
+    /// Whether `kind` is one the Raft node answers itself (admin ops, Raft RPCs) rather than
+    /// the shared command path.
+    pub fn is_raft_node_op(kind: u8) -> bool {
+        (CLUSTER..=GET_LOCAL).contains(&kind) || (RAFT_APPEND..=RAFT_SNAPSHOT).contains(&kind)
+    }
 }

@@ -105,7 +105,8 @@ impl StateMachine {
 
     /// Makes `engine` (the state of snapshot `meta`, its values in file `file_no`) the state.
     pub(super) fn take(&self, engine: Engine, meta: snapshot::Meta, file_no: u32) {
-        *self.engine.borrow_mut() = engine;
+        // Kept: the engine's Raft side (whether it leads, its epoch), which the snapshot lacks.
+        self.engine.borrow_mut().install_state(engine);
         self.applied.set(meta.last_log_id);
         *self.membership.borrow_mut() = meta.membership.clone();
         if let Some(id) = meta.last_log_id {
@@ -168,11 +169,11 @@ impl Machine {
         let sm = &self.0;
         let seq = seq_of(&entry.log_id);
         let reply = match &entry.payload {
-            EntryPayload::Blank => Reply::default(),
+            EntryPayload::Blank => Reply,
             EntryPayload::Membership(membership) => {
                 *sm.membership.borrow_mut() =
                     StoredMembership::new(Some(entry.log_id), membership.clone());
-                Reply::default()
+                Reply
             }
             EntryPayload::Normal(Command::Set { key, value }) => {
                 let slot = sm.log.slot(seq).ok_or_else(|| {
@@ -193,11 +194,10 @@ impl Machine {
                     .borrow_mut()
                     .recover(&Record::set(seq, term, key, value), location)
                     .map_err(|e| apply_error(entry, e))?;
-                Reply::default()
+                Reply
             }
             EntryPayload::Normal(Command::Del { key }) => {
                 let mut engine = sm.engine.borrow_mut();
-                let existed = engine.contains(key);
                 let nowhere = Location {
                     file: 0,
                     value_offset: 0,
@@ -207,14 +207,9 @@ impl Machine {
                 engine
                     .recover(&Record::del(seq, term, key), nowhere)
                     .map_err(|e| apply_error(entry, e))?;
-                Reply {
-                    existed,
-                    ..Reply::default()
-                }
+                Reply
             }
-            EntryPayload::Normal(Command::Batch(commands)) => {
-                super::batch::apply(sm, entry, commands)?
-            }
+            EntryPayload::Normal(Command::Ops(ops)) => super::batch::apply(sm, entry, ops)?,
         };
         sm.applied.set(Some(entry.log_id));
         Ok(reply)

@@ -1,4 +1,4 @@
-//! Active expiry on the leader: a task that writes `Expired` records for keys whose time has
+//! Active expiry on the leader (on Raft, the leader that takes writes): a task that writes `Expired` records for keys whose time has
 //! run out (`Engine::expire_due`), through the open batch and the committer like any write,
 //! so followers, watchers and compaction agree on the removal. Expired keys are invisible
 //! from the moment they expire whether or not this has caught up: it only reclaims them.
@@ -21,10 +21,15 @@ pub async fn run(node: Rc<Node>) {
         if *shutdown.borrow() {
             return;
         }
-        let wrote = if node.leader().is_some() {
+        // The leader expires keys; on Raft, the leader that takes writes, through an entry.
+        let leads = match node.raft() {
+            Some(_) => node.shard.engine.borrow().takes_writes(),
+            None => node.leader().is_some(),
+        };
+        let wrote = if leads {
             let mut engine = node.shard.engine.borrow_mut();
             engine.tick(unix_now_ms());
-            if engine.open_batch_bytes() >= BATCH_BYTES_MAX / 4 {
+            if engine.open_batch_full() || engine.open_batch_bytes() >= BATCH_BYTES_MAX / 4 {
                 0
             } else {
                 engine.expire_due(EXPIRE_KEYS_PER_TURN).unwrap_or(0)

@@ -95,11 +95,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Some(listener) => listener,
         None => bind(config.listen)?,
     };
-    if config.raft.is_some() && config.resp_listen.is_some() {
-        return Err(ServerError::Config(
-            "--resp-port is not served by a Raft node yet (--bootstrap, --join); drop it or run without Raft".into(),
-        ));
-    }
     let inherited_metrics = inherited_listener(METRICS_FD_ENV);
     let metrics = match (config.metrics_addr, inherited_metrics) {
         (None, _) => None,
@@ -111,9 +106,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             error => error,
         })?),
     };
-    if config.raft.is_some() {
-        return raft_node::run(config, listener, metrics);
-    }
     // The Redis protocol's port, bound before recovery as the native one.
     let resp = match (config.resp_listen, inherited_listener(RESP_FD_ENV)) {
         (None, _) => None,
@@ -125,6 +117,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             error => error,
         })?),
     };
+    if config.raft.is_some() {
+        return raft_node::run(config, listener, metrics, resp);
+    }
     let clone = |listener: &std::net::TcpListener| {
         listener.try_clone().map_err(|source| ServerError::Io {
             what: "listening socket",
@@ -371,7 +366,8 @@ fn serve(
             what: "opening the log",
             source,
         })?;
-        let node = Rc::new(Node::new(config, Shard::new(engine, log)));
+        let shard = Shard::new(Rc::new(std::cell::RefCell::new(engine)), Rc::new(log));
+        let node = Rc::new(Node::new(config, shard));
         let listener = crate::runtime::TcpListener::from_std(listener);
         let resp_listener = resp_listener.map(crate::runtime::TcpListener::from_std);
         let mut terminate = signal(SignalKind::terminate()).map_err(|source| ServerError::Io {

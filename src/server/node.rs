@@ -59,6 +59,10 @@ impl Drop for ConnectionSlot {
 impl Node {
     pub fn new(config: Config, shard: Shard) -> Node {
         let role = Role::new(config.leader_addr.clone());
+        Node::with_role(config, shard, role)
+    }
+
+    pub fn with_role(config: Config, shard: Shard, role: Role) -> Node {
         Node {
             config,
             role,
@@ -117,14 +121,22 @@ impl Node {
     pub fn leader(&self) -> Option<&Leader> {
         match &self.role {
             Role::Leader(leader) => Some(leader),
-            Role::Follower(_) => None,
+            _ => None,
         }
     }
 
     pub fn follower(&self) -> Option<&Follower> {
         match &self.role {
-            Role::Leader(_) => None,
             Role::Follower(follower) => Some(follower),
+            _ => None,
+        }
+    }
+
+    /// The Raft member this node is, if it is one.
+    pub fn raft(&self) -> Option<&Rc<super::raft_node::RaftNode>> {
+        match &self.role {
+            Role::Raft(raft) => Some(raft),
+            _ => None,
         }
     }
 

@@ -1,16 +1,19 @@
 //! `/metrics`, `/health` and `/ready` on a Raft node (`--metrics-addr`): the figures of
 //! `metrics::exposition` that a Raft node has, with its Raft role, term and leader.
 //!
-//! A Raft node has no committer, compactor or per-request histograms yet (it answers clients
-//! on its own request path, `raft_node`), so those families read zero here.
+//! A Raft node serves clients through the shared connections, so the per-request and
+//! connection families are the node's own; it has no committer or compactor, so those read
+//! zero here.
 
-use crate::metrics::{exposition, Endpoint, Reply, Site, Snapshot};
+use crate::metrics::Snapshot;
 use crate::raft::seq_of;
 
+use super::node::Node;
 use super::raft_node::RaftNode;
 
 /// The `/metrics` snapshot of a Raft node.
-pub fn snapshot(node: &RaftNode) -> Snapshot {
+pub fn snapshot(server: &Node, node: &RaftNode) -> Snapshot {
+    let stats = &server.stats;
     let metrics = node.raft.metrics().borrow().clone();
     let engine = node.engine.borrow();
     let log = &node.log.file;
@@ -21,7 +24,7 @@ pub fn snapshot(node: &RaftNode) -> Snapshot {
         node_id: node.config.node_id.clone(),
         role: node.role(&metrics),
         term: metrics.current_term,
-        ready: !*node.shutdown.borrow(),
+        ready: !*server.shutdown.borrow(),
         writes_refused: false,
         leader_known: metrics.current_leader.is_some(),
         uptime_seconds: node.started.elapsed().as_secs_f64(),
@@ -38,25 +41,13 @@ pub fn snapshot(node: &RaftNode) -> Snapshot {
         value_cache_hits: cache_hits,
         value_cache_misses: cache_misses,
         value_cache_bytes: cache_bytes as u64,
+        connections: server.connection_count() as u64,
+        connections_accepted: stats.connections_total.get(),
+        connections_closed_idle: stats.connections_closed_idle_total.get(),
+        connections_closed_output_stall: stats.connections_closed_output_stall_total.get(),
+        connections_closed_auth: stats.connections_closed_auth_total.get(),
+        auth_failures: stats.auth_failures_total.get(),
+        requests: stats.requests.snapshot(),
         ..Snapshot::default()
-    }
-}
-
-impl Site for RaftNode {
-    fn answer(&self, endpoint: Endpoint) -> Reply {
-        match endpoint {
-            Endpoint::Metrics => Reply {
-                status: 200,
-                content_type: exposition::CONTENT_TYPE,
-                body: exposition::render(snapshot(self)),
-            },
-            Endpoint::Health if *self.shutdown.borrow() => Reply::text(503, "shutting down"),
-            Endpoint::Health => match self.raft.metrics().borrow().current_leader {
-                Some(_) => Reply::text(200, "ok"),
-                None => Reply::text(503, "no leader known: an election may be under way"),
-            },
-            Endpoint::Ready if *self.shutdown.borrow() => Reply::text(503, "shutting down"),
-            Endpoint::Ready => Reply::text(200, "ready"),
-        }
     }
 }

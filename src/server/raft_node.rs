@@ -1,18 +1,25 @@
 //! A kvsd node in a Raft cluster (issue 11): recovery of the log as openraft's log store, the
-//! openraft instance, joining, and the connections, which here serve client requests, the admin
-//! ops (0x20–0x25) and the Raft RPCs (0x45–0x47) on the one client port.
+//! openraft instance, joining, and what the shared request path needs from Raft.
 //!
-//! Replaces, on a Raft node, what `server::serve` runs for the asynchronous leader/follower
-//! roles: no committer (openraft appends through the log store, fsynced), no compactor (the
-//! Raft log is never compacted in this version), no replication streams.
+//! A Raft node serves clients through the same connections and command path as a single node
+//! (`connection`, `command::accept`, the engine), on the client port and `--resp-port` alike.
+//! What differs is only how a write becomes durable and who may write:
+//! - the leader's engine decides every write as a single node's does, and its open batch
+//!   goes to openraft as one entry of the changes decided (`raft_proposer`), not to a local
+//!   fsync; a reply waits until the entry is applied here (`follow` moves the engine's
+//!   durable seq with the applied one);
+//! - only a leader that has applied its whole log takes writes and linearizable reads; its
+//!   reads go once a leadership confirmation begun after they arrived succeeds
+//!   (`confirm_reads`); other members answer NOT_LEADER, and serve `min_seq` reads, WATCH and
+//!   GET_LOCAL from their own applied state;
+//! - the admin ops (0x20–0x26) and the Raft RPCs (0x45–0x47) come in on the client port and
+//!   are answered here (`answer`).
 //!
-//! A connection reads requests in order and runs each as its own task so that a pipelining
-//! client's writes share commits; replies leave in request order (a writer task awaits them in
-//! turn). A read waits for the connection's earlier writes, so a connection reads its writes.
+//! No committer (openraft appends through the log store, fsynced), no compactor (snapshots and
+//! purges instead: `raft_compact`), no replication streams.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,27 +28,33 @@ use bytes::{BufMut, Bytes, BytesMut};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 
 use super::config::Config;
-use super::frames::{self, ReadError};
+use super::connection::state::RaftView;
+use super::connection::Port;
+use super::node::Node;
+use super::role::Role;
+use super::shard::Shard;
 use super::ServerError;
 use crate::engine::Engine;
-use crate::protocol::frame::{self, Frame, BODY_OFFSET};
+use crate::protocol::frame::Frame;
 use crate::protocol::response::{self, encode_error};
-use crate::protocol::{Request, Status};
+use crate::protocol::Status;
 use crate::raft::codec::{self, Reader};
 use crate::raft::log_store::{LogStore, RaftLog};
 use crate::raft::network::{Conn, Network};
 use crate::raft::state_machine::{Machine, StateMachine};
-use crate::raft::{node_id_of, op, seq_of, Command, Member, NodeId, Raft};
+use crate::raft::{node_id_of, op, seq_of, Member, NodeId, Raft};
 
-/// Requests of one connection being worked on at once; past this it stops reading.
-const CONNECTION_IN_FLIGHT_MAX: usize = 256;
+/// A failed leadership confirmation is tried again this many times.
+const CONFIRM_RETRIES: u32 = 3;
+/// How long JOIN waits for a new member to catch up before making it a voter.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(600);
 /// How long JOIN waits between tries.
 const JOIN_RETRY_MS: u64 = 300;
 
-/// What the connections of a Raft node share.
+/// A Raft member: openraft, its log and state machine, and what the connections decide by.
 pub struct RaftNode {
     pub config: Config,
     pub id: NodeId,
@@ -52,10 +65,16 @@ pub struct RaftNode {
     pub sm: Rc<StateMachine>,
     pub started: Instant,
     pub shutdown: watch::Sender<bool>,
-    /// Requests answered, for STATS.
-    pub requests: std::cell::Cell<u64>,
-    /// Client writes waiting to be proposed, many to an entry (the leader's group commit).
-    pub proposer: super::raft_proposer::Proposer,
+    /// The leader's address as the connections answer NOT_LEADER with it.
+    pub view: RaftView,
+    /// Connections → `confirm_reads`: a read waits for a leadership confirmation.
+    pub confirm_wake: Notify,
+    /// When the newest successful leadership confirmation began.
+    pub confirmed: watch::Sender<Option<Instant>>,
+    /// A membership change is under way: writes wait (`changing_membership`).
+    pub paused: Cell<bool>,
+    /// Wakes `follow` (a membership change ended).
+    pub kick: Notify,
 }
 
 impl RaftNode {
@@ -72,18 +91,6 @@ impl RaftNode {
             .membership()
             .get_node(&leader)
             .map(|member| member.addr.clone())
-    }
-
-    /// This node leads and has heard from a quorum within the election timeout: a leader cut off
-    /// from the majority stops answering as one after that, even before openraft notices.
-    fn leads(&self) -> bool {
-        let timeout = self.election_timeout();
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics.state == ServerState::Leader
-            && metrics
-                .millis_since_quorum_ack
-                .is_some_and(|ms| ms < timeout.as_millis() as u64)
     }
 
     fn election_timeout(&self) -> Duration {
@@ -121,6 +128,7 @@ pub fn run(
     config: Config,
     listener: std::net::TcpListener,
     metrics: Option<std::net::TcpListener>,
+    resp: Option<std::net::TcpListener>,
 ) -> Result<(), ServerError> {
     let settings = config.raft.clone().expect("raft::run is for raft nodes");
     let started = Instant::now();
@@ -134,6 +142,14 @@ pub fn run(
         what: "removing the index checkpoint",
         source,
     })?;
+    let resp_addr = resp
+        .as_ref()
+        .map(|listener| listener.local_addr())
+        .transpose()
+        .map_err(|source| ServerError::Io {
+            what: "local_addr of --resp-port",
+            source,
+        })?;
     let id = node_id_of(&config.node_id);
     let member_addr = addr.to_string();
 
@@ -160,7 +176,10 @@ pub fn run(
             .map_err(ServerError::Config)?;
         let log = Rc::new(log);
         let file = log.file.clone();
-        let engine = Rc::new(RefCell::new(Engine::new(0)));
+        let mut engine = Engine::new(0);
+        // An entry must fit one AppendEntries frame.
+        engine.raft_member(config.frame_bytes_max as usize / 2);
+        let engine = Rc::new(RefCell::new(engine));
         let sm = Rc::new(StateMachine::new(engine.clone(), log.clone()));
         // Snapshots and purging (`raft::snapshot`, `super::raft_compact`).
         *sm.crash_point.borrow_mut() = config.crash_point.clone();
@@ -197,24 +216,33 @@ pub fn run(
         )
         .await
         .map_err(|e| ServerError::Config(format!("starting raft: {e}")))?;
-        let node = Rc::new(RaftNode {
-            config,
+        let raft = Rc::new(RaftNode {
+            config: config.clone(),
             id,
             addr: member_addr.clone(),
             raft,
-            engine,
+            engine: engine.clone(),
             log,
             sm,
             started,
             shutdown: watch::Sender::new(false),
-            requests: std::cell::Cell::new(0),
-            proposer: Default::default(),
+            view: RaftView::default(),
+            confirm_wake: Notify::new(),
+            confirmed: watch::Sender::new(None),
+            paused: Cell::new(false),
+            kick: Notify::new(),
         });
-        crate::runtime::spawn(super::raft_proposer::run(node.clone()));
+        let shard = Shard::new(engine, file.clone());
+        let node = Rc::new(Node::with_role(config, shard, Role::Raft(raft.clone())));
+        crate::runtime::spawn(super::raft_proposer::run(node.clone(), raft.clone()));
+        crate::runtime::spawn(follow(node.clone(), raft.clone()));
+        crate::runtime::spawn(confirm_reads(raft.clone()));
+        crate::runtime::spawn(super::expirer::run(node.clone()));
+        let sweeper = crate::runtime::spawn(super::sweep::run(node.clone()));
         let preparer = file.clone();
         crate::runtime::spawn(async move { preparer.prepare_segments().await });
 
-        let initialized = node
+        let initialized = raft
             .raft
             .is_initialized()
             .await
@@ -226,11 +254,11 @@ pub fn run(
                 let members = BTreeMap::from([(
                     id,
                     Member {
-                        name: node.config.node_id.clone(),
+                        name: raft.config.node_id.clone(),
                         addr: member_addr.clone(),
                     },
                 )]);
-                node.raft
+                raft.raft
                     .initialize(members)
                     .await
                     .map_err(|e| ServerError::Config(format!("bootstrapping the cluster: {e}")))?;
@@ -241,7 +269,7 @@ pub fn run(
             if initialized {
                 tracing::info!("--join: this data dir already belongs to a cluster; starting as a member of it");
             } else {
-                crate::runtime::spawn(join_cluster(node.clone(), join, settings.learner));
+                crate::runtime::spawn(join_cluster(raft.clone(), join, settings.learner));
             }
         }
 
@@ -257,6 +285,7 @@ pub fn run(
             records = recovered.records,
             truncated_bytes = recovered.truncated_bytes,
             recovery_ms = started.elapsed().as_millis() as u64,
+            resp_addr = %resp_addr.map_or("off".to_string(), |addr| addr.to_string()),
             "kvsd ready (raft)"
         );
         let metrics_addr = match metrics {
@@ -276,29 +305,52 @@ pub fn run(
         let addrs = super::ready::Addrs {
             addr,
             metrics_addr,
-            resp_addr: None,
+            resp_addr,
         };
         super::ready::announce(&node.config, addrs, recovered.last_seq)?;
-        let reason = loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        crate::runtime::spawn(serve_connection(node.clone(), stream, peer));
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = terminate.recv() => break "SIGTERM",
-                _ = interrupt.recv() => break "SIGINT",
-            }
+        let accepting = [
+            Some(crate::runtime::spawn(super::accept_loop(
+                node.clone(),
+                listener,
+                Port::Native,
+            ))),
+            resp.zip(resp_addr).map(|(listener, local)| {
+                let listener = crate::runtime::TcpListener::from_std(listener);
+                crate::runtime::spawn(super::accept_loop(
+                    node.clone(),
+                    listener,
+                    Port::Resp { local },
+                ))
+            }),
+        ];
+        let reason = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
         };
-        tracing::info!(reason, "shutting down");
+        for task in accepting.into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
+        }
+        tracing::info!(
+            reason,
+            "shutting down: no new connections or requests; finishing what is in flight"
+        );
         node.shutdown.send_replace(true);
-        let _ = node.raft.shutdown().await;
+        raft.shutdown.send_replace(true);
+        let drain = Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS);
+        if tokio::time::timeout(drain, node.connections_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = node.connection_count(),
+                "closing connections that did not read their replies in time"
+            );
+        }
+        sweeper.abort();
+        let _ = raft.raft.shutdown().await;
         file.sync().await.map_err(io("final fdatasync"))?;
-        tracing::info!(keys = node.engine.borrow().key_count(), "kvsd stopped");
+        tracing::info!(keys = raft.engine.borrow().key_count(), "kvsd stopped");
         Ok(())
     })
 }
@@ -360,107 +412,12 @@ fn put_string(dst: &mut BytesMut, text: &str) {
     dst.put_slice(text.as_bytes());
 }
 
-type Reply = crate::runtime::Task<BytesMut>;
-
-async fn serve_connection(node: Rc<RaftNode>, stream: crate::runtime::TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let stream = Rc::new(stream);
-    let (replies, mut queue) = mpsc::channel::<Reply>(CONNECTION_IN_FLIGHT_MAX);
-    let writer_stream = stream.clone();
-    let writer = crate::runtime::spawn(async move {
-        while let Some(reply) = queue.recv().await {
-            let Ok(out) = reply.await else { break };
-            if out.is_empty() {
-                continue;
-            }
-            let (result, _) = writer_stream.write_all(out.to_vec()).await;
-            if result.is_err() {
-                break;
-            }
-        }
-    });
-    let mut buf = BytesMut::with_capacity(crate::limits::CONNECTION_READ_BYTES);
-    let mut authed = node.config.auth.is_none();
-    // The connection's newest write: a read waits until it is answered.
-    let mut last_write: Option<watch::Receiver<bool>> = None;
-    let mut shutdown = node.shutdown.subscribe();
-    loop {
-        let frame = tokio::select! {
-            frame = frames::next_frame(&stream, &mut buf, node.config.frame_bytes_max) => frame,
-            _ = shutdown.changed() => break,
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(ReadError::Frame(error)) => {
-                let mut out = BytesMut::new();
-                encode_error(&mut out, 0, &error.to_string());
-                let _ = replies
-                    .send(crate::runtime::spawn(async move { out }))
-                    .await;
-                break;
-            }
-            Err(_) => break,
-        };
-        let id = frame.header.id;
-        if !authed {
-            let mut out = BytesMut::new();
-            let secret = node.config.auth.as_ref().expect("auth configured");
-            let ok = frame.header.kind == crate::protocol::request::op::AUTH
-                && secret.matches(&frame.body);
-            if ok {
-                authed = true;
-                response::encode(&mut out, Status::Ok, 0, id, &[]);
-            } else {
-                encode_error(
-                    &mut out,
-                    id,
-                    "authentication required: send AUTH with the secret of --auth-file first",
-                );
-            }
-            let _ = replies
-                .send(crate::runtime::spawn(async move { out }))
-                .await;
-            if ok {
-                continue;
-            }
-            break;
-        }
-        let is_write = matches!(frame.header.kind, 0x02 | 0x03);
-        let after = last_write.clone();
-        let done = is_write.then(|| {
-            let (tx, rx) = watch::channel(false);
-            last_write = Some(rx);
-            tx
-        });
-        let node = node.clone();
-        let task = crate::runtime::spawn(async move {
-            if let Some(mut after) = after.filter(|_| !is_write) {
-                let _ = after.wait_for(|done| *done).await;
-            }
-            let mut out = BytesMut::new();
-            handle(&node, frame, &mut out).await;
-            node.requests.set(node.requests.get() + 1);
-            if let Some(done) = done {
-                done.send_replace(true);
-            }
-            out
-        });
-        if replies.send(task).await.is_err() {
-            break;
-        }
-    }
-    drop(replies);
-    let _ = writer.await;
-    tracing::debug!(%peer, "connection closed");
-}
-
-/// Answers one frame into `out`.
-async fn handle(node: &RaftNode, frame: Frame, out: &mut BytesMut) {
+/// Answers a Raft RPC or an admin op taken by a connection (`Later::Raft`) into `out`.
+pub async fn answer(node: &Node, raft: &RaftNode, frame: &Frame, out: &mut BytesMut) {
     let id = frame.header.id;
     let reply = match frame.header.kind {
-        op::RAFT_APPEND | op::RAFT_VOTE | op::RAFT_SNAPSHOT => raft_rpc(node, &frame).await,
-        op::CLUSTER..=op::GET_LOCAL => admin(node, &frame).await,
-        _ => client(node, &frame).await,
+        op::RAFT_APPEND | op::RAFT_VOTE | op::RAFT_SNAPSHOT => raft_rpc(raft, frame).await,
+        _ => admin(node, raft, frame).await,
     };
     match reply {
         Ok((status, flags, body)) => response::encode(out, status, flags, id, &[&body]),
@@ -509,95 +466,8 @@ async fn raft_rpc(node: &RaftNode, frame: &Frame) -> Answer {
     ok(body.freeze())
 }
 
-/// The reads and writes of native protocol v1, on a Raft node.
-async fn client(node: &RaftNode, frame: &Frame) -> Answer {
-    let limits = node.config.limits;
-    let request = Request::decode(frame, limits).map_err(|e| e.to_string())?;
-    let timeout = node.config.ack_timeout;
-    match request {
-        Request::Set { key, value } => write(node, Command::Set { key, value }, timeout).await,
-        Request::Del { key } => write(node, Command::Del { key }, timeout).await,
-        Request::Get { key, min_seq } => {
-            if let Err(answer) = read_barrier(node, min_seq, false).await {
-                return answer;
-            }
-            read_value(node, &key).await
-        }
-        Request::Keys {
-            prefix,
-            start_after,
-        } => {
-            if let Err(answer) = read_barrier(node, None, false).await {
-                return answer;
-            }
-            let keys_body_max =
-                node.config.frame_bytes_max as usize - (BODY_OFFSET - frame::KIND_OFFSET);
-            let (flags, body) = crate::command::keys_reply(
-                &node.engine.borrow(),
-                &prefix,
-                start_after.as_deref(),
-                keys_body_max,
-            );
-            Ok((Status::Ok, flags, body))
-        }
-        Request::Ping { payload } => ok(payload),
-        Request::Stats => ok(stats(node)),
-        Request::Compact => {
-            let text = super::raft_compact::compact(node).await?;
-            Ok((Status::Ok, 0, Bytes::from(text)))
-        }
-        Request::Auth { .. } => ok(Bytes::new()),
-        Request::Ext(_) => Err(
-            "this op (expiry, counters, MGET/MSET, TXN, WATCH) is not served by a Raft node in this version; run kvsd without --bootstrap/--join for it".into(),
-        ),
-    }
-}
-
-/// Before a read: with `min_seq`, wait until this node has applied it (any role: read-your-
-/// writes on followers and learners); `local` (GET_LOCAL) reads what is applied here, maybe
-/// stale; otherwise the read is linearizable: the leader confirms with a quorum that it still
-/// leads (ReadIndex, `ensure_linearizable`) and waits until that index is applied, and any
-/// other member answers NOT_LEADER.
-async fn read_barrier(node: &RaftNode, min_seq: Option<u64>, local: bool) -> Result<(), Answer> {
-    if let Some(min_seq) = min_seq {
-        let mut applied = node.sm.applied_seq.subscribe();
-        let waited = tokio::time::timeout(
-            node.config.min_seq_wait,
-            applied.wait_for(|seq| *seq >= min_seq),
-        )
-        .await;
-        return match waited {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Err(format!(
-                "seq {min_seq} was not applied here within {} ms (--min-seq-wait-ms); applied: {}",
-                node.config.min_seq_wait.as_millis(),
-                *node.sm.applied_seq.borrow()
-            ))),
-        };
-    }
-    if local {
-        return Ok(());
-    }
-    if !node.leads() {
-        return Err(not_leader(node));
-    }
-    match tokio::time::timeout(node.election_timeout() * 2, node.raft.ensure_linearizable()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => match error {
-            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)) => {
-                Err(not_leader(node))
-            }
-            error => Err(Err(format!(
-                "this node could not confirm it still leads: {error}"
-            ))),
-        },
-        Err(_) => Err(Err(
-            "this node could not confirm it still leads (no quorum answered in time): retry".into(),
-        )),
-    }
-}
-
-async fn read_value(node: &RaftNode, key: &[u8]) -> Answer {
+/// GET_LOCAL: this member's applied value of `key`, maybe stale.
+async fn read_local(node: &RaftNode, key: &[u8]) -> Answer {
     let location = node.engine.borrow().get(key);
     match location {
         None => Ok((Status::NotFound, 0, Bytes::new())),
@@ -616,27 +486,155 @@ async fn read_value(node: &RaftNode, key: &[u8]) -> Answer {
     }
 }
 
-async fn write(node: &RaftNode, command: Command, timeout: Duration) -> Answer {
-    use super::raft_proposer::Outcome;
-    if !node.leads() {
-        return not_leader(node);
-    }
-    let del = matches!(command, Command::Del { .. });
-    match tokio::time::timeout(timeout, node.proposer.propose(command)).await {
-        Ok(Ok(Outcome::Applied { seq, existed })) => {
-            if del && !existed {
-                return Ok((Status::NotFound, 0, Bytes::new()));
+/// Follows openraft's view of the cluster for the connections: the leader's address, the
+/// applied seq (what replies wait for), and whether this node takes writes. A new leader
+/// takes writes only once it has applied its whole log, the blank entry of its term included
+/// (so every write any leader acknowledged is in its index); a leader that stops leading
+/// abandons what it had pending (`engine::raft`).
+async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
+    let mut metrics = raft.raft.metrics();
+    let mut applied = raft.sm.applied_seq.subscribe();
+    let mut shutdown = node.shutdown.subscribe();
+    // The term this node took writes in, while it does.
+    let mut led_term: Option<u64> = None;
+    // When this node was elected, and in which term.
+    let mut elected_at: Option<(u64, Instant)> = None;
+    loop {
+        let m = metrics.borrow_and_update().clone();
+        let applied_seq = *applied.borrow_and_update();
+        // A leader that has not heard from a quorum within the election timeout stops taking
+        // writes and reads at once, before openraft notices it was cut off.
+        let lease = raft.election_timeout().as_millis() as u64;
+        let leading = m.state == ServerState::Leader
+            && m.current_leader == Some(raft.id)
+            && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
+        // What NOT_LEADER names: never this node itself (a leader not taking writes yet, or
+        // no more, names none: the client retries).
+        *raft.view.leader_addr.borrow_mut() = raft
+            .leader_addr()
+            .filter(|addr| *addr != raft.addr)
+            .unwrap_or_default();
+        let mut abandoned = false;
+        {
+            let mut engine = node.shard.engine.borrow_mut();
+            engine.applied_through(applied_seq);
+            if let Some(term) = led_term {
+                if !leading || m.current_term != term {
+                    tracing::info!(
+                        term,
+                        "stopped leading: abandoning the writes not yet applied"
+                    );
+                    engine.abandon();
+                    led_term = None;
+                    abandoned = true;
+                }
             }
-            ok(Bytes::copy_from_slice(&seq.to_le_bytes()))
+            let log_seq = m.last_log_index.map_or(0, |index| index + 1);
+            let applied_all = m
+                .last_applied
+                .is_some_and(|id| seq_of(&id) == log_seq && id.leader_id.term == m.current_term);
+            let resume = led_term.is_none() || engine.is_paused();
+            if leading && resume && !raft.paused.get() && applied_all && engine.settled() {
+                engine.lead(log_seq);
+                if led_term.is_none() {
+                    tracing::info!(
+                        term = m.current_term,
+                        seq = log_seq,
+                        "leading: taking writes"
+                    );
+                }
+                led_term = Some(m.current_term);
+            }
         }
-        Ok(Ok(Outcome::NotLeader)) => not_leader(node),
-        Ok(Ok(Outcome::Failed(message))) => Err(message),
-        Ok(Err(_)) => Err("the write was dropped: this node is shutting down".into()),
-        Err(_) => Err(format!(
-            "the write was not committed within {} ms (no majority reached): it may or may not be applied later",
-            timeout.as_millis()
-        )),
+        // Elected, with a fresh lease, not taking requests yet: connections hold theirs.
+        // (Or during a membership change.) Woken at each turn while so, and when it ends.
+        // A leader just elected has no quorum's answer yet: it holds them for a while too.
+        let elected = m.state == ServerState::Leader && m.current_leader == Some(raft.id);
+        if !elected {
+            elected_at = None;
+        } else if elected_at.is_none_or(|(term, _)| term != m.current_term) {
+            elected_at = Some((m.current_term, Instant::now()));
+        }
+        let new = elected_at.is_some_and(|(_, at)| at.elapsed() < raft.election_timeout() * 2);
+        let becoming = (leading || new) && !node.shard.engine.borrow().takes_writes();
+        if raft.view.becoming_leader.replace(becoming) || becoming {
+            node.shard.batch_taken.notify_waiters();
+        }
+        if abandoned {
+            node.shard.wake_all();
+            // The reads waiting for a confirmation: they are answered NOT_LEADER now.
+            raft.confirmed.send_modify(|_| {});
+        }
+        node.progressed();
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = applied.changed() => {}
+            _ = raft.kick.notified() => {}
+            _ = shutdown.changed() => {}
+            // The quorum's last answer ages without a change of the metrics.
+            _ = tokio::time::sleep(Duration::from_millis(lease / 4 + 1)) => {}
+        }
     }
+}
+
+/// Confirms for the connections that this leader still leads (openraft's ReadIndex,
+/// `ensure_linearizable`), one round for every read that arrived before it began.
+async fn confirm_reads(raft: Rc<RaftNode>) {
+    // Rounds failed in a row: a failed round is tried again a few times for the reads that
+    // wait (they give up at their deadline; a leader that lost its place abandons them).
+    let mut failed = 0;
+    loop {
+        if failed == 0 || failed > CONFIRM_RETRIES {
+            failed = 0;
+            raft.confirm_wake.notified().await;
+        }
+        let began = Instant::now();
+        let round =
+            tokio::time::timeout(raft.election_timeout() * 2, raft.raft.ensure_linearizable())
+                .await;
+        match round {
+            Ok(Ok(_)) => {
+                failed = 0;
+                raft.confirmed.send_replace(Some(began));
+            }
+            Ok(Err(error)) => {
+                failed += 1;
+                tracing::debug!(%error, "a read's leadership confirmation failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                failed += 1;
+                tracing::debug!("no quorum confirmed this leader in time");
+            }
+        }
+    }
+}
+
+/// A membership change on the leader: the writes already taken are applied first and none
+/// is taken meanwhile (connections hold them, as while a new leader applies its log), because
+/// the change's entries take seqs the open batch would otherwise have been promised.
+async fn changing_membership<F: std::future::Future<Output = Result<(), String>>>(
+    node: &Node,
+    raft: &RaftNode,
+    change: F,
+) -> Result<(), String> {
+    raft.paused.set(true);
+    node.shard.engine.borrow_mut().pause_writes();
+    let deadline = Instant::now() + node.config.ack_timeout;
+    let result = loop {
+        if node.shard.engine.borrow().settled() {
+            break change.await;
+        }
+        if Instant::now() >= deadline {
+            break Err("the writes under way were not applied in time; try again".into());
+        }
+        node.shard.commit_wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    raft.paused.set(false);
+    // The leader follower (`follow`) takes writes again once the change is applied.
+    raft.kick.notify_one();
+    result
 }
 
 fn member_id(node: &RaftNode, name: &str) -> Result<NodeId, String> {
@@ -659,7 +657,7 @@ async fn change(node: &RaftNode, changes: ChangeMembers<NodeId, Member>) -> Resu
     }
 }
 
-async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
+async fn admin(server: &Node, node: &RaftNode, frame: &Frame) -> Answer {
     let kind = frame.header.kind;
     if kind == op::CLUSTER {
         return ok(cluster(node));
@@ -668,7 +666,7 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
         if frame.body.is_empty() {
             return Err("GET_LOCAL takes the key as its body".into());
         }
-        return read_value(node, &frame.body).await;
+        return read_local(node, &frame.body).await;
     }
     if kind == op::ELECT {
         node.raft
@@ -700,30 +698,46 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
                     ));
                 }
             }
+            // Writes wait only while a membership entry is appended and applied, not while
+            // the new member catches up (a snapshot may take a while).
             if known.is_none() {
                 tracing::info!(%name, %addr, "adding a learner");
-                node.raft
-                    .add_learner(
-                        id,
-                        Member {
-                            name: name.clone(),
-                            addr,
-                        },
-                        true,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let member = Member {
+                    name: name.clone(),
+                    addr,
+                };
+                let added = async {
+                    node.raft
+                        .add_learner(id, member, false)
+                        .await
+                        .map(|response| response.log_id)
+                        .map_err(|e| e.to_string())
+                };
+                let mut log_id = None;
+                changing_membership(server, node, async {
+                    log_id = Some(added.await?);
+                    Ok(())
+                })
+                .await?;
+                if let Some(log_id) = log_id {
+                    caught_up(node, id, log_id).await?;
+                }
             }
-            if !learner && !voter {
-                tracing::info!(%name, "promoting to voter");
-                change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
-            }
+            let changes = async {
+                if !learner && !voter {
+                    tracing::info!(%name, "promoting to voter");
+                    change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                }
+                Ok(())
+            };
+            changing_membership(server, node, changes).await?;
             ok(Bytes::new())
         }
         op::PROMOTE => {
             let name = String::from_utf8_lossy(&frame.body).into_owned();
             let id = member_id(node, &name)?;
-            change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+            let changes = change(node, ChangeMembers::AddVoterIds(BTreeSet::from([id])));
+            changing_membership(server, node, changes).await?;
             ok(Bytes::new())
         }
         op::REMOVE => {
@@ -735,10 +749,13 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
                 .membership()
                 .voter_ids()
                 .any(|v| v == id);
-            if voter {
-                change(node, ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
-            }
-            change(node, ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
+            let changes = async {
+                if voter {
+                    change(node, ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
+                }
+                change(node, ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await
+            };
+            changing_membership(server, node, changes).await?;
             ok(Bytes::new())
         }
         op::TRANSFER => {
@@ -768,6 +785,25 @@ async fn admin(node: &RaftNode, frame: &Frame) -> Answer {
         }
         _ => Err(format!("unknown op 0x{kind:02x}")),
     }
+}
+
+/// Waits until the member `id` holds the log up to `log_id` (what openraft's blocking
+/// `add_learner` waits for), or says where it stands.
+async fn caught_up(node: &RaftNode, id: NodeId, log_id: crate::raft::LogId) -> Result<(), String> {
+    node.raft
+        .wait(Some(LEARNER_CATCH_UP))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .is_some_and(|matched| matched.is_some_and(|m| m.index >= log_id.index))
+            },
+            "the new member to catch up",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the new member has not caught up yet ({e}): it was added as a learner; join again to go on"))
 }
 
 /// `kvsctl cluster transfer`: with this leader's heartbeats paused, waits out the leases on it,
@@ -860,7 +896,7 @@ fn cluster(node: &RaftNode) -> String {
 }
 
 /// STATS on a Raft node: the `docs/protocol.md` names that apply, and the Raft ones.
-fn stats(node: &RaftNode) -> String {
+pub fn stats(server: &Node, node: &RaftNode) -> String {
     use std::fmt::Write;
     let metrics = node.metrics();
     let mut text = String::new();
@@ -886,7 +922,8 @@ fn stats(node: &RaftNode) -> String {
     );
     super::raft_compact::stats(node, &mut line);
     line("uptime_s", &node.started.elapsed().as_secs());
-    line("requests_total", &node.requests.get());
+    line("requests_total", &server.stats.requests.total());
+    line("connections", &server.connection_count());
     line("fsync", &node.config.fsync);
     text
 }

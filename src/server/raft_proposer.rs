@@ -1,137 +1,109 @@
-//! The Raft leader's group commit: clients' writes proposed together, many to an entry.
+//! The Raft leader's group commit: the engine's open batch, proposed as one entry.
 //!
-//! openraft 0.9 appends each proposed entry on its own, and its core awaits the append (our
-//! fdatasync) before it does anything else, so one client write per entry meant one fsync per
-//! write on the leader, one after another (770 SET/s at 50 clients, against 11,900 for a single
-//! node: `bench/results/2026-12-03-raft-speed.md`). Here the writes that arrive while the
-//! leader's previous append is on its way to disk wait, and go as one `Command::Batch` entry:
-//! one record, one append and one fdatasync on every member for all of them. Replication and
-//! commit of one batch overlap with the leader's append of the next.
+//! On a Raft leader, connections decide writes exactly as on a single node (`command::accept`
+//! into the engine: conditions, INCRBY, TXN, expiry, against the index and the pending
+//! writes), and the writes taken join the engine's open batch. Here the batch, instead of
+//! being written and fsynced locally (`committer`), becomes one openraft entry: the changes it
+//! holds as the ops of one `Txn` record (`Command::Ops`). So the log carries results, not
+//! commands, and members only install them. The batch's writes were given the seq that entry
+//! gets (`engine::raft`); once openraft has committed and applied it, their pending states
+//! give way to the index and their replies go.
 //!
-//! A batch is bounded (`BATCH_COUNT_MAX` writes, half a frame of bytes, so that an entry always
-//! fits one AppendEntries frame); a write too big for that goes alone, as a plain entry.
+//! A batch is proposed as soon as the leader's previous append has reached its disk (or the
+//! previous proposal ended), so the writes that arrive during one append share the next entry
+//! (one append and one fdatasync on every member for all of them), and replication and commit
+//! of one entry overlap the append of the next.
 
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{oneshot, Notify};
+use bytes::Bytes;
 
+use super::node::Node;
 use super::raft_node::RaftNode;
-use crate::raft::{codec, seq_of, Command};
+use crate::engine::Batch;
+use crate::raft::{seq_of, Command};
+use crate::wal::record::Op;
 
-/// Writes in one batch entry, at most.
-const BATCH_COUNT_MAX: usize = 1024;
-
-/// What became of one proposed write.
-pub enum Outcome {
-    /// Committed and applied as (part of) the entry with this seq; `existed` answers a DEL.
-    Applied { seq: u64, existed: bool },
-    /// This node does not lead (any more).
-    NotLeader,
-    /// openraft refused or failed the write.
-    Failed(String),
-}
-
-type Waiter = oneshot::Sender<Outcome>;
-
-/// The writes waiting for the next batch, and the wake-up of the task that proposes them.
-#[derive(Default)]
-pub struct Proposer {
-    pending: RefCell<Vec<(Command, Waiter)>>,
-    pending_bytes: Cell<usize>,
-    wake: Notify,
-}
-
-impl Proposer {
-    /// Queues `command` for the next batch; the answer comes on the returned receiver.
-    pub fn propose(&self, command: Command) -> oneshot::Receiver<Outcome> {
-        let (tx, rx) = oneshot::channel();
-        self.pending_bytes
-            .set(self.pending_bytes.get() + codec::batch_op_bytes(&command));
-        self.pending.borrow_mut().push((command, tx));
-        self.wake.notify_one();
-        rx
-    }
-
-    /// The next batch: the oldest pending writes, within the bounds (at least one).
-    fn take(&self, bytes_max: usize) -> Vec<(Command, Waiter)> {
-        let mut pending = self.pending.borrow_mut();
-        if self.pending_bytes.get() <= bytes_max && pending.len() <= BATCH_COUNT_MAX {
-            self.pending_bytes.set(0);
-            return std::mem::take(&mut *pending);
-        }
-        let mut bytes = 0;
-        let mut count = 0;
-        for (command, _) in pending.iter() {
-            let size = codec::batch_op_bytes(command);
-            if count > 0 && (bytes + size > bytes_max || count == BATCH_COUNT_MAX) {
-                break;
-            }
-            bytes += size;
-            count += 1;
-        }
-        self.pending_bytes.set(self.pending_bytes.get() - bytes);
-        pending.drain(..count).collect()
-    }
-}
-
-/// Proposes the pending writes, a batch at a time, until the node shuts down: a batch goes as
-/// soon as the leader's previous append has reached its disk (or failed).
-pub async fn run(node: Rc<RaftNode>) {
-    let proposer = &node.proposer;
-    let bytes_max = node.config.frame_bytes_max as usize / 2;
-    let mut shutdown = node.shutdown.subscribe();
-    let mut appends = node.log.appends.subscribe();
+pub async fn run(node: Rc<Node>, raft: Rc<RaftNode>) {
+    let shard = &node.shard;
+    let mut appends = raft.log.appends.subscribe();
     loop {
-        if proposer.pending.borrow().is_empty() {
-            tokio::select! {
-                _ = proposer.wake.notified() => continue,
-                _ = shutdown.changed() => return,
-            }
-        }
-        let batch = proposer.take(bytes_max);
+        let taken = shard.engine.borrow_mut().take_batch(Batch::default());
+        let Ok(batch) = taken else {
+            shard.commit_wake.notified().await;
+            continue;
+        };
+        shard.batch_taken.notify_waiters();
+        let epoch = shard.engine.borrow().epoch();
         appends.borrow_and_update();
-        let mut proposed = crate::runtime::spawn(propose(node.clone(), batch));
+        let mut proposed = crate::runtime::spawn(propose(node.clone(), raft.clone(), batch, epoch));
         tokio::select! {
             _ = appends.changed() => {}
             _ = &mut proposed => {}
-            _ = shutdown.changed() => return,
         }
     }
 }
 
-/// Proposes one batch and answers each of its writes.
-async fn propose(node: Rc<RaftNode>, batch: Vec<(Command, Waiter)>) {
-    let (mut commands, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
-    let single = commands.len() == 1;
-    let command = if single {
-        commands.pop().expect("one command")
-    } else {
-        Command::Batch(commands)
-    };
-    match node.raft.client_write(command).await {
-        Ok(response) => {
-            let seq = seq_of(&response.log_id);
-            for (i, waiter) in waiters.into_iter().enumerate() {
-                let existed = if single {
-                    response.data.existed
-                } else {
-                    response.data.existed_each.get(i).copied().unwrap_or(false)
-                };
-                let _ = waiter.send(Outcome::Applied { seq, existed });
-            }
-        }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            for waiter in waiters {
-                let _ = waiter.send(Outcome::NotLeader);
-            }
-        }
-        Err(error) => {
-            let message = format!("the write failed: {error}");
-            for waiter in waiters {
-                let _ = waiter.send(Outcome::Failed(message.clone()));
-            }
-        }
+/// The ops of `batch` as the value of one `Txn` record. An expiry's removal rests as a DEL
+/// (a `Txn` record holds sets, dels and expires).
+fn ops_of(batch: &Batch) -> Bytes {
+    let mut ops = Vec::with_capacity(batch.bytes());
+    let buf = batch.buf();
+    for entry in batch.entries() {
+        let at = |offset: u32, len: u32| &buf[offset as usize..(offset + len) as usize];
+        let op = match entry.op {
+            Op::Expired => Op::Del,
+            op => op,
+        };
+        let value = match op {
+            Op::Set => at(entry.value_offset, entry.value_len),
+            _ => &[],
+        };
+        crate::engine::txn::put_op(&mut ops, op, entry.expires_at_ms, batch.key(entry), value);
     }
+    Bytes::from(ops)
+}
+
+/// Proposes one batch; once it is applied its writes are settled. If this node stops leading
+/// first, or the entry got another seq than its writes were promised, they are abandoned: their
+/// clients hear that the outcome is unknown (`engine::raft`).
+async fn propose(node: Rc<Node>, raft: Rc<RaftNode>, batch: Batch, epoch: u64) {
+    let seq = batch.first_seq().expect("a taken batch is not empty");
+    let ops = ops_of(&batch);
+    let result = raft.raft.client_write(Command::Ops(ops)).await;
+    let abandoned = {
+        let mut engine = node.shard.engine.borrow_mut();
+        let current = engine.epoch() == epoch;
+        match result {
+            Ok(response) if seq_of(&response.log_id) == seq => {
+                if current {
+                    engine.settle_batch(&batch);
+                }
+                false
+            }
+            Ok(response) => {
+                if current {
+                    tracing::error!(
+                        promised = seq,
+                        got = seq_of(&response.log_id),
+                        "an entry got another seq than its writes were given: abandoning the writes pending"
+                    );
+                    engine.abandon();
+                }
+                current
+            }
+            Err(error) => {
+                if current {
+                    tracing::info!(%error, seq, "a proposal failed: abandoning the writes pending");
+                    engine.abandon();
+                }
+                current
+            }
+        }
+    };
+    if abandoned {
+        node.shard.wake_all();
+        raft.confirmed.send_modify(|_| {});
+    }
+    node.progressed();
 }

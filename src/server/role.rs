@@ -1,5 +1,5 @@
-//! What this node is in replication, as one value: a leader with its followers, or a follower
-//! with its link. Nothing of one role exists on a node of the other.
+//! What this node is in replication, as one value: a leader with its followers, a follower
+//! with its link, or a Raft member. Nothing of one role exists on a node of another.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -9,6 +9,9 @@ use std::time::Instant;
 pub enum Role {
     Leader(Leader),
     Follower(Follower),
+    /// A member of a Raft cluster (`--bootstrap`, `--join`): openraft decides who leads,
+    /// and the node's state says what it is now (`raft_node`).
+    Raft(std::rc::Rc<super::raft_node::RaftNode>),
 }
 
 /// A leader: the followers streaming from it now, and what they have acknowledged.

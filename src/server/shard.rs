@@ -13,8 +13,9 @@ use crate::wal::file::LogFile;
 use super::compactor::CompactionState;
 
 pub struct Shard {
-    pub engine: RefCell<Engine>,
-    pub log: LogFile,
+    /// Shared with a Raft node's state machine, which applies committed entries to it.
+    pub engine: Rc<RefCell<Engine>>,
+    pub log: Rc<LogFile>,
     /// Connections → committer: the open batch has records, or a client the commit window
     /// waits for has spoken.
     pub commit_wake: Notify,
@@ -56,10 +57,10 @@ pub struct WaitSlot {
 }
 
 impl Shard {
-    pub fn new(engine: Engine, log: LogFile) -> Shard {
-        let durable = engine.durable_seq();
+    pub fn new(engine: Rc<RefCell<Engine>>, log: Rc<LogFile>) -> Shard {
+        let durable = engine.borrow().durable_seq();
         Shard {
-            engine: RefCell::new(engine),
+            engine,
             log,
             commit_wake: Notify::new(),
             batch_taken: Notify::new(),
@@ -110,6 +111,15 @@ impl Shard {
             !go && Rc::strong_count(&waiter.slot) > 1
         });
         self.progress.send_replace(durable);
+    }
+
+    /// Wakes every waiting connection, whatever it waits for: a Raft node stopped leading, and
+    /// what they wait for may never come.
+    pub fn wake_all(&self) {
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            waiter.slot.listed.set(None);
+            waiter.slot.notify.notify_one();
+        }
     }
 
     /// A flush completed: the commit window starts over with the clients it answers.

@@ -108,6 +108,9 @@ impl Stats {
 
 /// The STATS reply body: `name:value` lines.
 pub fn render(node: &Node) -> String {
+    if let Some(raft) = node.raft() {
+        return super::raft_node::stats(node, raft);
+    }
     let stats = &node.stats;
     let engine = node.shard.engine.borrow();
     let batches = stats.batches_total.get().max(1);
@@ -120,7 +123,7 @@ pub fn render(node: &Node) -> String {
         "role",
         &match node.role {
             Role::Follower(_) => "follower",
-            Role::Leader(_) => "leader",
+            Role::Leader(_) | Role::Raft(_) => "leader",
         },
     );
     line("node_id", &node.config.node_id);
@@ -194,6 +197,8 @@ pub fn render(node: &Node) -> String {
     line("uptime_s", &node.started.elapsed().as_secs());
     let durable = engine.durable_seq();
     match &node.role {
+        // Rendered by `raft_node::stats` instead.
+        Role::Raft(_) => {}
         Role::Follower(follower) => {
             let link = follower.link.borrow();
             let _ = writeln!(text, "leader_addr:{}", follower.leader_addr);
@@ -257,6 +262,10 @@ pub fn health(node: &Node) -> Result<(), String> {
     }
     match &node.role {
         Role::Leader(_) => Ok(()),
+        Role::Raft(raft) => match raft.raft.metrics().borrow().current_leader {
+            Some(_) => Ok(()),
+            None => Err("no leader known: an election may be under way".into()),
+        },
         Role::Follower(follower) => match follower.link.borrow().state {
             LinkState::Connected | LinkState::ReceivingSnapshot => Ok(()),
             state => Err(format!(
@@ -269,6 +278,9 @@ pub fn health(node: &Node) -> Result<(), String> {
 
 /// The `/metrics` snapshot.
 pub fn snapshot(node: &Node) -> Snapshot {
+    if let Some(raft) = node.raft() {
+        return super::raft_metrics::snapshot(node, raft);
+    }
     let stats = &node.stats;
     let engine = node.shard.engine.borrow();
     let log = &node.shard.log;
@@ -279,7 +291,7 @@ pub fn snapshot(node: &Node) -> Snapshot {
         version: env!("CARGO_PKG_VERSION"),
         node_id: node.config.node_id.clone(),
         role: match node.role {
-            Role::Leader(_) => "leader",
+            Role::Leader(_) | Role::Raft(_) => "leader",
             Role::Follower(_) => "follower",
         },
         term: 0,
@@ -317,6 +329,8 @@ pub fn snapshot(node: &Node) -> Snapshot {
         own_lag_records: None,
     };
     match &node.role {
+        // Made by `raft_metrics::snapshot` instead.
+        Role::Raft(_) => {}
         Role::Leader(leader) => {
             // One series per follower node id: of two links from one node (a reconnect not yet
             // noticed), the newest.

@@ -49,6 +49,7 @@ pub fn rules(node: &Node) -> Rules<'_> {
         min_acks: config.min_acks,
         ack_timeout: config.ack_timeout,
         min_seq_wait: config.min_seq_wait,
+        raft: node.raft().map(|raft| &raft.view),
     }
 }
 
@@ -84,6 +85,7 @@ pub async fn serve(
     let resp = matches!(port, Port::Resp { .. });
     let wait = Rc::new(WaitSlot::default());
     let mut shutdown = node.shutdown.subscribe();
+    let mut confirmations = node.raft().map(|raft| raft.confirmed.subscribe());
     let mut buf = Some(BytesMut::with_capacity(CONNECTION_READ_BYTES));
     let mut read: Option<Read<'_>> = None;
     let mut out = BytesMut::with_capacity(CONNECTION_READ_BYTES);
@@ -156,6 +158,7 @@ pub async fn serve(
             leader_stream::serve(&node, &stream, peer, hello, rest).await;
             break;
         }
+        let mut confirming = false;
         let (deadline, waiting) = match next {
             Next::Wait {
                 seq,
@@ -164,6 +167,17 @@ pub async fn serve(
             } => {
                 node.shard.wait_for(seq, replicated, &wait);
                 (deadline, true)
+            }
+            Next::Confirm { arrived, deadline } => {
+                // A Raft leader's read: ask for a confirmation round begun after it arrived.
+                if let Some(raft) = node.raft() {
+                    if raft.confirmed.borrow().is_none_or(|at| at < arrived) {
+                        raft.confirm_wake.notify_one();
+                    }
+                }
+                // Woken by the round's success, or by an abandon (`raft_node::follow`).
+                confirming = true;
+                (deadline, false)
             }
             _ => (None, false),
         };
@@ -206,6 +220,7 @@ pub async fn serve(
                 }
             }
             _ = wait.notify.notified(), if waiting => {}
+            _ = confirmed(confirmations.as_mut()), if confirming => {}
             _ = messages(&subscriber) => {}
             _ = sleep_until(deadline), if deadline.is_some() => {}
             _ = node.shard.batch_taken.notified(), if batch_full => {}
@@ -244,6 +259,7 @@ async fn gather(
             let progress = Progress {
                 durable: engine.durable_seq(),
                 replicated: node.replicated_seq(),
+                confirmed: node.raft().and_then(|raft| *raft.confirmed.borrow()),
             };
             let cached = |location, read: &mut dyn FnMut(&[u8])| {
                 shard.log.read_cached(location, read).is_some()
@@ -264,9 +280,19 @@ async fn gather(
                 let text = stats::render(node);
                 response::encode(out, Status::Ok, 0, id, &[text.as_bytes()]);
             }
-            Next::Compact { id } => match compactor::request(node).await {
-                Ok(summary) => response::encode(out, Status::Ok, 0, id, &[summary.as_bytes()]),
-                Err(error) => encode_error(out, id, &error),
+            Next::Compact { id } => {
+                let compacted = match node.raft() {
+                    Some(raft) => super::raft_compact::compact(raft).await,
+                    None => compactor::request(node).await,
+                };
+                match compacted {
+                    Ok(summary) => response::encode(out, Status::Ok, 0, id, &[summary.as_bytes()]),
+                    Err(error) => encode_error(out, id, &error),
+                }
+            }
+            Next::Raft { frame } => match node.raft() {
+                Some(raft) => super::raft_node::answer(node, raft, &frame, out).await,
+                None => encode_error(out, frame.header.id, "not a Raft node"),
             },
             other => return other,
         }
@@ -291,6 +317,18 @@ fn track_awaiting(node: &Node, before: bool, after: bool, window: &mut u64) {
             }
         }
         _ => {}
+    }
+}
+
+/// Resolves when a Raft leader's confirmation round succeeds.
+async fn confirmed(confirmations: Option<&mut tokio::sync::watch::Receiver<Option<Instant>>>) {
+    match confirmations {
+        Some(confirmations) => {
+            if confirmations.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

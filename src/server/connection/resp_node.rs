@@ -84,6 +84,30 @@ fn role(node: &Node, out: &mut BytesMut, _version: Version) {
             reply::bulk(out, state.as_bytes());
             reply::integer(out, durable as i64);
         }
+        Role::Raft(raft) => {
+            // As Redis's ROLE: master (no replicas listed; `kvsctl cluster` lists members), or
+            // slave of the leader, `connected` while one is known.
+            if node.shard.engine.borrow().leads() {
+                reply::array(out, 3);
+                reply::bulk(out, b"master");
+                reply::integer(out, durable as i64);
+                reply::array(out, 0);
+                return;
+            }
+            let leader = raft.view.leader_addr.borrow().clone();
+            let (host, port) = split_addr(&leader);
+            let state = if leader.is_empty() {
+                "connecting"
+            } else {
+                "connected"
+            };
+            reply::array(out, 5);
+            reply::bulk(out, b"slave");
+            reply::bulk(out, host.as_bytes());
+            reply::integer(out, port);
+            reply::bulk(out, state.as_bytes());
+            reply::integer(out, durable as i64);
+        }
     }
 }
 
@@ -217,6 +241,27 @@ pub fn info(node: &Node, sections: &[String]) -> String {
                     &mut text,
                     "kvs_leader_durable_seq",
                     &link.leader_durable_seq,
+                );
+            }
+            Role::Raft(raft) => {
+                if engine.leads() {
+                    line(&mut text, "role", &"master");
+                    line(&mut text, "connected_slaves", &0);
+                } else {
+                    let leader = raft.view.leader_addr.borrow().clone();
+                    let (host, port) = split_addr(&leader);
+                    line(&mut text, "role", &"slave");
+                    line(&mut text, "master_host", &host);
+                    line(&mut text, "master_port", &port);
+                    let up = if leader.is_empty() { "down" } else { "up" };
+                    line(&mut text, "master_link_status", &up);
+                    line(&mut text, "slave_repl_offset", &durable);
+                    line(&mut text, "slave_read_only", &1);
+                }
+                line(
+                    &mut text,
+                    "kvs_raft_term",
+                    &raft.raft.metrics().borrow().current_term,
                 );
             }
         }

@@ -26,8 +26,8 @@ use crate::auth::{Gate, Verdict};
 use crate::command::{self, Later, Pending};
 use crate::engine::{Engine, Values};
 use crate::limits::{
-    AUTH_FRAME_BYTES_MAX, BATCH_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX,
-    CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_WRITE_BYTES_MAX,
+    AUTH_FRAME_BYTES_MAX, CONNECTION_BYTES_IN_FLIGHT_MAX, CONNECTION_REQUESTS_IN_FLIGHT_MAX,
+    CONNECTION_WRITE_BYTES_MAX,
 };
 use crate::metrics::RequestMetrics;
 use crate::protocol::ext::{self, ExtRequest};
@@ -52,6 +52,51 @@ pub struct Rules<'a> {
     pub min_acks: u32,
     pub ack_timeout: Duration,
     pub min_seq_wait: Duration,
+    /// Some on a Raft node (`docs/replication.md`): who may write and read is decided per
+    /// request, by whether this node leads with its log applied (`Engine::takes_writes`).
+    pub raft: Option<&'a RaftView>,
+}
+
+/// What a Raft node's connections decide by besides the engine: the leader's client address
+/// (this node's own while it leads), empty while none is known.
+#[derive(Debug, Default)]
+pub struct RaftView {
+    pub leader_addr: std::cell::RefCell<String>,
+    /// This node was elected and is applying its log before it takes requests: connections
+    /// hold their requests meanwhile (a wait bounded by its lease) rather than refuse them.
+    pub becoming_leader: std::cell::Cell<bool>,
+}
+
+impl Rules<'_> {
+    /// When a write's OK stops waiting: on followers (`--min-acks`), or for a Raft majority.
+    pub fn write_deadline(&self, now: Instant) -> Option<Instant> {
+        (self.min_acks > 0 || self.raft.is_some()).then(|| now + self.ack_timeout)
+    }
+
+    /// Whether requests wait now: a new Raft leader is applying its log.
+    pub fn holding(&self) -> bool {
+        self.raft.is_some_and(|view| view.becoming_leader.get())
+    }
+
+    /// The leader's address if this node does not take writes now.
+    pub fn write_refusal(&self, engine: &Engine) -> Option<String> {
+        if let Some(leader) = self.leader_addr {
+            return Some(leader.to_string());
+        }
+        match self.raft {
+            Some(view) if !engine.takes_writes() => Some(view.leader_addr.borrow().clone()),
+            _ => None,
+        }
+    }
+
+    /// On a Raft node that does not lead: the leader's address, for a read that must be
+    /// linearizable (`local` reads, those with `min_seq`, are served by any member).
+    pub fn read_refusal(&self, engine: &Engine, local: bool) -> Option<String> {
+        match self.raft {
+            Some(view) if !local && !engine.leads() => Some(view.leader_addr.borrow().clone()),
+            _ => None,
+        }
+    }
 }
 
 struct Queued {
@@ -68,6 +113,12 @@ struct Queued {
     deadline: Option<Instant>,
     /// How a RESP reply is written; None on the native protocol.
     shape: Option<Shape>,
+    /// The engine's epoch when it was taken (`engine::raft`): a Raft leader that stopped
+    /// leading since never answers it from what it had pending.
+    epoch: u64,
+    /// A Raft leader's read: it goes once a confirmation that this node still leads, begun
+    /// after the request arrived, has succeeded (ReadIndex).
+    confirm: bool,
 }
 
 /// What reading requests did.
@@ -101,6 +152,13 @@ pub enum Next {
     Compact { id: u64 },
     /// RESP's INFO, ROLE, WAIT: answer from the node (`resp_node`).
     Node { read: NodeRead },
+    /// A Raft leader's read waits for a leadership confirmation begun after `arrived`.
+    Confirm {
+        arrived: Instant,
+        deadline: Option<Instant>,
+    },
+    /// A Raft RPC or a cluster admin op: the Raft node answers it (`raft_node::answer`).
+    Raft { frame: Frame },
 }
 
 /// The value cache as a reply reads it: hands the value at a location to the reader in place
@@ -113,6 +171,8 @@ pub struct Progress {
     pub durable: u64,
     /// Durable on `--min-acks` followers (u64::MAX without them).
     pub replicated: u64,
+    /// A Raft leader: when the newest successful confirmation that it leads began.
+    pub confirmed: Option<Instant>,
 }
 
 pub struct ConnState<'a> {
@@ -141,6 +201,10 @@ pub struct ConnState<'a> {
     reading: Option<Shape>,
     /// RESP's pub/sub registry (`with_pubsub`; None on the native port).
     pubsub: Option<&'a crate::server::pubsub::PubSub>,
+    /// The engine's epoch, and whether reads need a leadership confirmation, as of the
+    /// requests being taken (set by `take_requests`).
+    epoch: u64,
+    confirm_reads: bool,
 }
 
 impl<'a> ConnState<'a> {
@@ -161,6 +225,8 @@ impl<'a> ConnState<'a> {
             protocol: Protocol::Native,
             reading: None,
             pubsub: None,
+            epoch: 0,
+            confirm_reads: false,
         }
     }
 
@@ -291,9 +357,23 @@ impl<'a> ConnState<'a> {
         deadline: Option<Instant>,
         shape: Option<Shape>,
     ) {
-        if matches!(pending, Pending::Write { .. }) {
+        let write = matches!(pending, Pending::Write { .. });
+        if write {
             self.writes_queued += 1;
         }
+        // What reads no key needs no confirmation: STATS, COMPACT, the node's own answers.
+        let keyless = matches!(
+            pending,
+            Pending::Later {
+                read: Later::Raft(_) | Later::Stats | Later::Compact | Later::Node(_),
+                ..
+            }
+        );
+        let confirm = self.confirm_reads && !write && !keyless;
+        let deadline = match confirm {
+            true => Some(deadline.unwrap_or(arrived + CONFIRM_WAIT_MAX)),
+            false => deadline,
+        };
         self.bytes_in_flight += cost;
         self.queue.push_back(Queued {
             id,
@@ -303,6 +383,8 @@ impl<'a> ConnState<'a> {
             cost,
             deadline,
             shape,
+            epoch: self.epoch,
+            confirm,
         });
     }
 
@@ -317,14 +399,27 @@ impl<'a> ConnState<'a> {
         now: Instant,
         values: &mut Values<'_>,
     ) -> Intake {
+        self.epoch = engine.epoch();
+        self.confirm_reads = rules.raft.is_some() && engine.leads();
         if let Protocol::Resp(_) = self.protocol {
             return self.take_resp_requests(buf, engine, rules, now, values);
         }
         let mut intake = Intake::default();
         while self.open() && !self.full() {
-            if engine.open_batch_bytes() >= BATCH_BYTES_MAX {
-                intake.batch_full = frame::check(buf, self.frame_bytes_max(rules))
-                    .is_ok_and(|whole| whole.is_some());
+            let whole = || {
+                frame::check(buf, self.frame_bytes_max(rules)).is_ok_and(|whole| whole.is_some())
+            };
+            if engine.open_batch_full() {
+                intake.batch_full = whole();
+                break;
+            }
+            // A new Raft leader applying its log: the client's requests wait (not the Raft
+            // RPCs and admin ops, which the election itself may need).
+            let raft_op = buf
+                .get(KIND_OFFSET)
+                .is_some_and(|kind| crate::raft::op::is_raft_node_op(*kind));
+            if rules.holding() && !raft_op {
+                intake.batch_full = whole();
                 break;
             }
             let frame = match frame::decode(buf, self.frame_bytes_max(rules)) {
@@ -381,8 +476,21 @@ impl<'a> ConnState<'a> {
                 return false;
             }
         }
+        if rules.raft.is_some() && crate::raft::op::is_raft_node_op(frame.header.kind) {
+            let cost = BODY_OFFSET + frame.body.len();
+            let pending = Pending::Later {
+                read: Later::Raft(frame),
+                after_seq: 0,
+            };
+            self.push_op(op, now, id, pending, cost, None, None);
+            return false;
+        }
         if frame.header.kind == messages::op::HELLO {
             match rules.leader_addr {
+                None if rules.raft.is_some() => {
+                    let message = "this node is a Raft member: it streams no log to a --leader-addr follower; add a member with --join instead".to_string();
+                    self.push_op(op, now, id, command::error(message), 0, None, None);
+                }
                 None => self.handoff = Some(frame),
                 Some(leader) => {
                     let message = format!(
@@ -414,17 +522,26 @@ impl<'a> ConnState<'a> {
         }
         let cost = BODY_OFFSET + frame.body.len();
         let mut deadline = None;
-        let pending = match Request::decode(&frame, rules.limits) {
+        let decoded = Request::decode(&frame, rules.limits);
+        let confirm_reads = self.confirm_reads;
+        if decoded.as_ref().is_ok_and(served_by_any) {
+            self.confirm_reads = false;
+        }
+        let pending = match decoded {
             Err(error) => command::error(error.to_string()),
-            Ok(request) if request.is_write() && rules.leader_addr.is_some() => Pending::Reply {
-                status: Status::NotLeader,
-                flags: 0,
-                body: Bytes::copy_from_slice(rules.leader_addr.unwrap_or_default().as_bytes()),
-                after_seq: 0,
-            },
+            Ok(request) if request.is_write() && rules.write_refusal(engine).is_some() => {
+                not_leader(rules.write_refusal(engine).unwrap_or_default())
+            }
+            Ok(request)
+                if rules
+                    .read_refusal(engine, served_by_any(&request))
+                    .is_some() =>
+            {
+                not_leader(rules.read_refusal(engine, false).unwrap_or_default())
+            }
             Ok(request) => {
-                if request.is_write() && rules.min_acks > 0 {
-                    deadline = Some(now + rules.ack_timeout);
+                if request.is_write() {
+                    deadline = rules.write_deadline(now);
                 }
                 if let Request::Get {
                     min_seq: Some(_), ..
@@ -446,6 +563,7 @@ impl<'a> ConnState<'a> {
         };
         let cost = cost + pending.reply_body_bytes();
         self.push_op(op, now, id, pending, cost, deadline, None);
+        self.confirm_reads = confirm_reads;
         wrote
     }
 
@@ -473,6 +591,27 @@ impl<'a> ConnState<'a> {
                 Pending::Write { seq, .. } => (*seq, true),
                 pending => (pending.after_seq(), false),
             };
+            if engine.is_raft() {
+                let lost = engine.outcome_lost(head.epoch, seq)
+                    || (head.confirm && head.epoch != engine.epoch());
+                let unconfirmed = head.confirm
+                    && progress.confirmed.is_none_or(|at| at < head.arrived)
+                    && seq <= progress.durable;
+                let uncommitted = matches!(head.pending, Pending::Write { .. })
+                    && expired
+                    && seq > progress.durable;
+                if lost || (unconfirmed && expired) || uncommitted {
+                    let head = self.queue.pop_front().expect("head exists");
+                    self.answer_unknown(head, rules, lost, out, now);
+                    continue;
+                }
+                if unconfirmed {
+                    return Next::Confirm {
+                        arrived: head.arrived,
+                        deadline: head.deadline,
+                    };
+                }
+            }
             let reached = match replicated {
                 true => progress.durable.min(progress.replicated),
                 false => progress.durable,
@@ -581,6 +720,10 @@ impl<'a> ConnState<'a> {
                     read: Later::Node(read),
                     ..
                 } => return Next::Node { read },
+                Pending::Later {
+                    read: Later::Raft(frame),
+                    ..
+                } => return self.handed(op, arrived, now, Next::Raft { frame }),
             }
             // A native reply's status byte; a RESP reply counts as OK or, if an error, ERROR.
             let status = match (native, out.get(start)) {
@@ -592,6 +735,86 @@ impl<'a> ConnState<'a> {
             self.answered(op, arrived, now, status);
         }
     }
+}
+
+impl ConnState<'_> {
+    /// Answers `head`, taken while this Raft node led, now that it cannot be answered from
+    /// that: `lost`, it stopped leading (a write's outcome is unknown; a read goes elsewhere);
+    /// else its leadership could not be confirmed in time.
+    fn answer_unknown(
+        &mut self,
+        head: Queued,
+        rules: &Rules,
+        lost: bool,
+        out: &mut BytesMut,
+        now: Instant,
+    ) {
+        self.bytes_in_flight -= head.cost;
+        let leader = rules
+            .raft
+            .map(|view| view.leader_addr.borrow().clone())
+            .unwrap_or_default();
+        let write = matches!(head.pending, Pending::Write { .. });
+        if write {
+            self.writes_queued -= 1;
+        }
+        let message = match (write, lost) {
+            (true, false) => format!(
+                "the write was not committed within {} ms (--ack-timeout-ms; no majority reached): it may or may not be applied later",
+                rules.ack_timeout.as_millis()
+            ),
+            (true, true) => format!(
+                "the outcome of this write is unknown: this node stopped leading before it was committed; the new leader may or may not have applied it (leader: {})",
+                if leader.is_empty() { "not known yet" } else { &leader }
+            ),
+            (false, true) => format!(
+                "this node stopped leading before the read could be answered; retry at the leader ({})",
+                if leader.is_empty() { "not known yet" } else { &leader }
+            ),
+            (false, false) => "this node could not confirm it still leads (no quorum answered in time): retry".to_string(),
+        };
+        let start = out.len();
+        match (&head.shape, write || !lost) {
+            (None, true) => encode_error(out, head.id, &message),
+            (None, false) => {
+                response::encode(out, Status::NotLeader, 0, head.id, &[leader.as_bytes()])
+            }
+            (Some(_), _) => resp::encode_failure(out, "ERR", message.as_bytes()),
+        }
+        let status = match head.shape {
+            None => out.get(start + KIND_OFFSET).copied(),
+            Some(_) => Some(Status::Error as u8),
+        };
+        self.answered(head.op, head.arrived, now, status);
+    }
+}
+
+/// NOT_LEADER naming `leader` (empty while no leader is known).
+fn not_leader(leader: String) -> Pending {
+    Pending::Reply {
+        status: Status::NotLeader,
+        flags: 0,
+        body: Bytes::from(leader),
+        after_seq: 0,
+    }
+}
+
+/// How long a Raft leader's read waits for the confirmation that it still leads.
+const CONFIRM_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Requests any Raft member answers from its own state: a GET with `min_seq` (read-your-
+/// writes on followers and learners), and those that read no key.
+fn served_by_any(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Get {
+            min_seq: Some(_),
+            ..
+        } | Request::Ping { .. }
+            | Request::Stats
+            | Request::Compact
+            | Request::Auth { .. }
+    )
 }
 
 mod resp;

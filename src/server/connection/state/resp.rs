@@ -77,7 +77,7 @@ impl<'a> ConnState<'a> {
     ) -> Intake {
         let mut intake = Intake::default();
         while self.open() && !self.full() {
-            if engine.open_batch_bytes() >= BATCH_BYTES_MAX {
+            if engine.open_batch_full() || rules.holding() {
                 intake.batch_full = self.resp_has_command(buf, rules);
                 break;
             }
@@ -182,10 +182,21 @@ impl<'a> ConnState<'a> {
             self.resp_refused(cost, verdict, NOAUTH);
             return false;
         }
-        if spec.write && rules.leader_addr.is_some() {
-            Self::fail_multi(session);
-            self.resp_error(cost, READONLY);
-            return false;
+        if spec.write {
+            if let Some(leader) = rules.write_refusal(engine) {
+                Self::fail_multi(session);
+                // A Raft member names the leader after Redis's text, as its clients read it.
+                match rules.raft {
+                    None => self.resp_error(cost, READONLY),
+                    Some(_) if leader.is_empty() => {
+                        self.resp_error(cost, &format!("{READONLY} No leader is known yet: retry"))
+                    }
+                    Some(_) => {
+                        self.resp_error(cost, &format!("{READONLY} The leader is at {leader}"))
+                    }
+                }
+                return false;
+            }
         }
         let subscribed = session.subscriptions > 0 && session.version == Version::Resp2;
         if subscribed && !pubsub::allowed_when_subscribed(spec.name) {
@@ -440,7 +451,7 @@ impl<'a> ConnState<'a> {
     /// Queues a write's reply: it goes once `seq` is durable (and on `--min-acks` followers).
     fn resp_write(&mut self, cost: usize, seq: u64, shape: Shape, rules: &Rules, now: Instant) {
         self.last_write_seq = seq;
-        let deadline = (rules.min_acks > 0).then(|| now + rules.ack_timeout);
+        let deadline = rules.write_deadline(now);
         self.push(
             0,
             Pending::Write { seq, body: None },
@@ -607,6 +618,9 @@ impl<'a> ConnState<'a> {
     }
 
     fn resp_wait(&mut self, cost: usize, args: &[Bytes], rules: &Rules, now: Instant) {
+        if rules.raft.is_some() {
+            return self.resp_error(cost, "ERR WAIT is not served by a Raft member: every write it acknowledges is already on a majority of voters");
+        }
         if rules.leader_addr.is_some() {
             return self.resp_error(cost, "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
         }

@@ -22,6 +22,7 @@ fn rules() -> Rules<'static> {
         min_acks: 0,
         ack_timeout: Duration::from_secs(5),
         min_seq_wait: Duration::from_secs(5),
+        raft: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn replies(state: &mut ConnState, engine: &Engine) -> (Vec<Response>, Next) {
     let progress = Progress {
         durable: engine.durable_seq(),
         replicated: u64::MAX,
+        confirmed: None,
     };
     let next = state.replies(
         engine,
@@ -237,6 +239,7 @@ fn a_write_waits_for_followers_then_times_out_with_error() {
     let progress = Progress {
         durable: 1,
         replicated: 0,
+        confirmed: None,
     };
     let mut out = BytesMut::new();
     let next = state.replies(&engine, &rules, progress, &no_cache, start, &mut out);
@@ -385,6 +388,7 @@ fn a_follower_answers_writes_not_leader() {
     let progress = Progress {
         durable: 0,
         replicated: u64::MAX,
+        confirmed: None,
     };
     state.replies(
         &engine,
@@ -424,4 +428,113 @@ fn an_answered_writer_is_awaited_until_it_speaks_again() {
         &mut no_values,
     );
     assert!(!state.awaiting_client);
+}
+
+/// A Raft member's rules (`engine::raft`): `leader` is what NOT_LEADER names.
+fn raft_rules(view: &RaftView) -> Rules<'_> {
+    Rules {
+        raft: Some(view),
+        ..rules()
+    }
+}
+
+fn raft_replies(
+    state: &mut ConnState,
+    engine: &Engine,
+    rules: &Rules,
+    confirmed: Option<Instant>,
+) -> (Vec<Response>, Next) {
+    let mut out = BytesMut::new();
+    let progress = Progress {
+        durable: engine.durable_seq(),
+        replicated: u64::MAX,
+        confirmed,
+    };
+    let next = state.replies(engine, rules, progress, &no_cache, Instant::now(), &mut out);
+    let mut decoded = Vec::new();
+    while let Some(frame) = frame::decode(&mut out, u32::MAX).unwrap() {
+        decoded.push(Response::decode(frame).unwrap());
+    }
+    (decoded, next)
+}
+
+#[test]
+fn a_raft_follower_refuses_writes_and_linearizable_reads_naming_the_leader() {
+    let view = RaftView::default();
+    *view.leader_addr.borrow_mut() = "10.0.0.1:7001".into();
+    let rules = raft_rules(&view);
+    let mut engine = Engine::new(0);
+    engine.raft_member(1 << 20);
+    let mut state = ConnState::new(Gate::new(None));
+    let mut buf = BytesMut::new();
+    set(&mut buf, 1, "k", "v");
+    get(&mut buf, 2, "k");
+    ping(&mut buf, 3);
+    let now = Instant::now();
+    let intake = state.take_requests(&mut buf, &mut engine, &rules, now, &mut no_values);
+    assert!(!intake.wrote);
+    let (sent, next) = raft_replies(&mut state, &engine, &rules, None);
+    assert_eq!(next, Next::Empty);
+    let statuses: Vec<Status> = sent.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Status::NotLeader, Status::NotLeader, Status::Ok]);
+    assert_eq!(sent[0].body, "10.0.0.1:7001");
+}
+
+#[test]
+fn a_raft_leaders_read_waits_for_a_confirmation_begun_after_it_arrived() {
+    let view = RaftView::default();
+    let rules = raft_rules(&view);
+    let mut engine = Engine::new(0);
+    engine.raft_member(1 << 20);
+    engine.lead(0);
+    let mut state = ConnState::new(Gate::new(None));
+    let mut buf = BytesMut::new();
+    let before = Instant::now();
+    std::thread::sleep(Duration::from_millis(2));
+    get(&mut buf, 1, "k");
+    let arrived = Instant::now();
+    state.take_requests(&mut buf, &mut engine, &rules, arrived, &mut no_values);
+    // A confirmation that began before the read does not answer it.
+    let (sent, next) = raft_replies(&mut state, &engine, &rules, Some(before));
+    assert!(sent.is_empty());
+    assert!(matches!(next, Next::Confirm { .. }), "{next:?}");
+    let (sent, next) = raft_replies(&mut state, &engine, &rules, Some(Instant::now()));
+    assert_eq!(next, Next::Empty);
+    assert_eq!(sent[0].status, Status::NotFound);
+}
+
+#[test]
+fn a_write_pending_when_the_raft_leader_stops_leading_is_never_answered_ok() {
+    let view = RaftView::default();
+    let rules = raft_rules(&view);
+    let mut engine = Engine::new(0);
+    engine.raft_member(1 << 20);
+    engine.applied_through(4);
+    engine.lead(4);
+    let mut state = ConnState::new(Gate::new(None));
+    let mut buf = BytesMut::new();
+    set(&mut buf, 1, "k", "v");
+    let intake = state.take_requests(
+        &mut buf,
+        &mut engine,
+        &rules,
+        Instant::now(),
+        &mut no_values,
+    );
+    assert!(intake.wrote);
+    let (sent, next) = raft_replies(&mut state, &engine, &rules, None);
+    assert!(sent.is_empty());
+    assert!(matches!(next, Next::Wait { seq: 5, .. }), "{next:?}");
+    // It stops leading; another leader's entry 5 is applied here afterwards.
+    engine.abandon();
+    engine.applied_through(5);
+    let (sent, _) = raft_replies(&mut state, &engine, &rules, None);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].status, Status::Error);
+    let text = String::from_utf8_lossy(&sent[0].body);
+    assert!(text.contains("outcome of this write is unknown"), "{text}");
+    assert!(
+        !engine.current(b"k").exists(),
+        "an abandoned write is not served"
+    );
 }

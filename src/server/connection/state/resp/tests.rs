@@ -22,6 +22,7 @@ fn rules() -> Rules<'static> {
         min_acks: 0,
         ack_timeout: Duration::from_secs(5),
         min_seq_wait: Duration::from_secs(5),
+        raft: None,
     }
 }
 
@@ -64,6 +65,7 @@ pub(super) fn replies(
     let progress = Progress {
         durable: engine.durable_seq(),
         replicated: u64::MAX,
+        confirmed: None,
     };
     let cached = |_, read: &mut dyn FnMut(&[u8])| cache.map(read).is_some();
     let next = state.replies(
