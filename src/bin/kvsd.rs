@@ -21,8 +21,11 @@ use kvs::server::{self, Config, FsyncPolicy};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Run as the leader (asynchronous replication to followers; for a Raft cluster that
-    /// fails over by itself, use --bootstrap). The default role when no leader address is given.
+    /// Run as the leader. On a new data dir (or a Raft member's) this is --bootstrap: a Raft
+    /// cluster with this node as its one voter, which others join with --leader-addr or --join.
+    /// With --async-replication, or on a data dir an asynchronous leader wrote, it is the
+    /// asynchronous leader. Without any role flag kvsd is a single node that followers may
+    /// still follow asynchronously.
     #[arg(long)]
     leader: bool,
 
@@ -102,9 +105,10 @@ struct Args {
     #[arg(long, default_value_t = limits::MIN_SEQ_WAIT_MS_DEFAULT)]
     min_seq_wait_ms: u64,
 
-    /// Follow the leader at this client address (host:port): an asynchronous follower, which
-    /// dials it (in any start order), copies its log and serves reads; writes get NOT_LEADER.
-    /// (To join a Raft cluster, use --join.)
+    /// The leader at this client address (host:port). On a new data dir (or a Raft member's)
+    /// this is --join ADDR: join that Raft cluster. With --async-replication, or on a data dir
+    /// an asynchronous follower wrote, follow it asynchronously: dial it (in any start order),
+    /// copy its log and serve reads; writes get NOT_LEADER.
     #[arg(long, conflicts_with = "leader")]
     leader_addr: Option<String>,
 
@@ -133,8 +137,9 @@ struct Args {
     #[arg(long)]
     learner: bool,
 
-    /// Asynchronous replication for --leader / --leader-addr: today the default, so this flag
-    /// changes nothing; scripts may pass it to keep that meaning when the seeds move to Raft.
+    /// Asynchronous replication for --leader / --leader-addr (which otherwise mean --bootstrap
+    /// and --join on a new data dir): the leader streams its log to followers, which follow
+    /// it without voting; nothing fails over by itself.
     #[arg(long, conflicts_with_all = ["bootstrap", "join"])]
     async_replication: bool,
 
@@ -288,10 +293,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Raft only when asked: a Raft node does not yet compact its log or match a single node's
-    // write rate, so the seeds' --leader / --leader-addr keep today's replication (issue 11).
-    let (bootstrap, join, leader_addr) = (args.bootstrap, args.join, args.leader_addr);
-    let raft_dir = kvs::raft::seed::data_dir_kind(&args.data_dir) == kvs::raft::seed::DataDir::Raft;
+    // The seeds' flags (issue 11): on a data dir that is new or a Raft member's, --leader means
+    // --bootstrap and --leader-addr X means --join X. --async-replication, or a data dir that an
+    // asynchronous leader or follower wrote, keeps asynchronous replication.
+    let dir_kind = kvs::raft::seed::data_dir_kind(&args.data_dir);
+    let seeds_mean_raft = !args.async_replication && dir_kind != kvs::raft::seed::DataDir::Outside;
+    let bootstrap = args.bootstrap || (seeds_mean_raft && args.leader);
+    let (join, leader_addr) = match (args.join, args.leader_addr) {
+        (None, Some(addr)) if seeds_mean_raft => (Some(addr), None),
+        (join, leader_addr) => (join, leader_addr),
+    };
+    let raft_dir = dir_kind == kvs::raft::seed::DataDir::Raft;
     if raft_dir && !bootstrap && join.is_none() {
         eprintln!(
             "kvsd: {} belongs to a Raft cluster (it holds a raft-vote file): start it with --bootstrap or --join ADDR, as it was started",

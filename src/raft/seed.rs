@@ -1,8 +1,9 @@
-//! Which side of the Raft line a data dir stands on. Raft runs only when asked (`--bootstrap`,
-//! `--join`): the seeds' `--leader` / `--leader-addr` keep today's asynchronous replication
-//! until a Raft node compacts its log and comes near a single node's write rate (issue 11;
-//! `docs/replication.md`). A data dir that already belongs to a cluster must be started as a
-//! Raft node again, never as an asynchronous leader that would write outside the cluster.
+//! Which side of the Raft line a data dir stands on. On a new data dir or a Raft member's,
+//! the seeds' `--leader` / `--leader-addr` mean `--bootstrap` / `--join`; a data dir that an
+//! asynchronous leader or follower wrote keeps asynchronous replication, so a restart never moves
+//! a deployment onto Raft (`docs/replication.md`). A data dir that already belongs to a cluster
+//! must be started as a Raft node again, never as an asynchronous leader that would write
+//! outside the cluster.
 
 use std::path::Path;
 
