@@ -730,6 +730,54 @@ where
         Ok(())
     }
 
+    /// kvs patch: whether entries appended under `vote` are this node's own, as the leader of
+    /// that vote (and not a follower's copy of another leader's entries).
+    fn is_own_leader_vote(&self, vote: &Vote<C::NodeId>) -> bool {
+        vote.is_committed()
+            && vote.leader_id().voted_for().as_ref() == Some(&self.id)
+            && self.engine.state.vote_ref() == vote
+            && self.engine.leader.is_some()
+    }
+
+    /// kvs patch: the leader's append that does not wait for its flush. The log store returns
+    /// once the entries are written and readable (replication may send them at once); the
+    /// leader's own progress moves when the log store reports them flushed
+    /// (`Notify::LocalLogFlushed`), so the leader counts itself towards a quorum only for
+    /// durable entries, as the Raft thesis (10.2.1) allows.
+    pub(crate) async fn append_to_log_beside_replication<I>(
+        &mut self,
+        entries: I,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (tx, rx) = C::AsyncRuntime::oneshot();
+        let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
+        let callback = LogFlushed::new(log_io_id, tx);
+
+        self.log_store.append(entries, callback).await?;
+
+        let tx_notify = self.tx_notify.clone();
+        // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
+        #[allow(clippy::let_underscore_future)]
+        let _ = C::spawn(async move {
+            let result = match rx.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("the log store dropped the flush callback: {}", e)),
+            };
+            let _ = tx_notify.send(Notify::LocalLogFlushed {
+                vote,
+                last_log_id,
+                result,
+            });
+        });
+        Ok(())
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn apply_to_state_machine(
         &mut self,
@@ -1264,6 +1312,23 @@ where
                 }
             }
 
+            Notify::LocalLogFlushed {
+                vote,
+                last_log_id,
+                result,
+            } => {
+                if let Err(e) = result {
+                    return Err(Fatal::StorageError(StorageIOError::write_logs(AnyError::error(e)).into()));
+                }
+                // A flush of an earlier leadership counts for nothing: the entries it covers were
+                // counted (or not) by that leadership's progress, which is gone.
+                if self.engine.state.vote_ref() == &vote {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(last_log_id));
+                    }
+                }
+            }
+
             Notify::Tick { i } => {
                 // check every timer
 
@@ -1618,6 +1683,13 @@ where
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
+
+                // kvs patch (vendor/openraft/KVS-PATCH.md): the leader's own entries are
+                // replicated while they are flushed; it counts itself when they are durable.
+                if self.is_own_leader_vote(&vote) {
+                    self.append_to_log_beside_replication(entries, vote, last_log_id).await?;
+                    return Ok(None);
+                }
 
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
