@@ -61,6 +61,20 @@ const READ_CHUNK_BYTES: u64 = 1 << 20;
 /// `raft-committed` is rewritten at most this often (it is a hint; see `vote`).
 const COMMITTED_WRITE_MS: u128 = 100;
 
+/// A file write slower than this is logged: the disk is busy (see `vote`).
+const SLOW_FILE_WRITE_MS: u128 = 50;
+
+fn slow_file_write(name: &str, started: Instant) {
+    let ms = started.elapsed().as_millis();
+    if ms >= SLOW_FILE_WRITE_MS {
+        tracing::warn!(
+            file = name,
+            ms = ms as u64,
+            "raft: a slow write (the disk is busy)"
+        );
+    }
+}
+
 /// Where one entry's record is in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -87,6 +101,8 @@ pub struct RaftLog {
     snapshot: Cell<Option<LogId>>,
     committed: Cell<Option<LogId>>,
     committed_written: Cell<Option<Instant>>,
+    /// A write of `raft-committed` is on its way.
+    committed_writing: Cell<bool>,
     recent: RefCell<BTreeMap<u64, (Entry, usize)>>,
     recent_bytes: Cell<usize>,
     /// Appends written so far (readable; the flush task makes them durable in this order).
@@ -137,7 +153,11 @@ impl RaftLog {
                 "the log starts at seq {first_seq} but raft-vote says entries up to {purged_seq} were purged: entries are missing"
             )));
         }
-        let committed = vote::read_committed(dir);
+        // Never past the log: the leader's last appends may be committed on the others before
+        // they are durable here, and a power cut can take them (and the hint is not fsynced).
+        let held_last_seq = first_seq + slots.len() as u64 - 1;
+        let committed =
+            vote::read_committed(dir).filter(|id| seq_of(id) <= held_last_seq.max(purged_seq));
         Ok(RaftLog {
             dir: dir.to_path_buf(),
             file,
@@ -149,6 +169,7 @@ impl RaftLog {
             snapshot: Cell::new(snapshot),
             committed: Cell::new(committed),
             committed_written: Cell::new(None),
+            committed_writing: Cell::new(false),
             recent: RefCell::default(),
             recent_bytes: Cell::new(0),
             appends: watch::Sender::new(0),
@@ -422,11 +443,14 @@ impl RaftLog {
         }
     }
 
-    fn save_hard(&self, change: impl FnOnce(&mut HardState)) -> Result<(), StorageError> {
+    async fn save_hard(&self, change: impl FnOnce(&mut HardState)) -> Result<(), StorageError> {
         let mut next = self.hard.borrow().clone();
         change(&mut next);
-        vote::write_hard_state(&self.dir, &next)
+        let started = Instant::now();
+        vote::save_hard_state(&self.dir, &next)
+            .await
             .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        slow_file_write("raft-vote", started);
         *self.hard.borrow_mut() = next;
         Ok(())
     }
@@ -484,7 +508,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .settle()
             .await
             .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.log.save_hard(|hard| hard.vote = Some(*vote))
+        self.log.save_hard(|hard| hard.vote = Some(*vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -498,12 +522,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .committed_written
             .get()
             .is_none_or(|at| at.elapsed().as_millis() >= COMMITTED_WRITE_MS);
-        if due {
+        if due && !log.committed_writing.replace(true) {
             log.committed_written.set(Some(Instant::now()));
-            // Only a hint: a failure costs re-applying less at the next start.
-            if let Err(error) = vote::write_committed(&log.dir, committed.as_ref()) {
-                tracing::warn!(%error, "could not write raft-committed");
-            }
+            // Only a hint (a failure costs re-applying more at the next start), so openraft's
+            // core does not wait for it: written in a task of its own, one at a time.
+            let log = log.clone();
+            crate::runtime::spawn(async move {
+                let started = Instant::now();
+                if let Err(error) = vote::save_committed(&log.dir, committed.as_ref()).await {
+                    tracing::warn!(%error, "could not write raft-committed");
+                }
+                slow_file_write("raft-committed", started);
+                log.committed_writing.set(false);
+            });
         }
         Ok(())
     }
@@ -620,7 +651,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let durable = Some(log_id).min(log.snapshot.get());
         if let Some(durable) = durable {
             if Some(durable) > log.hard.borrow().purged {
-                log.save_hard(|hard| hard.purged = Some(durable))?;
+                log.save_hard(|hard| hard.purged = Some(durable)).await?;
             }
             let removed = log
                 .file

@@ -1489,6 +1489,7 @@ where
 
     #[tracing::instrument(level = "debug", skip_all)]
     fn handle_tick_election(&mut self) {
+
         let now = C::now();
 
         tracing::debug!("try to trigger election by tick, now: {:?}", now);
@@ -1544,6 +1545,21 @@ where
             }
 
             tracing::info!("election timeout passed, check if it is a voter for election");
+
+            // kvs patch: messages already queued (an AppendEntries from the leader among them)
+            // arrived before this tick was handled, while the core was busy (a follower's core
+            // waits for its fsync): handle them first, and decide at the next tick.
+            let queued = self.rx_api.len();
+            tracing::info!(
+                since_leader_ms = utime.map(|x| (now - x).as_millis() as u64),
+                election_timeout_ms = election_timeout.as_millis() as u64,
+                queued_messages = queued,
+                vote = display(current_vote),
+                "kvs: election timeout passed"
+            );
+            if queued > 0 {
+                return;
+            }
         }
 
         // Every time elect, reset this flag.

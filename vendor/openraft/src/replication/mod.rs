@@ -432,7 +432,13 @@ where
             self.config.heartbeat_interval
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        // kvs patch: upstream 0.9 gives an AppendEntries one heartbeat interval. A follower
+        // answers only after its fdatasync, which on a busy disk takes longer than a heartbeat
+        // (50 ms by default): the RPC then "fails" although the follower did the work, the
+        // leader sends the entries again, and its quorum acknowledgement goes stale until it
+        // refuses writes. An answer within the shortest election timeout is still in time.
+        let the_timeout =
+            Duration::from_millis(self.config.heartbeat_interval.max(self.config.election_timeout_min));
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
