@@ -1548,8 +1548,11 @@ where
 
             // kvs patch: messages already queued (an AppendEntries from the leader among them)
             // arrived before this tick was handled, while the core was busy (a follower's core
-            // waits for its fsync): handle them first, and decide at the next tick.
+            // waits for its fsync): handle them first, and decide at the next tick. Only up to
+            // twice the timeout, so that a steady stream of other messages cannot hold an
+            // election off for ever.
             let queued = self.rx_api.len();
+            let within_grace = utime.is_some_and(|u| now - u < election_timeout * 2);
             tracing::info!(
                 since_leader_ms = utime.map(|x| (now - x).as_millis() as u64),
                 election_timeout_ms = election_timeout.as_millis() as u64,
@@ -1557,7 +1560,7 @@ where
                 vote = display(current_vote),
                 "kvs: election timeout passed"
             );
-            if queued > 0 {
+            if queued > 0 && within_grace {
                 return;
             }
         }
