@@ -5,8 +5,25 @@
 //! an entry, so the log's own bytes stay on disk (the page cache) and only a bounded window of
 //! recent entries is kept decoded for the replication streams that read the tail.
 //!
-//! - `append` writes the entries with one write and fdatasyncs before it reports them flushed:
-//!   a follower's "appended" (which the leader counts towards a majority) is always durable.
+//! - `append` writes the entries with one write and returns: they are readable at once (the
+//!   page cache, and the window of recent entries), and a flush task of its own fdatasyncs
+//!   them and reports them flushed through openraft's callback, in append order, one
+//!   fdatasync for every append written meanwhile (the group commit of `server::committer`).
+//!   openraft's core (patched: `vendor/openraft/KVS-PATCH.md`) waits for that callback before
+//!   a follower answers AppendEntries, so a follower's "appended" (which the leader counts
+//!   towards a majority) is always durable; the leader replicates its own entries while they
+//!   are flushed, and counts itself only once they are durable.
+//! - A failed write or fdatasync poisons the store: that append's callback and every later
+//!   append fail, never retried (after a failed fsync the page cache may have dropped them).
+//! - `truncate`, `purge` and `save_vote` first wait until every written append is durable
+//!   (`settle`): a cut or a purge never races a write, and a node's log is durable before it
+//!   votes in a new term, so what it claims in an election survives a crash.
+//! - At open, a committed vote is read back as not committed (`read_vote` hands it so): openraft 0.9 restarts a
+//!   node whose vote says it leads as that term's leader at once, with its own progress at its
+//!   last log id. With the leader's appends flushed behind replication, a power cut could take
+//!   entries of that term from its log that followers hold, and a leader restored in the same
+//!   term would reuse their log ids. So a restarted node always stands for election in a new
+//!   term (a follower relearns the committed vote from the leader's first message).
 //! - `truncate` cuts the uncommitted suffix with `LogFile::truncate_from`, durable before it
 //!   returns, so nothing is acknowledged after a cut that a crash could bring back.
 //! - `purge` forgets entries, and deletes the segments at the front of the log whose records
@@ -44,6 +61,20 @@ const READ_CHUNK_BYTES: u64 = 1 << 20;
 /// `raft-committed` is rewritten at most this often (it is a hint; see `vote`).
 const COMMITTED_WRITE_MS: u128 = 100;
 
+/// A file write slower than this is logged: the disk is busy (see `vote`).
+const SLOW_FILE_WRITE_MS: u128 = 50;
+
+fn slow_file_write(name: &str, started: Instant) {
+    let ms = started.elapsed().as_millis();
+    if ms >= SLOW_FILE_WRITE_MS {
+        tracing::warn!(
+            file = name,
+            ms = ms as u64,
+            "raft: a slow write (the disk is busy)"
+        );
+    }
+}
+
 /// Where one entry's record is in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -70,10 +101,22 @@ pub struct RaftLog {
     snapshot: Cell<Option<LogId>>,
     committed: Cell<Option<LogId>>,
     committed_written: Cell<Option<Instant>>,
+    /// A write of `raft-committed` is on its way.
+    committed_writing: Cell<bool>,
     recent: RefCell<BTreeMap<u64, (Entry, usize)>>,
     recent_bytes: Cell<usize>,
-    /// Appends made durable so far: the leader's proposer paces its batches on it.
+    /// Appends written so far (readable; the flush task makes them durable in this order).
+    /// The leader's proposer paces its batches on it.
     pub appends: watch::Sender<u64>,
+    /// Appends made durable so far (never more than `appends`).
+    durable: watch::Sender<u64>,
+    /// The appends written and not yet reported flushed, oldest first: the append's number,
+    /// the log file it ended in, and openraft's callback.
+    unflushed: RefCell<VecDeque<(u64, u32, LogFlushed<TypeConfig>)>>,
+    /// A flush task is running (it runs while `unflushed` is not empty).
+    flushing: Cell<bool>,
+    /// Why the log store refuses all further writes, after a failed write or fdatasync.
+    poisoned: RefCell<Option<String>>,
 }
 
 impl RaftLog {
@@ -85,7 +128,11 @@ impl RaftLog {
         records: Vec<(u64, Slot)>,
         last_seq: u64,
     ) -> std::io::Result<RaftLog> {
-        let hard = vote::read_hard_state(dir)?;
+        let mut hard = vote::read_hard_state(dir)?;
+        // A committed vote is restored as not committed: see the module's comment (`read_vote`).
+        if let Some(vote) = &mut hard.vote {
+            vote.committed = false;
+        }
         // Entries up to the snapshot's last log id are in the snapshot, wherever the log starts.
         let snapshot = snapshot::read_meta(dir)?.and_then(|meta| meta.last_log_id);
         let purged = hard.purged.max(snapshot);
@@ -106,7 +153,11 @@ impl RaftLog {
                 "the log starts at seq {first_seq} but raft-vote says entries up to {purged_seq} were purged: entries are missing"
             )));
         }
-        let committed = vote::read_committed(dir);
+        // Never past the log: the leader's last appends may be committed on the others before
+        // they are durable here, and a power cut can take them (and the hint is not fsynced).
+        let held_last_seq = first_seq + slots.len() as u64 - 1;
+        let committed =
+            vote::read_committed(dir).filter(|id| seq_of(id) <= held_last_seq.max(purged_seq));
         Ok(RaftLog {
             dir: dir.to_path_buf(),
             file,
@@ -118,9 +169,14 @@ impl RaftLog {
             snapshot: Cell::new(snapshot),
             committed: Cell::new(committed),
             committed_written: Cell::new(None),
+            committed_writing: Cell::new(false),
             recent: RefCell::default(),
             recent_bytes: Cell::new(0),
             appends: watch::Sender::new(0),
+            durable: watch::Sender::new(0),
+            unflushed: RefCell::default(),
+            flushing: Cell::new(false),
+            poisoned: RefCell::default(),
         })
     }
 
@@ -304,11 +360,97 @@ impl RaftLog {
         Ok(out)
     }
 
-    fn save_hard(&self, change: impl FnOnce(&mut HardState)) -> Result<(), StorageError> {
+    /// The error every write gets once the store is poisoned.
+    fn check_poisoned(&self) -> std::io::Result<()> {
+        match &*self.poisoned.borrow() {
+            None => Ok(()),
+            Some(why) => Err(std::io::Error::other(format!(
+                "the raft log refuses writes after an earlier failure ({why}); restart kvsd to recover from the log on disk"
+            ))),
+        }
+    }
+
+    fn poison(&self, why: &std::io::Error) {
+        let mut poisoned = self.poisoned.borrow_mut();
+        if poisoned.is_none() {
+            tracing::error!(error = %why, "raft: a log write failed; the log refuses all further writes");
+            *poisoned = Some(why.to_string());
+        }
+    }
+
+    /// Waits until every append written so far is durable (or the store is poisoned).
+    pub async fn settle(&self) -> std::io::Result<()> {
+        let written = *self.appends.borrow();
+        let mut durable = self.durable.subscribe();
+        loop {
+            self.check_poisoned()?;
+            if *durable.borrow_and_update() >= written {
+                return Ok(());
+            }
+            if durable.changed().await.is_err() {
+                return Err(std::io::Error::other("the raft log is closed"));
+            }
+        }
+    }
+
+    /// Queues `callback` to be called once the append numbered `append_no`, which ended in
+    /// log file `file_no`, is durable; starts the flush task if none runs.
+    fn flush_later(
+        self: &Rc<Self>,
+        append_no: u64,
+        file_no: u32,
+        callback: LogFlushed<TypeConfig>,
+    ) {
+        self.unflushed
+            .borrow_mut()
+            .push_back((append_no, file_no, callback));
+        if !self.flushing.replace(true) {
+            crate::runtime::spawn(self.clone().flush());
+        }
+    }
+
+    /// The flush task: one fdatasync for all the appends written since the last one began,
+    /// then their callbacks in order; again while appends wait, then it ends.
+    async fn flush(self: Rc<Self>) {
+        loop {
+            let batch: Vec<_> = self.unflushed.borrow_mut().drain(..).collect();
+            let Some(&(last_no, file_no, _)) = batch.last() else {
+                self.flushing.set(false);
+                return;
+            };
+            // The newest file holds the latest writes; a segment is fdatasynced when the log
+            // moves on from it (`LogFile::rotate`), so older files need nothing here.
+            let result = match self.check_poisoned() {
+                Ok(()) => self.file.sync_file(file_no).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.durable.send_replace(last_no);
+                    for (_, _, callback) in batch {
+                        callback.log_io_completed(Ok(()));
+                    }
+                }
+                Err(error) => {
+                    self.poison(&error);
+                    for (_, _, callback) in batch {
+                        callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                    }
+                    // Wake whoever settles: they see the poison.
+                    self.durable.send_modify(|_| {});
+                }
+            }
+        }
+    }
+
+    async fn save_hard(&self, change: impl FnOnce(&mut HardState)) -> Result<(), StorageError> {
         let mut next = self.hard.borrow().clone();
         change(&mut next);
-        vote::write_hard_state(&self.dir, &next)
+        let started = Instant::now();
+        vote::save_hard_state(&self.dir, &next)
+            .await
             .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        slow_file_write("raft-vote", started);
         *self.hard.borrow_mut() = next;
         Ok(())
     }
@@ -361,7 +503,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.log.save_hard(|hard| hard.vote = Some(*vote))
+        // The log this node answers or stands with in the new vote's term is durable first.
+        self.log
+            .settle()
+            .await
+            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.log.save_hard(|hard| hard.vote = Some(*vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -375,12 +522,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .committed_written
             .get()
             .is_none_or(|at| at.elapsed().as_millis() >= COMMITTED_WRITE_MS);
-        if due {
+        if due && !log.committed_writing.replace(true) {
             log.committed_written.set(Some(Instant::now()));
-            // Only a hint: a failure costs re-applying less at the next start.
-            if let Err(error) = vote::write_committed(&log.dir, committed.as_ref()) {
-                tracing::warn!(%error, "could not write raft-committed");
-            }
+            // Only a hint (a failure costs re-applying more at the next start), so openraft's
+            // core does not wait for it: written in a task of its own, one at a time.
+            let log = log.clone();
+            crate::runtime::spawn(async move {
+                let started = Instant::now();
+                if let Err(error) = vote::save_committed(&log.dir, committed.as_ref()).await {
+                    tracing::warn!(%error, "could not write raft-committed");
+                }
+                slow_file_write("raft-committed", started);
+                log.committed_writing.set(false);
+            });
         }
         Ok(())
     }
@@ -399,12 +553,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = &self.log;
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let write_error = |e: std::io::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        if let Err(error) = log.check_poisoned() {
+            callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+            return Err(write_error(error));
+        }
         let Some(first) = entries.first() else {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
         let first_seq = seq_of(&first.log_id);
-        let write_error = |e: std::io::Error| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
         if first_seq != log.next_seq.get() {
             if !log.slots.borrow().is_empty() {
                 return Err(write_error(std::io::Error::other(format!(
@@ -413,6 +571,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ))));
             }
             // Nothing held (a new log, or all of it purged): the log starts over at this seq.
+            log.settle().await.map_err(write_error)?;
             log.file.restart_at(first_seq).await.map_err(write_error)?;
             log.next_seq.set(first_seq);
         }
@@ -427,8 +586,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             lens.push(buf.len() - before);
         }
         let (result, _) = log.file.append(buf, first_seq).await;
-        let (file_no, offset) = result.map_err(write_error)?;
-        log.file.sync_file(file_no).await.map_err(write_error)?;
+        let (file_no, offset) = match result {
+            Ok(at) => at,
+            Err(error) => {
+                // A write that failed part way may have left bytes behind; nothing after it may
+                // be written as if it had not.
+                log.poison(&error);
+                return Err(write_error(error));
+            }
+        };
         let mut at = offset;
         for (entry, len) in entries.iter().zip(lens) {
             log.slots.borrow_mut().push_back(Slot {
@@ -441,8 +607,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             at += len as u64;
         }
         log.next_seq.set(first_seq + entries.len() as u64);
-        log.appends.send_modify(|n| *n += 1);
-        callback.log_io_completed(Ok(()));
+        let mut append_no = 0;
+        log.appends.send_modify(|n| {
+            *n += 1;
+            append_no = *n;
+        });
+        log.flush_later(append_no, file_no, callback);
         Ok(())
     }
 
@@ -452,6 +622,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let Some(cut) = log.slot(seq) else {
             return Ok(());
         };
+        log.settle()
+            .await
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         tracing::info!(
             from_seq = seq,
             "raft: truncating the uncommitted suffix of the log"
@@ -470,12 +643,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let log = &self.log;
         let seq = seq_of(&log_id);
+        log.settle()
+            .await
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         log.purged.set(log.purged.get().max(Some(log_id)));
         // On disk, never past the durable snapshot: what a restart needs is in one or the other.
         let durable = Some(log_id).min(log.snapshot.get());
         if let Some(durable) = durable {
             if Some(durable) > log.hard.borrow().purged {
-                log.save_hard(|hard| hard.purged = Some(durable))?;
+                log.save_hard(|hard| hard.purged = Some(durable)).await?;
             }
             let removed = log
                 .file

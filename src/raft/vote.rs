@@ -3,6 +3,9 @@
 //! `raft-committed`, written without fsync (a lost one only means fewer entries re-applied at
 //! start until the leader says again what is committed).
 //!
+//! The log store writes both through the io_uring (`save_hard_state`, `save_committed`), so the
+//! loop's thread never blocks on the file system; the blocking `write_*` are for start-up.
+//!
 //! Both files: written to `<name>.tmp`, then renamed over `<name>`; `raft-vote` is fsynced
 //! before the rename and the directory after, so it is the old vote or the new one, whole.
 //!
@@ -78,6 +81,64 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result
     Ok(())
 }
 
+/// `write_file` through the io_uring: the loop's thread never waits on the file system. While
+/// another process flushed large writes to the same disk, this create-write-rename took 50 to
+/// 530 ms (`tools/raft-churn --disk-hog`), and on the loop the whole node, Raft heartbeats and
+/// socket reads included, stood still that long.
+async fn write_file_on_ring(
+    dir: &Path,
+    name: &str,
+    bytes: Vec<u8>,
+    durable: bool,
+) -> io::Result<()> {
+    use crate::runtime::File;
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
+    let file = File::create(&tmp).await?;
+    let (result, _) = file.write_all_at(bytes, 0).await;
+    result?;
+    if durable {
+        file.sync_all().await?;
+    }
+    file.close().await?;
+    crate::runtime::rename(&tmp, &path).await?;
+    if durable {
+        let dir_file = File::open(dir).await?;
+        dir_file.sync_all().await?;
+        dir_file.close().await?;
+    }
+    Ok(())
+}
+
+fn hard_state_bytes(state: &HardState) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    match &state.vote {
+        Some(vote) => {
+            body.extend_from_slice(&[1]);
+            codec::put_vote(&mut body, vote);
+        }
+        None => body.extend_from_slice(&[0]),
+    }
+    codec::put_log_id(&mut body, state.purged.as_ref());
+    wrap(VOTE_MAGIC, &body)
+}
+
+fn committed_bytes(committed: Option<&LogId>) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    codec::put_log_id(&mut body, committed);
+    wrap(COMMITTED_MAGIC, &body)
+}
+
+/// `write_hard_state` through the io_uring (must run on the loop).
+pub async fn save_hard_state(dir: &Path, state: &HardState) -> io::Result<()> {
+    write_file_on_ring(dir, VOTE_FILE, hard_state_bytes(state), true).await
+}
+
+/// `write_committed` through the io_uring (must run on the loop).
+pub async fn save_committed(dir: &Path, committed: Option<&LogId>) -> io::Result<()> {
+    write_file_on_ring(dir, COMMITTED_FILE, committed_bytes(committed), false).await
+}
+
 /// Reads `raft-vote`; the default (no vote, nothing purged) if there is none. A damaged file
 /// is an error: forgetting a vote could let this node vote twice in one term.
 pub fn read_hard_state(dir: &Path) -> io::Result<HardState> {
@@ -106,16 +167,7 @@ pub fn read_hard_state(dir: &Path) -> io::Result<HardState> {
 
 /// Writes `raft-vote` durably: once this returns, a crash keeps `state`.
 pub fn write_hard_state(dir: &Path, state: &HardState) -> io::Result<()> {
-    let mut body = BytesMut::new();
-    match &state.vote {
-        Some(vote) => {
-            body.extend_from_slice(&[1]);
-            codec::put_vote(&mut body, vote);
-        }
-        None => body.extend_from_slice(&[0]),
-    }
-    codec::put_log_id(&mut body, state.purged.as_ref());
-    write_file(dir, VOTE_FILE, &wrap(VOTE_MAGIC, &body), true)
+    write_file(dir, VOTE_FILE, &hard_state_bytes(state), true)
 }
 
 /// The committed log id last written, if the file is there and whole (else None: it is only
@@ -129,9 +181,7 @@ pub fn read_committed(dir: &Path) -> Option<LogId> {
 }
 
 pub fn write_committed(dir: &Path, committed: Option<&LogId>) -> io::Result<()> {
-    let mut body = BytesMut::new();
-    codec::put_log_id(&mut body, committed);
-    write_file(dir, COMMITTED_FILE, &wrap(COMMITTED_MAGIC, &body), false)
+    write_file(dir, COMMITTED_FILE, &committed_bytes(committed), false)
 }
 
 #[cfg(test)]
