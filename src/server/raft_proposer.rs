@@ -9,10 +9,10 @@
 //! gets (`engine::raft`); once openraft has committed and applied it, their pending states
 //! give way to the index and their replies go.
 //!
-//! A batch is proposed as soon as the leader's previous append has reached its disk (or the
-//! previous proposal ended), so the writes that arrive during one append share the next entry
-//! (one append and one fdatasync on every member for all of them), and replication and commit
-//! of one entry overlap the append of the next.
+//! A batch is proposed as soon as the leader's previous append is written (its fdatasync runs
+//! beside replication: `raft::log_store`), or the previous proposal ended, so the writes that
+//! arrive during one append share the next entry (one append and one fdatasync on every member
+//! for all of them), and replication and commit of one entry overlap the append of the next.
 
 use std::rc::Rc;
 
