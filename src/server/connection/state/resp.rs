@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use super::*;
 use crate::auth::Verdict;
-use crate::engine::{Current, Deleted, TxnOp, TxnOutcome, Values};
+use crate::engine::{Current, Deleted, TxnOutcome, Values};
 use crate::limits::{RESP_ARRAY_LEN_MAX, RESP_COMMAND_OVERHEAD_BYTES, RESP_KEYS_REPLY_BYTES_MAX};
 use crate::protocol::bounds::check_key;
 use crate::protocol::request::op;
@@ -21,7 +21,6 @@ use crate::protocol::RequestError;
 use crate::resp::parse::{self, integer, ParseLimits};
 use crate::resp::table::{self, Name};
 use crate::resp::{glob, reply, valid_name, NodeRead, Session, Shape, Version};
-use crate::wal::record::Op;
 
 /// Which protocol a connection speaks.
 #[derive(Debug)]
@@ -499,16 +498,7 @@ impl<'a> ConnState<'a> {
         }
         // One transaction record, as Redis applies MSET at once: a crash keeps all or none of
         // the pairs, and a follower applies them together.
-        let sets: Vec<TxnOp> = args[1..]
-            .chunks(2)
-            .map(|pair| TxnOp {
-                op: Op::Set,
-                key: pair[0].clone(),
-                value: pair[1].clone(),
-                expires_at_ms: 0,
-            })
-            .collect();
-        match engine.txn(&[], &sets, &[], values) {
+        match engine.txn(&[], &keyspace::set_ops(&args[1..]), &[], values) {
             Ok(TxnOutcome::Done { seq, .. }) => {
                 let ok = Bytes::from_static(b"+OK\r\n");
                 self.resp_write(cost, seq, Shape::Written(ok), rules, now);

@@ -36,6 +36,19 @@ pub(super) struct Context<'c, 'v> {
 }
 
 /// The value of a key's newest state: in memory, or read from the log through `values`.
+/// `key value ...` as the SETs of one transaction (MSET, MSETNX).
+pub(super) fn set_ops(pairs: &[Bytes]) -> Vec<TxnOp> {
+    pairs
+        .chunks(2)
+        .map(|pair| TxnOp {
+            op: Op::Set,
+            key: pair[0].clone(),
+            value: pair[1].clone(),
+            expires_at_ms: 0,
+        })
+        .collect()
+}
+
 fn value_of(current: &Current, values: &mut Values<'_>) -> Result<Option<Bytes>, String> {
     match current {
         Current::Absent { .. } => Ok(None),
@@ -285,15 +298,7 @@ impl ConnState<'_> {
                 operand: Operand::Exists(false),
             })
             .collect();
-        let sets: Vec<TxnOp> = args[1..]
-            .chunks(2)
-            .map(|pair| TxnOp {
-                op: Op::Set,
-                key: pair[0].clone(),
-                value: pair[1].clone(),
-                expires_at_ms: 0,
-            })
-            .collect();
+        let sets = set_ops(&args[1..]);
         match cx.engine.txn(&compares, &sets, &[], cx.values) {
             Ok(TxnOutcome::Done {
                 succeeded: true,
