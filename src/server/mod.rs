@@ -237,14 +237,7 @@ fn serve(
         crate::cpu::pin_to(core).map_err(|reason| ServerError::Pin { core, reason })?;
     }
 
-    let metrics_addr = metrics
-        .as_ref()
-        .map(|metrics| metrics.local_addr())
-        .transpose()
-        .map_err(|source| ServerError::Io {
-            what: "local_addr of --metrics-addr",
-            source,
-        })?;
+    let metrics_addr = bound_addr(metrics.as_ref(), "local_addr of --metrics-addr")?;
     // Until the loop runs, the metrics port answers 503: recovering.
     let recovering = metrics
         .map(crate::metrics::recovering::Recovering::start)
@@ -347,13 +340,7 @@ fn serve(
             what: "taking --metrics-addr over after recovery",
             source,
         })?;
-    let resp_addr = match &resp_listener {
-        Some(listener) => Some(listener.local_addr().map_err(|source| ServerError::Io {
-            what: "local_addr of --resp-port",
-            source,
-        })?),
-        None => None,
-    };
+    let resp_addr = bound_addr(resp_listener.as_ref(), "local_addr of --resp-port")?;
 
     crate::runtime::start(async move {
         let log = LogFile::open(
@@ -675,4 +662,15 @@ async fn shut_down(node: &Node, reason: &str) -> Result<(), ServerError> {
         Some(failed) => Err(ServerError::Config(failed.to_string())),
         None => Ok(()),
     }
+}
+
+/// The address an optional listener is bound to (the kernel's pick for a port of 0).
+pub(super) fn bound_addr(
+    listener: Option<&std::net::TcpListener>,
+    what: &'static str,
+) -> Result<Option<SocketAddr>, ServerError> {
+    listener
+        .map(|listener| listener.local_addr())
+        .transpose()
+        .map_err(|source| ServerError::Io { what, source })
 }

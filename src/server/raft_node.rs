@@ -142,14 +142,7 @@ pub fn run(
         what: "removing the index checkpoint",
         source,
     })?;
-    let resp_addr = resp
-        .as_ref()
-        .map(|listener| listener.local_addr())
-        .transpose()
-        .map_err(|source| ServerError::Io {
-            what: "local_addr of --resp-port",
-            source,
-        })?;
+    let resp_addr = super::bound_addr(resp.as_ref(), "local_addr of --resp-port")?;
     let id = node_id_of(&config.node_id);
     let member_addr = addr.to_string();
 

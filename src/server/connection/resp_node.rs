@@ -206,6 +206,16 @@ pub fn info(node: &Node, sections: &[String]) -> String {
     if wanted("replication") {
         section(&mut text, "Replication");
         let durable = engine.durable_seq();
+        // What a Redis replica says of its master, for both kinds of follower.
+        let replica = |text: &mut String, leader_addr: &str, up: bool| {
+            let (host, port) = split_addr(leader_addr);
+            line(text, "role", &"slave");
+            line(text, "master_host", &host);
+            line(text, "master_port", &port);
+            line(text, "master_link_status", &if up { "up" } else { "down" });
+            line(text, "slave_repl_offset", &durable);
+            line(text, "slave_read_only", &1);
+        };
         match &node.role {
             Role::Leader(leader) => {
                 let followers = leader.followers.borrow();
@@ -225,18 +235,8 @@ pub fn info(node: &Node, sections: &[String]) -> String {
             }
             Role::Follower(follower) => {
                 let link = follower.link.borrow();
-                let (host, port) = split_addr(&follower.leader_addr);
-                line(&mut text, "role", &"slave");
-                line(&mut text, "master_host", &host);
-                line(&mut text, "master_port", &port);
-                let up = if link.state == LinkState::Connected {
-                    "up"
-                } else {
-                    "down"
-                };
-                line(&mut text, "master_link_status", &up);
-                line(&mut text, "slave_repl_offset", &durable);
-                line(&mut text, "slave_read_only", &1);
+                let up = link.state == LinkState::Connected;
+                replica(&mut text, &follower.leader_addr, up);
                 line(
                     &mut text,
                     "kvs_leader_durable_seq",
@@ -249,14 +249,7 @@ pub fn info(node: &Node, sections: &[String]) -> String {
                     line(&mut text, "connected_slaves", &0);
                 } else {
                     let leader = raft.view.leader_addr.borrow().clone();
-                    let (host, port) = split_addr(&leader);
-                    line(&mut text, "role", &"slave");
-                    line(&mut text, "master_host", &host);
-                    line(&mut text, "master_port", &port);
-                    let up = if leader.is_empty() { "down" } else { "up" };
-                    line(&mut text, "master_link_status", &up);
-                    line(&mut text, "slave_repl_offset", &durable);
-                    line(&mut text, "slave_read_only", &1);
+                    replica(&mut text, &leader, !leader.is_empty());
                 }
                 line(
                     &mut text,
