@@ -64,6 +64,10 @@ pub const PREPARE_BYTES_PER_SEC_MIN: u64 = 4 * 1024 * 1024;
 /// Longest pause between pieces (a wake-up to look at the log's progress again).
 pub const PREPARE_PAUSE_MS_MAX: u64 = 10;
 
+/// An append up to this size is a plain pwrite on the loop's thread (a copy into the page
+/// cache: microseconds); a larger one goes through the ring, off the loop (`wal::file`).
+pub const INLINE_APPEND_BYTES_MAX: usize = 256 * 1024;
+
 /// A batch (one write + one fdatasync) takes new records while it is smaller than this; more
 /// wait for the next batch. Bounds the memory of the open batch under any load (one record
 /// larger than this still goes, alone).

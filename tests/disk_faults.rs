@@ -4,8 +4,9 @@
 //! and that a restart (once the disk is fixed) recovers every acknowledged write.
 //!
 //! What is real and what is simulated:
-//! - kvsd writes and fdatasyncs its log through io_uring, which `strace -e inject=` never sees.
-//!   So the runtime faults come from the kernel itself: an ext4 file system on a loop device
+//! - kvsd fdatasyncs its log through io_uring, which `strace -e inject=` never sees (its small
+//!   appends are plain pwrite64 calls, but a page-cache copy rarely fails: the disk's errors come
+//!   back from the fdatasync). So the runtime faults come from the kernel itself: an ext4 file system on a loop device
 //!   whose backing file lives on a small tmpfs. Once that tmpfs is full, the loop device fails
 //!   writes to blocks it holds no memory for (a thin-provisioned volume out of space), ext4
 //!   reports the error to the fdatasync, and io_uring hands it to kvsd. Nothing in kvsd is

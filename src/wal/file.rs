@@ -4,6 +4,12 @@
 //! Only the committer appends (one append at a time) and syncs; an append may run while the
 //! previous one's fdatasync is in flight. Reads run concurrently.
 //!
+//! An append of up to `INLINE_APPEND_BYTES_MAX` is a plain pwrite on the loop's thread, not a
+//! ring operation: the kernel cannot copy into ext4's page cache without a chance of blocking,
+//! so the ring hands every buffered file write to an io-wq worker thread, and that worker's
+//! wake-up and completion took 100-250 µs per append on a busy machine, against ~8 µs for the
+//! copy itself (docs/runtime.md, "Appends"). fdatasync stays on the ring, off the loop.
+//!
 //! Segments are named by id (their order in the log); each open file also gets a *file number*
 //! for this run, which is what a `Location` names. A compaction puts a new file under an old
 //! id: the old file stays readable under its number until the index no longer points into it.
@@ -23,7 +29,16 @@ use super::prepare::Pace;
 use super::recovery::Recovered;
 use super::segment::{self, Compacted, SegmentHeader};
 use super::{Location, LogId};
-use crate::limits::{PREPARE_CHUNK_BYTES, PREPARE_PAUSE_MS_MAX, PREPARE_SYNC_BYTES};
+use crate::limits::{
+    INLINE_APPEND_BYTES_MAX, PREPARE_CHUNK_BYTES, PREPARE_PAUSE_MS_MAX, PREPARE_SYNC_BYTES,
+};
+
+/// A std view of `file`'s descriptor for a blocking call on the loop's thread, never closed by
+/// it (tokio-uring's `File` owns the descriptor).
+fn std_view(file: &File) -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(file.as_raw_fd()) })
+}
 
 /// One segment file, open for reads (and appends, if it is the active one).
 pub struct Segment {
@@ -329,7 +344,12 @@ impl LogFile {
         let offset = self.active_bytes.get();
         let len = batch.len() as u64;
         let active = self.active_segment();
-        let (result, batch) = active.file.write_all_at(batch, offset).await;
+        let (result, batch) = if batch.len() <= INLINE_APPEND_BYTES_MAX {
+            use std::os::unix::fs::FileExt;
+            (std_view(&active.file).write_all_at(&batch, offset), batch)
+        } else {
+            active.file.write_all_at(batch, offset).await
+        };
         if result.is_ok() {
             active.bytes.set(offset + len);
             self.active_bytes.set(offset + len);
@@ -553,18 +573,13 @@ impl LogFile {
     /// TXN comparing values), whose values are small and recently written, so nearly always
     /// in the value cache or the page cache. Keeps it in the value cache.
     pub fn read_value_now(&self, location: Location) -> io::Result<Bytes> {
-        use std::os::fd::{AsRawFd, FromRawFd};
         use std::os::unix::fs::FileExt;
         if let Some(value) = self.cached_value(location) {
             return Ok(value);
         }
         let segment = self.file(location.file)?;
         let mut buf = vec![0; location.value_len as usize];
-        // A std view of the same descriptor, never closed by it (tokio-uring's File owns it).
-        let file = std::mem::ManuallyDrop::new(unsafe {
-            std::fs::File::from_raw_fd(segment.file.as_raw_fd())
-        });
-        file.read_exact_at(&mut buf, location.value_offset as u64)?;
+        std_view(&segment.file).read_exact_at(&mut buf, location.value_offset as u64)?;
         let value = Bytes::from(buf);
         self.cache.borrow_mut().insert(location, value.clone());
         Ok(value)
