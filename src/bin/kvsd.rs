@@ -251,6 +251,11 @@ struct Args {
         default_value_t = 0
     )]
     damage_snapshot_sends: u32,
+
+    /// Tests only: a Raft node's log waits this many milliseconds before each fdatasync, so
+    /// that a power-cut test finds written appends not yet durable (tests/power_loss.rs).
+    #[arg(long, env = "KVS_DELAY_LOG_FLUSH_MS", hide = true, default_value_t = 0)]
+    delay_log_flush_ms: u64,
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {
@@ -338,6 +343,7 @@ fn main() -> ExitCode {
         compact_garbage_ratio: args.compact_garbage_ratio,
         crash_point: args.crash_point,
         damage_snapshot_sends: args.damage_snapshot_sends,
+        delay_log_flush_ms: args.delay_log_flush_ms,
         resync: args.resync,
         auth,
         idle_timeout: (args.idle_timeout_secs > 0)

@@ -117,6 +117,9 @@ pub struct RaftLog {
     flushing: Cell<bool>,
     /// Why the log store refuses all further writes, after a failed write or fdatasync.
     poisoned: RefCell<Option<String>>,
+    /// Tests only (`--delay-log-flush-ms`): each fdatasync waits this long first, so that
+    /// written appends stay unflushed, for a power cut to take (tests/power_loss.rs).
+    pub flush_delay: Cell<std::time::Duration>,
 }
 
 impl RaftLog {
@@ -177,6 +180,7 @@ impl RaftLog {
             unflushed: RefCell::default(),
             flushing: Cell::new(false),
             poisoned: RefCell::default(),
+            flush_delay: Cell::default(),
         })
     }
 
@@ -413,6 +417,10 @@ impl RaftLog {
     /// then their callbacks in order; again while appends wait, then it ends.
     async fn flush(self: Rc<Self>) {
         loop {
+            let delay = self.flush_delay.get();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let batch: Vec<_> = self.unflushed.borrow_mut().drain(..).collect();
             let Some(&(last_no, file_no, _)) = batch.last() else {
                 self.flushing.set(false);

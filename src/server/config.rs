@@ -78,6 +78,9 @@ pub struct Config {
     /// Tests only: this many reads of a Raft snapshot being sent get one bit flipped
     /// (`--damage-snapshot-sends`, `KVS_DAMAGE_SNAPSHOT_SENDS`); 0: none.
     pub damage_snapshot_sends: u32,
+    /// Tests only: a Raft node's log waits this long before each fdatasync
+    /// (`--delay-log-flush-ms`, `KVS_DELAY_LOG_FLUSH_MS`); 0: no wait.
+    pub delay_log_flush_ms: u64,
     /// Follower: replace this node's data with a snapshot of the leader's when it holds
     /// another history, rather than be refused.
     pub resync: bool,

@@ -167,6 +167,8 @@ pub fn run(
         }
         super::fd_limit::ensure(config.connections_max, recovered.segments.len())
             .map_err(ServerError::Config)?;
+        log.flush_delay
+            .set(std::time::Duration::from_millis(config.delay_log_flush_ms));
         let log = Rc::new(log);
         let file = log.file.clone();
         let mut engine = Engine::new(0);
