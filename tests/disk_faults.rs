@@ -309,18 +309,7 @@ fn a_failed_fdatasync_is_never_acknowledged_and_stops_writes_until_restart() {
         Ok(device) => device,
         Err(why) => return skip(TEST, &format!("no loop device: {why}")),
     };
-    must(
-        "mkfs.ext4",
-        &[
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0",
-            &device,
-        ],
-    );
+    common::host::mkfs_ext4(&device);
     let mnt = mounts.mount(&device, "mnt");
     let data_dir = mnt.join("data");
     // No value cache: reads after the failure go to the file.

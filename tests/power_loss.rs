@@ -192,23 +192,7 @@ fn records_served_after_a_crash_survive_a_power_cut() {
         );
     }
 
-    // The power cut: kvsd frozen as it serves, the device copied as it stands.
-    signal(server.pid, "STOP");
-    let copy = disks.path("after-power-cut.img");
-    must(
-        "cp",
-        &[
-            "--sparse=always",
-            image.to_str().unwrap(),
-            copy.to_str().unwrap(),
-        ],
-    );
-    server.kill9();
-
-    check_fsck(&copy);
-    let copy_mnt = disks
-        .mount(&copy, "copy")
-        .unwrap_or_else(|why| panic!("mounting the copy: {why}"));
+    let copy_mnt = power_cut(&mut disks, server, &image, "copy");
     let server = common::start(
         &copy_mnt.join("data"),
         &[&FLAGS[..], &["--fsync", "always"]].concat(),
@@ -430,21 +414,7 @@ fn raft_power_cut(disks: &mut Disks, cut: u32) -> Option<(usize, u64)> {
     std::thread::sleep(Duration::from_millis(1500));
     let before = raft::stats(&addrs[0]).expect("the leader's STATS");
     let leader = nodes[0].take().unwrap();
-    signal(leader.pid, "STOP");
-    let copy = disks.path(&format!("leader-{cut}-after-cut.img"));
-    must(
-        "cp",
-        &[
-            "--sparse=always",
-            image.to_str().unwrap(),
-            copy.to_str().unwrap(),
-        ],
-    );
-    leader.kill9();
-    check_fsck(&copy);
-    let copy_mnt = disks
-        .mount(&copy, &format!("leader-{cut}-copy"))
-        .unwrap_or_else(|why| panic!("mounting the copy: {why}"));
+    let copy_mnt = power_cut(disks, leader, &image, &format!("leader-{cut}-copy"));
     // What the leader had written (the page cache, through the first mount) against what the
     // disk held (the copy).
     let lost_bytes = log_bytes(&mnt.join("n1")).saturating_sub(log_bytes(&copy_mnt.join("n1")));
@@ -528,18 +498,28 @@ fn raft_value(key: &str) -> String {
 
 fn make_ext4(image: &Path, bytes: u64) {
     fs::File::create(image).unwrap().set_len(bytes).unwrap();
+    common::host::mkfs_ext4(image.to_str().unwrap());
+}
+
+/// The power cut: `server` frozen as it runs, the device `image` copied as it stands (what a
+/// power cut leaves, with writeback off), `server` killed; the copy, checked, is mounted at
+/// `<root>/<name>`, which is returned.
+fn power_cut(disks: &mut Disks, server: common::Kvsd, image: &Path, name: &str) -> PathBuf {
+    signal(server.pid, "STOP");
+    let copy = disks.path(&format!("{name}.img"));
     must(
-        "mkfs.ext4",
+        "cp",
         &[
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0",
+            "--sparse=always",
             image.to_str().unwrap(),
+            copy.to_str().unwrap(),
         ],
     );
+    server.kill9();
+    check_fsck(&copy);
+    disks
+        .mount(&copy, name)
+        .unwrap_or_else(|why| panic!("mounting the copy: {why}"))
 }
 
 /// e2fsck: 0 clean, 1 or 2 repaired (the journal replayed); more is a broken file system.

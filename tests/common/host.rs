@@ -30,6 +30,23 @@ pub fn must(program: &str, args: &[&str]) -> String {
     run(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// ext4 on `target` (an image file or a device), 4 KiB blocks, its inode tables and journal
+/// written out now (lazy init off), so that later writes are only the data a test makes.
+pub fn mkfs_ext4(target: &str) {
+    must(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+            target,
+        ],
+    );
+}
+
 /// Says why a drill is skipped, loudly (straight to stderr: the harness captures `eprintln!`,
 /// and a skip must show in a plain `cargo test` run); fails instead under
 /// `KVS_REQUIRE_DISK_FAULTS=1`.
