@@ -7,6 +7,8 @@
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use common::raft::{free_port, get_min_seq, options, stats, wait_for, Cluster, LEADER_WAIT};
 use kvs::client::Client;
@@ -158,4 +160,120 @@ fn kvsctl_cluster_shows_and_changes_the_membership() {
     let (ok, _, err) = kvsctl(&cluster.addr(follower), &["cluster", "remove", "nobody"]);
     assert!(!ok);
     assert!(!err.is_empty());
+}
+
+/// Members join at once while clients write to the leader (the README's seed commands,
+/// started together under load): each join is a membership change, whose entries take seqs
+/// the leader's open batch would otherwise be promised, so writes are held while one is under
+/// way. Writes must go on once all joined: none may hang or be refused for good. Two voters
+/// and two learners join together, in three formations, since the joins' overlap varies.
+#[test]
+fn writes_go_on_after_members_join_at_once_under_load() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ];
+        let first = format!("127.0.0.1:{}", ports[0]);
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let n1 = common::try_start_on(
+            ports[0],
+            &dir.path().join("n1"),
+            &["--node-id", "n1", "--bootstrap"],
+        )
+        .unwrap_or_else(|log| panic!("n1 did not start:\n{log}"));
+        wait_for("n1 to lead", LEADER_WAIT, || {
+            stats(&addrs[0]).filter(|s| s["role"] == "leader")
+        });
+
+        // Writers on the leader, through the joins; each counts what was acknowledged.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (addr, stop) = (addrs[0].clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut acked = 0u64;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut client) = Client::connect_with(&addr, options()) else {
+                            continue;
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            i += 1;
+                            match client.set(format!("w{w}-{i}").as_bytes(), b"v") {
+                                Ok(_) => acked += 1,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        // Started on threads, so that the joins overlap.
+        let joiners: Vec<_> = (1..5)
+            .map(|i| {
+                let (port, data_dir, first) = (
+                    ports[i],
+                    dir.path().join(format!("n{}", i + 1)),
+                    first.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut args = vec![
+                        "--node-id".to_string(),
+                        format!("n{}", i + 1),
+                        "--join".to_string(),
+                        first,
+                    ];
+                    if i >= 3 {
+                        args.push("--learner".into());
+                    }
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    common::try_start_on(port, &data_dir, &args)
+                        .unwrap_or_else(|log| panic!("n{} did not start:\n{log}", i + 1))
+                })
+            })
+            .collect();
+        let joiners: Vec<_> = joiners.into_iter().map(|j| j.join().unwrap()).collect();
+        wait_for("three voters and two learners", LEADER_WAIT * 2, || {
+            let (_, members) = cluster_table(&addrs[0])?;
+            let count = |role: &str| {
+                members
+                    .iter()
+                    .filter(|(_, cells)| cells.iter().any(|c| c == role))
+                    .count()
+            };
+            (count("leader") + count("follower") == 3 && count("learner") == 2).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let during: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+
+        // After the joins: writes on the leader (whichever member leads) are acknowledged
+        // again within the wait for a leader, and land on every member.
+        let mut last = 0;
+        for i in 0..50 {
+            let key = format!("after-{i}");
+            last = wait_for("a write after the joins", LEADER_WAIT, || {
+                let leader = addrs
+                    .iter()
+                    .find(|addr| stats(addr).is_some_and(|s| s["role"] == "leader"))?;
+                let mut client = Client::connect_with(leader, options()).ok()?;
+                client.set(key.as_bytes(), b"v").ok()
+            });
+        }
+        for addr in &addrs {
+            assert_eq!(
+                get_min_seq(addr, "after-49", last).unwrap().as_deref(),
+                Some("v"),
+                "round {round}: {addr} has the last write"
+            );
+        }
+        eprintln!("round {round}: {during} writes acknowledged during the joins");
+        drop(joiners);
+        drop(n1);
+    }
 }

@@ -73,6 +73,8 @@ pub struct RaftNode {
     pub confirmed: watch::Sender<Option<Instant>>,
     /// A membership change is under way: writes wait (`changing_membership`).
     pub paused: Cell<bool>,
+    /// Held through each membership change, so that they run one at a time.
+    membership: tokio::sync::Mutex<()>,
     /// Wakes `follow` (a membership change ended).
     pub kick: Notify,
 }
@@ -225,6 +227,7 @@ pub fn run(
             confirm_wake: Notify::new(),
             confirmed: watch::Sender::new(None),
             paused: Cell::new(false),
+            membership: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
         });
         let shard = Shard::new(engine, file.clone());
@@ -528,7 +531,9 @@ async fn follow(node: Rc<Node>, raft: Rc<RaftNode>) {
             let applied_all = m
                 .last_applied
                 .is_some_and(|id| seq_of(&id) == log_seq && id.leader_id.term == m.current_term);
-            let resume = led_term.is_none() || engine.is_paused();
+            // Also after the proposer abandoned its writes (an entry got another seq than it
+            // promised): this node still leads, and takes writes again from its applied log.
+            let resume = led_term.is_none() || engine.is_paused() || !engine.leads();
             if leading && resume && !raft.paused.get() && applied_all && engine.settled() {
                 engine.lead(log_seq);
                 if led_term.is_none() {
@@ -613,6 +618,10 @@ async fn changing_membership<F: std::future::Future<Output = Result<(), String>>
     raft: &RaftNode,
     change: F,
 ) -> Result<(), String> {
+    // One change at a time: two members joining at once are two changes, and the first to end
+    // must not let writes resume while the other's entries are still to come (each would take
+    // a seq the open batch was promised).
+    let _one_at_a_time = raft.membership.lock().await;
     raft.paused.set(true);
     node.shard.engine.borrow_mut().pause_writes();
     let deadline = Instant::now() + node.config.ack_timeout;
