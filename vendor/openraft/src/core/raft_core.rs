@@ -1557,6 +1557,7 @@ where
                 since_leader_ms = utime.map(|x| (now - x).as_millis() as u64),
                 election_timeout_ms = election_timeout.as_millis() as u64,
                 queued_messages = queued,
+                greater_log = self.engine.is_there_greater_log(),
                 vote = display(current_vote),
                 "kvs: election timeout passed"
             );

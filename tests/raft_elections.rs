@@ -1,0 +1,158 @@
+//! Elections after a leader's kill -9, with real kvsd processes (issue 11): the member that holds
+//! the newest log must stand without delays left over from an earlier election, and must not be
+//! held a whole election timeout by a member behind it that stood first in the same term.
+//!
+//! Both were the cause of the drill's slow failovers (bench/results/2026-12-03-raft-drill-failover.md):
+//! openraft 0.9 kept a member's "seen a greater log" flag (an extra `2 × election_timeout_max`
+//! before it stands) from an election it lost until it stood again, and a member whose log was
+//! behind stood first, took the term, and made the member that alone could win wait a timeout
+//! before the next term. The checks read what the members log; none measures time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Mode;
+use common::raft::{free_port, options, stats, wait_for, Cluster, Mesh, LEADER_WAIT};
+use kvs::client::Client;
+use kvs::protocol::Status;
+
+fn last_seq(cluster: &Cluster, i: usize) -> u64 {
+    let stats = stats(&cluster.addr(i)).expect("STATS");
+    stats["last_seq"].parse().expect("last_seq is a number")
+}
+
+fn set(cluster: &Cluster, i: usize, key: &str, value: &str) {
+    let mut client = Client::connect_with(&cluster.addr(i), options()).expect("connect");
+    client
+        .set(key.as_bytes(), value.as_bytes())
+        .unwrap_or_else(|e| panic!("SET {key} on n{}: {e}", i + 1));
+}
+
+/// ELECT (op 0x25): the member stands for election now, whatever its timers say.
+fn elect(cluster: &Cluster, i: usize) {
+    let (status, body) =
+        kvs::client::cluster::admin(&cluster.addr(i), kvs::raft::op::ELECT, &[], options(), None)
+            .expect("ELECT");
+    assert_eq!(
+        status,
+        Status::Ok,
+        "ELECT: {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// A leader every live member agrees on, that is not `not`.
+fn leader_other_than(cluster: &Cluster, not: Option<usize>) -> usize {
+    wait_for("a leader", LEADER_WAIT, || {
+        cluster.leader().filter(|&l| Some(l) != not)
+    })
+}
+
+fn dump(cluster: &Cluster, since: Instant) {
+    eprintln!(
+        "{}",
+        cluster.log_excerpt(since, since, Instant::now() + Duration::from_secs(1))
+    );
+}
+
+/// 1. Member x loses an election by its log (it stands while cut off from the leader's
+///    appends, after a write it does not have): openraft notes that it saw a greater log.
+/// 2. The links heal, a leader L is elected and x catches up from it.
+/// 3. L's link to the third member s is cut, a write commits on L and x only, L is killed
+///    with kill -9, and s (now behind x) is made to stand at once, so it takes the next term
+///    before x's timer fires.
+///
+/// Then x alone can win. It must stand without the greater-log delay of step 1 (it has heard
+/// a leader since), and win at its first timer-driven election: when s rejects it because s
+/// voted for itself in that term, x stands again at once in the next one.
+#[test]
+fn the_member_with_the_newest_log_wins_without_delays_from_an_election_it_lost() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mesh = Mesh::new(ports);
+    let mut cluster = Cluster::start(ports, |i| mesh.dial_args(i, ports));
+    cluster.keep_logs();
+    let began = Instant::now();
+
+    // 1. x loses an election by its log.
+    let first = leader_other_than(&cluster, None);
+    let x = (first + 1) % 3;
+    let third = (first + 2) % 3;
+    mesh.set_link(first, x, Mode::Down);
+    mesh.set_link(third, x, Mode::Down);
+    set(&cluster, first, "before", "x-does-not-have-this");
+    let lost_at = Instant::now();
+    elect(&cluster, x);
+    wait_for("x to see a greater log", LEADER_WAIT, || {
+        cluster
+            .log_since(x, lost_at)
+            .iter()
+            .any(|line| line.contains("seen a greater log id"))
+            .then_some(())
+    });
+    mesh.heal();
+
+    // 2. A leader other than x (its log is behind), and x caught up with it.
+    let leader = wait_for("a leader that x has caught up with", LEADER_WAIT, || {
+        let leader = cluster.leader().filter(|&l| l != x)?;
+        let role = stats(&cluster.addr(x))?["role"].clone();
+        (role == "follower" && last_seq(&cluster, x) == last_seq(&cluster, leader))
+            .then_some(leader)
+    });
+    let s = (0..3)
+        .find(|&i| i != x && i != leader)
+        .expect("a third member");
+
+    // 3. x ahead of s, the leader killed, s standing first.
+    mesh.set_link(leader, s, Mode::Down);
+    set(&cluster, leader, "after", "s-does-not-have-this");
+    let (x_seq, s_seq) = (last_seq(&cluster, x), last_seq(&cluster, s));
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    elect(&cluster, s);
+    mesh.heal();
+    assert!(
+        s_seq < x_seq,
+        "the setup needs s behind x (s at {s_seq}, x at {x_seq})"
+    );
+
+    let new = leader_other_than(&cluster, Some(leader));
+    let x_log = cluster.log_since(x, killed_at);
+    let failed = |why: &str| {
+        dump(&cluster, began);
+        panic!("{why}");
+    };
+    if new != x {
+        failed(&format!(
+            "n{} leads, but only x (n{}) holds the newest log",
+            new + 1,
+            x + 1
+        ));
+    }
+    // The timer's check that let x stand (a check deferred for queued messages logs too).
+    let checks: Vec<&String> = x_log
+        .iter()
+        .filter(|line| line.contains("kvs: election timeout passed"))
+        .collect();
+    if checks.is_empty() {
+        failed("x won without its election timer (the log shows no timer check)");
+    }
+    if let Some(delayed) = checks
+        .iter()
+        .find(|line| !line.contains("greater_log=false"))
+    {
+        failed(&format!(
+            "x still carried the greater-log delay of the election it lost before a leader was heard: {delayed}"
+        ));
+    }
+    let stood_by_timer = x_log
+        .iter()
+        .filter(|line| line.contains("do trigger election"))
+        .count();
+    if stood_by_timer != 1 {
+        failed(&format!(
+            "x stood {stood_by_timer} times by its timer before it won; once is enough when the \
+             member that beat it to the term is behind it"
+        ));
+    }
+}
