@@ -2,7 +2,7 @@
 //! the newest log must stand without delays left over from an earlier election, and must not be
 //! held a whole election timeout by a member behind it that stood first in the same term.
 //!
-//! Both were the cause of the drill's slow failovers (bench/results/2026-12-03-raft-drill-failover.md):
+//! Both caused the drill's slow failovers (`bench/results/2026-12-03-raft-drill-failover.md`):
 //! openraft 0.9 kept a member's "seen a greater log" flag (an extra `2 × election_timeout_max`
 //! before it stands) from an election it lost until it stood again, and a member whose log was
 //! behind stood first, took the term, and made the member that alone could win wait a timeout
@@ -142,7 +142,8 @@ fn the_member_with_the_newest_log_wins_without_delays_from_an_election_it_lost()
         .find(|line| !line.contains("greater_log=false"))
     {
         failed(&format!(
-            "x still carried the greater-log delay of the election it lost before a leader was heard: {delayed}"
+            "x still carried the greater-log delay of the election it lost before a leader was \
+             heard: {delayed}"
         ));
     }
     let stood_by_timer = x_log
@@ -155,4 +156,62 @@ fn the_member_with_the_newest_log_wins_without_delays_from_an_election_it_lost()
              member that beat it to the term is behind it"
         ));
     }
+}
+
+/// The two members left after the leader's kill -9, with equal logs, stand in the same term
+/// (ELECT to both at once, once the old leader's lease has run out): each refuses the other,
+/// having voted for itself. The member with the greater id must stand again at once and win,
+/// rather than both waiting for their timers (which, drawn once per process in openraft 0.9,
+/// had two members split again round after round in the drill).
+#[test]
+fn a_split_vote_between_equal_logs_is_won_at_once_by_the_greater_id() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut cluster = Cluster::start(ports, |_| Vec::new());
+    cluster.keep_logs();
+    let began = Instant::now();
+    for attempt in 0..5 {
+        let leader = leader_other_than(&cluster, None);
+        let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+        wait_for("equal logs", LEADER_WAIT, || {
+            let seq = last_seq(&cluster, leader);
+            (last_seq(&cluster, a) == seq && last_seq(&cluster, b) == seq).then_some(())
+        });
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        // Past the old leader's lease (the longest election timeout, 400 ms), before either
+        // member's own timer (the lease and at least 200 ms more).
+        std::thread::sleep(Duration::from_millis(450));
+        elect(&cluster, a);
+        elect(&cluster, b);
+        let new = leader_other_than(&cluster, Some(leader));
+        let (a_log, b_log) = (
+            cluster.log_since(a, killed_at),
+            cluster.log_since(b, killed_at),
+        );
+        cluster.restart(leader);
+        let refused = |log: &[String]| log.iter().any(|line| line.contains("result=Err(ByVote"));
+        if !(refused(&a_log) && refused(&b_log)) {
+            eprintln!("attempt {attempt}: no split vote (one request came first); again");
+            continue;
+        }
+        let id = |i: usize| kvs::raft::node_id_of(&format!("n{}", i + 1));
+        let greater = if id(a) > id(b) { a } else { b };
+        let greater_log = if greater == a { &a_log } else { &b_log };
+        if new != greater
+            || !greater_log
+                .iter()
+                .any(|line| line.contains("standing again at once") && line.contains("split=true"))
+        {
+            dump(&cluster, began);
+            panic!(
+                "after a split vote, n{} leads; n{} (the greater id) should have stood again at \
+                 once and won",
+                new + 1,
+                greater + 1
+            );
+        }
+        return;
+    }
+    dump(&cluster, began);
+    panic!("no split vote in 5 attempts: ELECT to both members did not make them stand together");
 }

@@ -383,11 +383,17 @@ where C: RaftTypeConfig
         // timeout before standing again; this candidate stands again at once, in the next
         // term. Each retry answers one election of the voter's, which its greater-log delay
         // spaces out, so two members cannot trade terms without pause.
+        //
+        // A split vote between equal logs (both stood in the same term) ends the same way: the
+        // member with the greater id stands again at once, the other waits for its timer, and
+        // grants the higher term when it comes.
         let my_term = candidate.vote_ref().leader_id().term;
-        let stand_again = resp.vote.leader_id().term >= my_term
+        let stood_itself = resp.vote.leader_id().term >= my_term
             && !resp.vote.is_committed()
-            && resp.vote.leader_id().voted_for() == Some(target.clone())
-            && resp.last_log_id.as_ref() < self.state.last_log_id();
+            && resp.vote.leader_id().voted_for() == Some(target.clone());
+        let voter_behind = resp.last_log_id.as_ref() < self.state.last_log_id();
+        let split_won = resp.last_log_id.as_ref() == self.state.last_log_id() && self.config.id > target;
+        let stand_again = stood_itself && (voter_behind || split_won);
 
         // Seen a higher log. Record it so that the next election will be delayed for a while.
         if resp.last_log_id.as_ref() > self.state.last_log_id() {
@@ -422,7 +428,8 @@ where C: RaftTypeConfig
                 voter_vote = display(&resp.vote),
                 voter_last_log_id = display(resp.last_log_id.summary()),
                 my_last_log_id = display(self.state.last_log_id().summary()),
-                "kvs: a voter behind this log stands itself: standing again at once, in the next term"
+                split = split_won,
+                "kvs: a voter behind this log (or level with it, with a smaller id) stands itself: standing again at once, in the next term"
             );
             self.elect();
         }
