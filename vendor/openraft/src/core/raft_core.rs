@@ -1572,7 +1572,7 @@ where
         // kvs patch: a new random election timeout for each election, as Raft has it. Upstream
         // 0.9 draws one per process, and the check runs on a tick (1.5 heartbeats), so two
         // members whose timeouts rounded up to the same tick stood together at every round
-        // after a split vote: 14 rounds of 380 ms in a row in one drill run.
+        // after a split vote: 7 rounds of 380 ms in a row in one drill run.
         self.engine.config.timer_config.election_timeout =
             Duration::from_millis(self.config.new_rand_election_timeout::<C::AsyncRuntime>());
 
