@@ -5,6 +5,10 @@
 //! acknowledged write that is lost shows up there as a read that no order can explain.
 //! Failover time: from a kill -9 of the leader to another member reporting itself leader.
 //!
+//! A failover slower than `KVS_RAFT_DRILL_SLOW_MS` (2000) prints the members' logs around it
+//! (`SLOW FAILOVER` .. `SLOW FAILOVER END`), from 4 s before the kill, with the drill's own faults
+//! among them.
+//!
 //! The test suite runs one short round; `tools/raft-drill RUNS SECONDS` runs the long drill
 //! (`KVS_RAFT_DRILL_RUNS`, `KVS_RAFT_DRILL_SECONDS`).
 
@@ -100,6 +104,8 @@ fn run_round(seed: u64, length: Duration, totals: &mut Totals) {
         args.extend(mesh.dial_args(i, ports));
         args
     });
+    cluster.keep_logs();
+    let slow = Duration::from_millis(env_number("KVS_RAFT_DRILL_SLOW_MS", 2000));
     let addrs: Vec<String> = (0..3).map(|i| cluster.addr(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let next_value = Arc::new(AtomicU64::new(1));
@@ -151,21 +157,39 @@ fn run_round(seed: u64, length: Duration, totals: &mut Totals) {
                         .filter(|&i| i != victim && cluster.nodes[i].is_some())
                         .find(|&i| stats(&cluster.addr(i)).is_some_and(|s| s["role"] == "leader"))
                 });
-                let ms = killed_at.elapsed().as_millis() as u64;
+                let took = killed_at.elapsed();
+                let ms = took.as_millis() as u64;
                 eprintln!(
                     "run {seed}: killed leader n{}; n{} leads after {ms} ms",
                     victim + 1,
                     elected + 1
                 );
+                if took > slow {
+                    // What the members logged around it, from a few seconds before the kill
+                    // (the faults that came before it) until now.
+                    eprintln!(
+                        "SLOW FAILOVER run {seed}: {ms} ms; the members' logs (ms from the kill):\n{}SLOW FAILOVER END",
+                        cluster.log_excerpt(
+                            killed_at,
+                            killed_at
+                                .checked_sub(Duration::from_secs(4))
+                                .unwrap_or(killed_at),
+                            Instant::now()
+                        )
+                    );
+                }
                 totals.failovers_ms.push(ms);
             }
             std::thread::sleep(Duration::from_millis(rng.below(500)));
+            cluster.note(&format!("restarting n{}", victim + 1));
             cluster.restart(victim);
         } else {
             mesh.isolate(victim, Mode::Down);
+            cluster.note(&format!("cut n{} off", victim + 1));
             totals.partitions += 1;
             std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
             mesh.heal();
+            cluster.note("healed");
         }
     }
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));

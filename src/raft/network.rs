@@ -2,8 +2,9 @@
 //! `docs/protocol.md`), one connection per peer, one RPC at a time on it (openraft runs one
 //! replication stream per peer and waits for each answer).
 //!
-//! A failed connect is `Unreachable` (openraft backs off), anything else on the wire a
-//! `Network` error; either way the connection is dropped and the next RPC dials again.
+//! A failed connect, or a new connection closed before it answered, is `Unreachable` (openraft
+//! backs off), anything else on the wire a `Network` error; either way the connection is
+//! dropped and the next RPC dials again.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -184,6 +185,7 @@ impl Peer {
         // timeout, around this one), and a connection left with an answer still to come would
         // hand that answer to the next call (an id mismatch, so a second failed RPC).
         let mut conn = self.conn.take();
+        let fresh = conn.is_none();
         let result = tokio::time::timeout(ttl, async {
             if conn.is_none() {
                 let secret = self.secret.as_deref().map(|s| s.as_slice());
@@ -192,21 +194,34 @@ impl Peer {
             conn.as_mut().expect("connected").call(kind, 0, body).await
         })
         .await;
-        let error = match result {
+        let (error, timed_out) = match result {
             Ok(Ok(body)) => {
                 self.conn = conn;
                 return Ok(body);
             }
-            Ok(Err(error)) => error,
-            Err(_) => CallError::Wire(format!("no answer within {} ms", ttl.as_millis())),
+            Ok(Err(error)) => (error, false),
+            Err(_) => (
+                CallError::Wire(format!("no answer within {} ms", ttl.as_millis())),
+                true,
+            ),
         };
         tracing::debug!(target_node = self.target, addr = %self.addr, %error, "raft rpc failed");
+        // A connection opened for this call and closed (or reset) before it answered is a peer
+        // that does not serve (a member still starting, or a proxy before a dead one), as much
+        // as a refused connect: openraft backs off on Unreachable only, and retried anything
+        // else at once, so a leader's replication stream spun on it (tens of thousands of
+        // failed RPCs a second, each logged) while a member was down.
+        let unserved = fresh && !timed_out && matches!(error, CallError::Wire(_));
         Err(match error {
             CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+            _ if unserved => RPCError::Unreachable(Unreachable::new(&error)),
             _ => RPCError::Network(NetworkError::new(&error)),
         })
     }
 }
+
+/// How long a replication stream waits before it tries again a member that does not serve.
+const UNSERVED_BACKOFF_MS: u64 = 50;
 
 /// How openraft words a chunk that does not continue the snapshot a member is receiving (the
 /// member answers it as ERROR text).
@@ -289,7 +304,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         codec::decode_vote_response(&answer).map_err(malformed)
     }
 
+    /// Between tries at a member that does not serve: short, so that a member back from a
+    /// restart hears the leader before its own election timeout (200 ms and up by default)
+    /// runs out; it stands for election in a new term otherwise, and its higher term deposes
+    /// the leader. A refused connect to 127.0.0.1 every 50 ms costs nothing.
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+        Backoff::new(std::iter::repeat(Duration::from_millis(
+            UNSERVED_BACKOFF_MS,
+        )))
     }
 }

@@ -3,8 +3,9 @@
 //! fault proxies on every Raft link.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::proxy::{Mode, Proxy};
@@ -46,12 +47,30 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// A port free now, below Linux's ephemeral range (32768 and up): a port the kernel hands out
+/// for `bind(0)` could be handed out again, between this call and kvsd's bind, to a fault
+/// proxy's listener or a client's outgoing connection (a 100-run drill lost its last runs so:
+/// "Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let mut x = seed.wrapping_add(
+            NEXT.fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A cluster of kvsd nodes, each restartable with its own command line and port.
@@ -61,6 +80,31 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     pub args: Vec<Vec<String>>,
     pub nodes: Vec<Option<Kvsd>>,
+    /// With `keep_logs`: every node's stderr lines (and the test's notes) as they arrived.
+    kept: Option<Arc<Mutex<KeptLog>>>,
+}
+
+/// What `Cluster::keep_logs` keeps: the lines of the last `KEPT_FOR`, each with when it
+/// arrived and whose it is (`n1`.., or `test` for a note).
+#[derive(Default)]
+struct KeptLog {
+    lines: VecDeque<(Instant, String, String)>,
+}
+
+/// How long kept log lines are kept.
+const KEPT_FOR: Duration = Duration::from_secs(30);
+
+impl KeptLog {
+    fn push(&mut self, at: Instant, who: &str, line: String) {
+        self.lines.push_back((at, who.to_string(), line));
+        while self
+            .lines
+            .front()
+            .is_some_and(|(first, _, _)| at.saturating_duration_since(*first) > KEPT_FOR)
+        {
+            self.lines.pop_front();
+        }
+    }
 }
 
 impl Cluster {
@@ -91,6 +135,7 @@ impl Cluster {
             ports: ports.to_vec(),
             args: Vec::new(),
             nodes: Vec::new(),
+            kept: None,
         };
         for i in 0..3 {
             cluster.args.push(args(i));
@@ -107,8 +152,11 @@ impl Cluster {
 
     pub fn restart(&mut self, i: usize) {
         let args: Vec<&str> = self.args[i].iter().map(String::as_str).collect();
-        let node = try_start_on(self.ports[i], &self.dirs[i], &args)
+        let mut node = try_start_on(self.ports[i], &self.dirs[i], &args)
             .unwrap_or_else(|log| panic!("n{} did not start:\n{log}", i + 1));
+        if self.kept.is_some() {
+            self.keep_log_of(i, &mut node);
+        }
         self.nodes[i] = Some(node);
     }
 
@@ -116,6 +164,82 @@ impl Cluster {
         if let Some(node) = self.nodes[i].take() {
             node.kill9();
         }
+        self.note(&format!("kill -9 n{}", i + 1));
+    }
+
+    /// From now on, keeps every node's stderr lines (those of nodes restarted later too) for
+    /// `log_excerpt`; the nodes' `log` receivers get nothing more.
+    pub fn keep_logs(&mut self) {
+        self.kept = Some(Arc::default());
+        for i in 0..self.nodes.len() {
+            if let Some(mut node) = self.nodes[i].take() {
+                self.keep_log_of(i, &mut node);
+                self.nodes[i] = Some(node);
+            }
+        }
+    }
+
+    fn keep_log_of(&self, i: usize, node: &mut Kvsd) {
+        let kept = self.kept.clone().expect("keep_logs was called");
+        let who = format!("n{}", i + 1);
+        {
+            let mut kept = kept.lock().unwrap();
+            let now = Instant::now();
+            for line in node.startup_log.iter().chain([&node.ready_line]) {
+                kept.push(now, &who, line.clone());
+            }
+        }
+        let (_, nothing) = mpsc::channel();
+        let lines = std::mem::replace(&mut node.log, nothing);
+        // Ends when the process does (its stderr closes).
+        std::thread::spawn(move || {
+            for line in lines {
+                kept.lock().unwrap().push(Instant::now(), &who, line);
+            }
+        });
+    }
+
+    /// With `keep_logs`: a line of the test's own among the nodes' lines.
+    pub fn note(&self, text: &str) {
+        if let Some(kept) = &self.kept {
+            kept.lock()
+                .unwrap()
+                .push(Instant::now(), "test", text.to_string());
+        }
+    }
+
+    /// With `keep_logs`: node i's lines kept since `since`, in order.
+    pub fn log_since(&self, i: usize, since: Instant) -> Vec<String> {
+        let who = format!("n{}", i + 1);
+        let kept = self.kept.as_ref().expect("keep_logs was called");
+        let kept = kept.lock().unwrap();
+        kept.lines
+            .iter()
+            .filter(|(at, whose, _)| *at >= since && *whose == who)
+            .map(|(_, _, line)| line.clone())
+            .collect()
+    }
+
+    /// With `keep_logs`: the lines kept from `from` to `to`, in the order they arrived, each
+    /// as `+MS WHO LINE` with MS counted from `origin` (negative before it).
+    pub fn log_excerpt(&self, origin: Instant, from: Instant, to: Instant) -> String {
+        let Some(kept) = &self.kept else {
+            return "(no log kept: Cluster::keep_logs was not called)".into();
+        };
+        let kept = kept.lock().unwrap();
+        let mut text = String::new();
+        for (at, who, line) in &kept.lines {
+            if *at < from || *at > to {
+                continue;
+            }
+            let ms = if *at >= origin {
+                at.duration_since(origin).as_millis() as i64
+            } else {
+                -(origin.duration_since(*at).as_millis() as i64)
+            };
+            text.push_str(&format!("{ms:+6} {who:>4} {line}\n"));
+        }
+        text
     }
 
     /// The node every live node's STATS names as leader, once they agree.
@@ -202,6 +326,15 @@ impl Mesh {
                 }
             }
         }
+    }
+
+    /// Cuts (Down) or heals (Pass) the one link that carries what node `from` sends to node
+    /// `to` (and its answers).
+    pub fn set_link(&self, from: usize, to: usize, mode: Mode) {
+        self.proxies[from][to]
+            .as_ref()
+            .expect("a link")
+            .set_mode(mode);
     }
 
     pub fn heal(&self) {

@@ -1557,6 +1557,7 @@ where
                 since_leader_ms = utime.map(|x| (now - x).as_millis() as u64),
                 election_timeout_ms = election_timeout.as_millis() as u64,
                 queued_messages = queued,
+                greater_log = self.engine.is_there_greater_log(),
                 vote = display(current_vote),
                 "kvs: election timeout passed"
             );
@@ -1567,6 +1568,13 @@ where
 
         // Every time elect, reset this flag.
         self.engine.reset_greater_log();
+
+        // kvs patch: a new random election timeout for each election, as Raft has it. Upstream
+        // 0.9 draws one per process, and the check runs on a tick (1.5 heartbeats), so two
+        // members whose timeouts rounded up to the same tick stood together at every round
+        // after a split vote: 7 rounds of 380 ms in a row in one drill run.
+        self.engine.config.timer_config.election_timeout =
+            Duration::from_millis(self.config.new_rand_election_timeout::<C::AsyncRuntime>());
 
         tracing::info!("do trigger election");
         self.engine.elect();

@@ -376,6 +376,25 @@ where C: RaftTypeConfig
         // - It is a delayed response of previous voting(resp.vote_granted could be true)
         // In any case, no need to proceed.
 
+        // kvs patch: the voter stands itself, in this candidate's term or a later one, and its
+        // log is behind this candidate's: it can never win (this candidate refuses it, and in
+        // a three-member cluster with one down, so does everyone left), and it grants a higher
+        // term to a candidate whose log is at least its own. Upstream waits a whole election
+        // timeout before standing again; this candidate stands again at once, in the next
+        // term. Each retry answers one election of the voter's, which its greater-log delay
+        // spaces out, so two members cannot trade terms without pause.
+        //
+        // A split vote between equal logs (both stood in the same term) ends the same way: the
+        // member with the greater id stands again at once, the other waits for its timer, and
+        // grants the higher term when it comes.
+        let my_term = candidate.vote_ref().leader_id().term;
+        let stood_itself = resp.vote.leader_id().term >= my_term
+            && !resp.vote.is_committed()
+            && resp.vote.leader_id().voted_for() == Some(target.clone());
+        let voter_behind = resp.last_log_id.as_ref() < self.state.last_log_id();
+        let split_won = resp.last_log_id.as_ref() == self.state.last_log_id() && self.config.id > target;
+        let stand_again = stood_itself && (voter_behind || split_won);
+
         // Seen a higher log. Record it so that the next election will be delayed for a while.
         if resp.last_log_id.as_ref() > self.state.last_log_id() {
             tracing::info!(
@@ -402,6 +421,18 @@ where C: RaftTypeConfig
 
         // Update if resp.vote is greater.
         let _ = self.vote_handler().update_vote(&vote);
+
+        if stand_again {
+            tracing::info!(
+                voter = display(&target),
+                voter_vote = display(&resp.vote),
+                voter_last_log_id = display(resp.last_log_id.summary()),
+                my_last_log_id = display(self.state.last_log_id().summary()),
+                split = split_won,
+                "kvs: a voter behind this log (or level with it, with a smaller id) stands itself: standing again at once, in the next term"
+            );
+            self.elect();
+        }
     }
 
     /// Append entries to follower/learner.
@@ -447,6 +478,16 @@ where C: RaftTypeConfig
         self.vote_handler().update_vote(vote)?;
 
         // Vote is legal.
+
+        // kvs patch: a leader is heard, so what this node saw in its last election (a voter
+        // with a greater log) is out of date: it has the leader's log now, or will have. Upstream
+        // keeps the flag until this node next stands, so a member that lost an election by its
+        // log once waited `smaller_log_timeout` longer at the next leader's death too, even when
+        // it was then the member with the greatest log (vendor/openraft/KVS-PATCH.md).
+        if vote.is_committed() && self.seen_greater_log {
+            tracing::info!(leader_vote = display(vote), "kvs: a leader is heard: the greater-log delay is cleared");
+            self.reset_greater_log();
+        }
 
         let mut fh = self.following_handler();
         fh.ensure_log_consecutive(prev_log_id.clone())?;
