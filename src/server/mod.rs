@@ -46,7 +46,7 @@ use shard::Shard;
 pub use config::{Config, FsyncPolicy};
 
 use crate::engine::Engine;
-use crate::limits::{SET_OVERHEAD_BYTES, SHUTDOWN_DRAIN_MS};
+use crate::limits::SET_OVERHEAD_BYTES;
 use crate::wal::file::LogFile;
 use crate::wal::record::Record;
 use crate::wal::recovery::{self, RecoveryError};
@@ -617,16 +617,7 @@ async fn shut_down(node: &Node, reason: &str) -> Result<(), ServerError> {
         "shutting down: no new connections or requests; finishing what is in flight"
     );
     node.shutdown.send_replace(true);
-    let drain = Duration::from_millis(SHUTDOWN_DRAIN_MS);
-    if tokio::time::timeout(drain, node.connections_closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            connections = node.connection_count(),
-            "closing connections that did not read their replies in time"
-        );
-    }
+    node.drain_connections().await;
     let shard = &node.shard;
     let committed = async {
         loop {

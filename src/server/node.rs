@@ -107,6 +107,21 @@ impl Node {
         self.connections.borrow().values().cloned().collect()
     }
 
+    /// At shutdown: waits up to `SHUTDOWN_DRAIN_MS` for the connections to finish what is in
+    /// flight and close; the ones left are closed by the caller.
+    pub async fn drain_connections(&self) {
+        let drain = std::time::Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS);
+        if tokio::time::timeout(drain, self.connections_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.connection_count(),
+                "closing connections that did not read their replies in time"
+            );
+        }
+    }
+
     /// Waits until no connection is left.
     pub async fn connections_closed(&self) {
         loop {

@@ -335,16 +335,7 @@ pub fn run(
         );
         node.shutdown.send_replace(true);
         raft.shutdown.send_replace(true);
-        let drain = Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS);
-        if tokio::time::timeout(drain, node.connections_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                connections = node.connection_count(),
-                "closing connections that did not read their replies in time"
-            );
-        }
+        node.drain_connections().await;
         sweeper.abort();
         let _ = raft.raft.shutdown().await;
         file.sync().await.map_err(io("final fdatasync"))?;
