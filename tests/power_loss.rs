@@ -365,13 +365,7 @@ fn raft_power_cut(disks: &mut Disks, cut: u32) -> Option<(usize, u64)> {
         nodes.push(Some(start(i, dir, extra)));
     }
     raft::wait_for("n1 to lead three voters", raft::LEADER_WAIT * 2, || {
-        let text = raft::cluster_text(&addrs[0])?;
-        let voting = text
-            .lines()
-            .filter(|l| l.starts_with("member:"))
-            .filter(|l| l.contains(" role:follower") || l.contains(" role:leader"))
-            .count();
-        (voting == 3).then_some(())
+        (raft::voting(&addrs[0])? == 3).then_some(())
     });
 
     // Writers: distinct keys, each SET recorded once it is acknowledged; they follow the

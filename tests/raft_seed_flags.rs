@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::raft::{cluster_text, get_min_seq, options, stats, wait_for, LEADER_WAIT};
+use common::raft::{get_min_seq, options, stats, voting, wait_for, LEADER_WAIT};
 use kvs::client::Client;
 
 /// A data dir that belongs to a Raft cluster is never started as an asynchronous leader: the
@@ -65,13 +65,7 @@ fn the_seeds_command_lines_make_a_raft_cluster_that_fails_over() {
             .position(|n| stats(&n.addr).is_some_and(|s| s["role"] == "leader"))
     };
     wait_for("three voters", LEADER_WAIT * 2, || {
-        let text = cluster_text(&nodes[leader_of(&nodes)?].addr)?;
-        let voting = text
-            .lines()
-            .filter(|line| line.starts_with("member:"))
-            .filter(|line| line.contains(" role:follower") || line.contains(" role:leader"))
-            .count();
-        (voting == 3).then_some(())
+        (voting(&nodes[leader_of(&nodes)?].addr)? == 3).then_some(())
     });
     // Acknowledged by whichever node leads (an election may have moved it meanwhile).
     let seq = wait_for("a write acknowledged", LEADER_WAIT, || {

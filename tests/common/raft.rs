@@ -254,16 +254,21 @@ impl Cluster {
     pub fn wait_voters(&self, voters: usize) {
         wait_for("the cluster's voters", LEADER_WAIT * 2, || {
             let leader = self.leader()?;
-            let text = cluster_text(&self.addr(leader))?;
-            // Member rows only (the node's own view has a `role:` line too).
-            let voting = text
-                .lines()
-                .filter(|line| line.starts_with("member:"))
-                .filter(|line| line.contains(" role:follower") || line.contains(" role:leader"))
-                .count();
-            (voting >= voters).then_some(())
+            (voting(&self.addr(leader))? >= voters).then_some(())
         });
     }
+}
+
+/// The voters (leader and followers) in the membership as the member at `addr` sees it.
+pub fn voting(addr: &str) -> Option<usize> {
+    let text = cluster_text(addr)?;
+    // Member rows only (the node's own view has a `role:` line too).
+    Some(
+        text.lines()
+            .filter(|line| line.starts_with("member:"))
+            .filter(|line| line.contains(" role:follower") || line.contains(" role:leader"))
+            .count(),
+    )
 }
 
 pub fn cluster_text(addr: &str) -> Option<String> {
